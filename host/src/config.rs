@@ -1,0 +1,72 @@
+//! The knobs of a host, with the defaults the README documents.
+
+use crate::storage::StorageLimits;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Fuel per millisecond of guest CPU. Fuel counts WebAssembly instructions; on the 2-core
+/// machines this was measured on a guest runs 8 to 20 million of them per millisecond, so one
+/// millisecond of `--cpu-limit` buys 10 million instructions. Time spent inside host calls
+/// (storage, logging) is not counted.
+pub const FUEL_PER_MS: u64 = 10_000_000;
+
+/// What one event of one object may use.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    /// Guest instructions per event, see [`FUEL_PER_MS`].
+    pub fuel: u64,
+    /// Largest linear memory of an instance, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl EventLimits {
+    /// Limits from a CPU budget in milliseconds and a memory cap in MiB.
+    pub fn new(cpu_limit_ms: u64, memory_limit_mib: u64) -> Self {
+        EventLimits {
+            fuel: cpu_limit_ms.saturating_mul(FUEL_PER_MS),
+            memory_bytes: usize::try_from(memory_limit_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits::new(30_000, 128)
+    }
+}
+
+/// Everything a host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The data dir: the database, the compiled-component cache and the admin token.
+    pub data_dir: PathBuf,
+    /// The admin API's bearer token.
+    pub admin_token: String,
+    /// How long an instance may sit idle before it is dropped.
+    pub idle_timeout: Duration,
+    /// Most live instances at once; past it the least recently used idle ones are dropped.
+    pub max_live_objects: usize,
+    /// Largest request body sent to an object, in bytes.
+    pub max_request_body: usize,
+    /// Largest component accepted by deploy, in bytes.
+    pub max_component_bytes: usize,
+    pub event: EventLimits,
+    pub storage: StorageLimits,
+}
+
+impl HostConfig {
+    /// The defaults, for a data dir and token.
+    pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
+        HostConfig {
+            data_dir,
+            admin_token,
+            idle_timeout: Duration::from_secs(30),
+            max_live_objects: 10_000,
+            max_request_body: 16 << 20,
+            max_component_bytes: 128 << 20,
+            event: EventLimits::default(),
+            storage: StorageLimits::default(),
+        }
+    }
+}

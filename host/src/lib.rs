@@ -1,0 +1,24 @@
+//! dohost: a self-hosted Durable Objects host.
+//!
+//! A Durable Object is a named address at which one piece of state lives, exactly once. dohost
+//! runs object classes compiled to WebAssembly components (the world in `wit/`), keeps at most one
+//! live instance per object, delivers its events one at a time, and gives it private,
+//! transactional, durable storage.
+//!
+//! The modules, one concept each:
+//! - [`names`]: namespace and object names, object ids.
+//! - [`storage`]: the database, group commit, each object's layered view of its keys.
+//! - [`runtime`]: wasmtime: the engine, the host imports, running one event under limits.
+//! - [`registry`]: deployed namespaces: validating, compiling, persisting components.
+//! - [`objects`]: object lifecycle: one event loop per live object, hibernation, eviction.
+//! - [`http`]: routing requests to objects and the admin API.
+//! - [`config`]: the knobs of a host.
+
+pub mod config;
+pub mod http;
+pub mod names;
+pub mod objects;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,236 @@
+//! The `dohost` command: serve objects, deploy components, list namespaces.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use dohost::config::{EventLimits, HostConfig};
+use dohost::server::{self, Host};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "A self-hosted Durable Objects host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every deployed namespace over HTTP.
+    Serve(ServeArgs),
+    /// Upload a component as the code of a namespace, on a running host.
+    Deploy(DeployArgs),
+    /// List the deployed namespaces of a running host.
+    Namespaces(AdminArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: String,
+    /// Where everything durable lives: the database, compiled components, the admin token.
+    #[arg(long, default_value = "./dohost-data")]
+    data: PathBuf,
+    /// The admin API's bearer token; without it one is generated and kept in the data dir.
+    #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Seconds an instance may sit idle before it is dropped (its storage stays).
+    #[arg(long, default_value_t = 30.0)]
+    idle_timeout: f64,
+    /// Most live instances; past it the least recently used idle ones are dropped.
+    #[arg(long, default_value_t = 10_000)]
+    max_live_objects: usize,
+    /// CPU budget of one event, in milliseconds of guest execution (10 million instructions per
+    /// millisecond).
+    #[arg(long, default_value_t = 30_000)]
+    cpu_limit: u64,
+    /// Largest linear memory of one instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_limit: u64,
+    /// Most bytes (keys plus values) one object may store.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_object_storage: u64,
+    /// Largest request body delivered to an object, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_request_body: usize,
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// The running host's address.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// The admin token; else DOHOST_ADMIN_TOKEN; else the token file in --data.
+    #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The host's data dir, to find its token file.
+    #[arg(long, default_value = "./dohost-data")]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The component: a .wasm built for wasm32-wasip2.
+    file: PathBuf,
+    /// The namespace: [a-z0-9-]{1,63}. Objects are then at /{name}/{object-name}/.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Deploy(args) => runtime.block_on(deploy(args)),
+        Command::Namespaces(args) => runtime.block_on(namespaces(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let token = match args.admin_token {
+        Some(t) if !t.is_empty() => t,
+        _ => server::load_or_create_token(&args.data)
+            .with_context(|| format!("admin token in {}", args.data.display()))?,
+    };
+    if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
+        bail!("--idle-timeout must be a positive number of seconds");
+    }
+    let mut config = HostConfig::new(args.data.clone(), token);
+    config.idle_timeout = Duration::from_secs_f64(args.idle_timeout);
+    config.max_live_objects = args.max_live_objects;
+    config.max_request_body = args.max_request_body;
+    config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
+    config.storage.max_object_bytes = args.max_object_storage;
+    let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let data = std::fs::canonicalize(&args.data).unwrap_or(args.data);
+    tracing::info!(
+        "dohost listening on http://{addr}, data dir {}, {} namespace(s)",
+        data.display(),
+        host.registry.list().len()
+    );
+    // A machine-readable line for scripts and tests that start the host on port 0.
+    println!("listening on http://{addr}");
+    axum::serve(listener, host.router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn admin_token(args: &AdminArgs) -> Result<String> {
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
+    server::read_token(&args.data)?.with_context(|| {
+        format!(
+            "no admin token: pass --token, set DOHOST_ADMIN_TOKEN, or point --data at the host's data dir (no {} in {})",
+            server::TOKEN_FILE,
+            args.data.display()
+        )
+    })
+}
+
+async fn admin_call(
+    args: &AdminArgs,
+    request: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+) -> Result<serde_json::Value> {
+    let token = admin_token(args)?;
+    let url = args.url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let response = request(&client, url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the host at {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| serde_json::json!({ "error": format!("unreadable answer: {e}") }));
+    if !status.is_success() {
+        let message = body["error"].as_str().unwrap_or("no message");
+        bail!("{status}: {message}");
+    }
+    Ok(body)
+}
+
+async fn deploy(args: DeployArgs) -> Result<()> {
+    let bytes = read_component(&args.file)?;
+    let name = &args.name;
+    let info = admin_call(&args.admin, |c, url| {
+        c.put(format!("{url}/_admin/namespaces/{name}")).body(bytes)
+    })
+    .await
+    .with_context(|| format!("deploying {} as {name}", args.file.display()))?;
+    println!(
+        "deployed {} as {name}, version {}",
+        args.file.display(),
+        info["version"]
+    );
+    Ok(())
+}
+
+fn read_component(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn namespaces(args: AdminArgs) -> Result<()> {
+    let body = admin_call(&args, |c, url| c.get(format!("{url}/_admin/namespaces"))).await?;
+    let list = body["namespaces"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no namespaces deployed");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>8}  {:<24}  {:>10}",
+        "NAMESPACE", "VERSION", "DEPLOYED (UTC)", "BYTES"
+    );
+    for ns in list {
+        let at = ns["deployed_at_ms"].as_u64().unwrap_or(0);
+        println!(
+            "{:<32} {:>8}  {:<24}  {:>10}",
+            ns["namespace"].as_str().unwrap_or("?"),
+            ns["version"],
+            format_time(at),
+            ns["size"]
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for milliseconds since the epoch (UTC), without a date library.
+fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

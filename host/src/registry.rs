@@ -1,0 +1,220 @@
+//! Deployed namespaces: checking an uploaded component, compiling it, keeping it, and bringing
+//! every namespace back after a restart.
+//!
+//! The uploaded bytes are the source of truth and live in the database; the compiled machine code
+//! is only a cache (`<data>/cache/<sha256>.cwasm`), so a restart loads in milliseconds instead of
+//! recompiling, and a cache written by another wasmtime version is simply rebuilt.
+
+use crate::names::{self, NameError};
+use crate::runtime::{ObjectPre, Runtime};
+use crate::storage::{COMPONENTS, DEPLOYMENTS, Db, DbError};
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use wasmtime::component::Component;
+
+/// What is known about a namespace's current code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeploymentInfo {
+    pub namespace: String,
+    /// 1 for the first deploy, one more for each later one.
+    pub version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub deployed_at_ms: u64,
+    /// SHA-256 of the uploaded component, hex.
+    pub sha256: String,
+    /// Size of the uploaded component in bytes.
+    pub size: u64,
+}
+
+/// A namespace's code, ready to instantiate.
+pub struct Deployment {
+    pub info: DeploymentInfo,
+    pub pre: ObjectPre,
+}
+
+/// Why a deploy was refused. The namespace keeps its old code.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Namespace(#[from] NameError),
+    #[error("not a WebAssembly file (it does not start with the \\0asm magic number)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("the component is not a Durable Object (world dohost:object/durable-object): {0}")]
+    WrongWorld(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl DeployError {
+    /// Whether the uploader is at fault (a 4xx) rather than the host (a 5xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, DeployError::Db(_))
+    }
+}
+
+/// Every deployed namespace.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    db: Arc<Db>,
+    cache_dir: PathBuf,
+    namespaces: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    /// Deploys of one host run one at a time, so versions are assigned without races.
+    deploying: Mutex<()>,
+}
+
+impl Registry {
+    /// Loads every deployed namespace. Blocking: compiles what the cache lacks. A namespace whose
+    /// stored component no longer loads is logged and left out; the others serve.
+    pub fn load(runtime: Arc<Runtime>, db: Arc<Db>, cache_dir: PathBuf) -> Result<Self, DbError> {
+        std::fs::create_dir_all(&cache_dir)
+            .map_err(|e| DbError(format!("creating {}: {e}", cache_dir.display())))?;
+        let registry = Registry {
+            runtime,
+            db,
+            cache_dir,
+            namespaces: RwLock::new(BTreeMap::new()),
+            deploying: Mutex::new(()),
+        };
+        let txn = registry.db.redb().begin_read()?;
+        let infos = txn.open_table(DEPLOYMENTS)?;
+        let components = txn.open_table(COMPONENTS)?;
+        for item in infos.iter()? {
+            let (ns, info) = item?;
+            let ns = ns.value().to_owned();
+            let loaded = serde_json::from_slice::<DeploymentInfo>(info.value())
+                .map_err(|e| format!("bad metadata: {e}"))
+                .and_then(|info| {
+                    let bytes = components
+                        .get(ns.as_str())
+                        .map_err(|e| e.to_string())?
+                        .ok_or("its component is missing")?;
+                    let pre = registry.load_cached(&info, bytes.value())?;
+                    Ok(Deployment { info, pre })
+                });
+            match loaded {
+                Ok(d) => {
+                    tracing::info!(namespace = %ns, version = d.info.version, "loaded");
+                    registry.namespaces.write().unwrap().insert(ns, Arc::new(d));
+                }
+                Err(e) => tracing::error!(namespace = %ns, "cannot load deployed component: {e}"),
+            }
+        }
+        Ok(registry)
+    }
+
+    /// A namespace's current code.
+    pub fn get(&self, namespace: &str) -> Option<Arc<Deployment>> {
+        self.namespaces.read().unwrap().get(namespace).cloned()
+    }
+
+    /// Every namespace, by name.
+    pub fn list(&self) -> Vec<DeploymentInfo> {
+        let namespaces = self.namespaces.read().unwrap();
+        namespaces.values().map(|d| d.info.clone()).collect()
+    }
+
+    /// Checks, compiles and stores a component as the namespace's new code. Blocking (compiling
+    /// takes from tens of milliseconds to seconds): call it off the async workers. The next event
+    /// of every object of the namespace runs the new code; events already running finish on the
+    /// old.
+    pub fn deploy(&self, namespace: &str, bytes: &[u8]) -> Result<DeploymentInfo, DeployError> {
+        names::check_namespace(namespace)?;
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(DeployError::NotWasm);
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(DeployError::CoreModule);
+        }
+        let component = Component::new(self.runtime.engine(), bytes)
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .runtime
+            .prepare(&component)
+            .map_err(DeployError::WrongWorld)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        self.write_cache(&sha256, &component);
+
+        let _one_at_a_time = self.deploying.lock().unwrap();
+        let version = self.get(namespace).map_or(1, |d| d.info.version + 1);
+        let info = DeploymentInfo {
+            namespace: namespace.to_owned(),
+            version,
+            deployed_at_ms: now_ms(),
+            sha256,
+            size: bytes.len() as u64,
+        };
+        let meta = serde_json::to_vec(&info).expect("deployment info serializes");
+        let txn = self.db.redb().begin_write().map_err(DbError::from)?;
+        {
+            let mut components = txn.open_table(COMPONENTS).map_err(DbError::from)?;
+            components.insert(namespace, bytes).map_err(DbError::from)?;
+            let mut infos = txn.open_table(DEPLOYMENTS).map_err(DbError::from)?;
+            infos
+                .insert(namespace, meta.as_slice())
+                .map_err(DbError::from)?;
+        }
+        txn.commit().map_err(DbError::from)?;
+        let deployment = Arc::new(Deployment {
+            info: info.clone(),
+            pre,
+        });
+        self.namespaces
+            .write()
+            .unwrap()
+            .insert(namespace.to_owned(), deployment);
+        tracing::info!(namespace, version, size = bytes.len(), "deployed");
+        Ok(info)
+    }
+
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.cache_dir.join(format!("{sha256}.cwasm"))
+    }
+
+    /// Loads compiled code from the cache, or compiles (and caches) the stored bytes.
+    fn load_cached(&self, info: &DeploymentInfo, bytes: &[u8]) -> Result<ObjectPre, String> {
+        let path = self.cache_path(&info.sha256);
+        // SAFETY: the cache holds only what this host serialized into its own data dir; wasmtime
+        // still checks that the file was made by a compatible engine and refuses it otherwise.
+        let cached = unsafe { Component::deserialize_file(self.runtime.engine(), &path) };
+        let component = match cached {
+            Ok(c) => c,
+            Err(_) => {
+                let c =
+                    Component::new(self.runtime.engine(), bytes).map_err(|e| format!("{e:#}"))?;
+                self.write_cache(&info.sha256, &c);
+                c
+            }
+        };
+        self.runtime.prepare(&component)
+    }
+
+    /// Best effort: a missing cache only costs a compile at the next start.
+    fn write_cache(&self, sha256: &str, component: &Component) {
+        let path = self.cache_path(sha256);
+        let tmp = path.with_extension("tmp");
+        let written = component
+            .serialize()
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|code| std::fs::write(&tmp, code).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::warn!("cannot cache compiled component at {}: {e}", path.display());
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,342 @@
+//! wasmtime: the engine, the host side of the WIT imports, and running one event of one object
+//! under its CPU and memory limits.
+//!
+//! A guest gets exactly the imports of the `durable-object` world plus the WASI interfaces a Rust
+//! std guest links against; WASI grants nothing: no files, no environment, no network, a closed
+//! stdin and discarded stdout/stderr.
+
+use crate::config::EventLimits;
+use crate::names::{self, ObjectId};
+use crate::storage::{self, ObjectStorage};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "durable-object",
+    exports: { default: async },
+});
+
+pub use dohost::object::types::{Request, Response};
+use dohost::object::{identity, logging, storage as wit_storage};
+
+/// Guest instructions between yields to the async runtime, so a busy guest cannot starve other
+/// objects on the same worker thread (about a millisecond of guest work).
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+/// Why an event failed. Every variant discards the event's writes and the instance.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventError {
+    #[error("the object exceeded its CPU limit ({0} ms)")]
+    CpuLimit(u64),
+    #[error("the object exceeded its memory limit ({0} MiB)")]
+    MemoryLimit(usize),
+    #[error("the object overflowed its stack")]
+    StackOverflow,
+    #[error("the object trapped: {0}")]
+    Trap(String),
+    #[error("the object failed: {0}")]
+    Failed(String),
+    #[error("the object could not be started: {0}")]
+    Instantiate(String),
+}
+
+impl EventError {
+    /// A stable, machine-readable name for the JSON error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::CpuLimit(_) => "cpu_limit_exceeded",
+            EventError::MemoryLimit(_) => "memory_limit_exceeded",
+            EventError::StackOverflow => "stack_overflow",
+            EventError::Trap(_) => "trap",
+            EventError::Failed(_) => "object_error",
+            EventError::Instantiate(_) => "instantiate_failed",
+        }
+    }
+}
+
+/// Who an object is, as its identity import tells it.
+#[derive(Debug, Clone)]
+pub struct ObjectIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub id: ObjectId,
+}
+
+/// Caps an instance's linear memory, remembering that it did so to name the cause of the trap
+/// that usually follows (a Rust guest aborts when allocation fails).
+struct MemoryCap {
+    max_bytes: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_bytes;
+        self.hit |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The store data of one instance.
+pub struct HostState {
+    identity: ObjectIdentity,
+    storage: ObjectStorage,
+    memory: MemoryCap,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A checked, compiled component, ready to instantiate quickly.
+pub type ObjectPre = DurableObjectPre<HostState>;
+
+/// The wasmtime engine and linker, shared by every object.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: EventLimits,
+}
+
+impl Runtime {
+    pub fn new(limits: EventLimits) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        DurableObject::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn limits(&self) -> EventLimits {
+        self.limits
+    }
+
+    /// Checks that `component` is a Durable Object: everything it imports is granted, and it
+    /// exports the handler. The error says what is missing.
+    pub fn prepare(&self, component: &Component) -> Result<ObjectPre, String> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        DurableObjectPre::new(pre).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Creates an instance of an object. On failure the storage is handed back.
+    pub async fn instantiate(
+        &self,
+        pre: &ObjectPre,
+        identity: ObjectIdentity,
+        storage: ObjectStorage,
+    ) -> Result<Instance, (EventError, ObjectStorage)> {
+        let state = HostState {
+            identity,
+            storage,
+            memory: MemoryCap {
+                max_bytes: self.limits.memory_bytes,
+                hit: false,
+            },
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let setup = store
+            .set_fuel(self.limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
+        if let Err(e) = setup {
+            return Err((
+                EventError::Instantiate(format!("{e:#}")),
+                store.into_data().storage,
+            ));
+        }
+        match pre.instantiate_async(&mut store).await {
+            Ok(bindings) => Ok(Instance {
+                store,
+                bindings,
+                limits: self.limits,
+            }),
+            Err(e) => {
+                let err = classify(&e, &store, self.limits);
+                let err = match err {
+                    EventError::Trap(msg) => EventError::Instantiate(msg),
+                    other => other,
+                };
+                Err((err, store.into_data().storage))
+            }
+        }
+    }
+}
+
+/// A live instance of one object.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: DurableObject,
+    limits: EventLimits,
+}
+
+impl Instance {
+    /// Delivers one request. On `Err` the instance must be dropped: it may be in any state.
+    pub async fn fetch(&mut self, request: &Request) -> Result<Response, EventError> {
+        self.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| EventError::Trap(format!("{e:#}")))?;
+        let handler = self.bindings.dohost_object_http_handler();
+        match handler.call_fetch(&mut self.store, request).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(message)) => Err(EventError::Failed(message)),
+            Err(e) => Err(classify(&e, &self.store, self.limits)),
+        }
+    }
+
+    /// The object's storage, to finish or discard the event.
+    pub fn storage(&mut self) -> &mut ObjectStorage {
+        &mut self.store.data_mut().storage
+    }
+
+    /// Drops the instance, keeping its storage (with any commits still in flight).
+    pub fn into_storage(self) -> ObjectStorage {
+        self.store.into_data().storage
+    }
+}
+
+/// Names the cause of a failed call into the guest.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: EventLimits) -> EventError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => EventError::CpuLimit(limits.fuel / crate::config::FUEL_PER_MS),
+        Some(Trap::StackOverflow) => EventError::StackOverflow,
+        _ if store.data().memory.hit => EventError::MemoryLimit(limits.memory_bytes >> 20),
+        _ => EventError::Trap(format!("{e:#}")),
+    }
+}
+
+impl identity::Host for HostState {
+    fn namespace(&mut self) -> String {
+        self.identity.namespace.clone()
+    }
+
+    fn name(&mut self) -> String {
+        self.identity.name.clone()
+    }
+
+    fn id(&mut self) -> String {
+        self.identity.id.to_hex()
+    }
+
+    fn new_unique_name(&mut self) -> String {
+        names::new_unique_name()
+    }
+}
+
+impl logging::Host for HostState {
+    fn log(&mut self, level: logging::Level, message: String) {
+        let ns = self.identity.namespace.as_str();
+        let id = self.identity.id.to_hex();
+        let id = &id[..16];
+        match level {
+            logging::Level::Trace => tracing::trace!(target: "dohost::guest", ns, id, "{message}"),
+            logging::Level::Debug => tracing::debug!(target: "dohost::guest", ns, id, "{message}"),
+            logging::Level::Info => tracing::info!(target: "dohost::guest", ns, id, "{message}"),
+            logging::Level::Warn => tracing::warn!(target: "dohost::guest", ns, id, "{message}"),
+            logging::Level::Error => tracing::error!(target: "dohost::guest", ns, id, "{message}"),
+        }
+    }
+}
+
+impl dohost::object::types::Host for HostState {}
+
+type StorageResult<T> = Result<T, wit_storage::StorageError>;
+
+fn to_wit<T>(r: Result<T, storage::StorageError>) -> StorageResult<T> {
+    r.map_err(|e| match e {
+        storage::StorageError::LimitExceeded(m) => wit_storage::StorageError::LimitExceeded(m),
+        storage::StorageError::InvalidArgument(m) => wit_storage::StorageError::InvalidArgument(m),
+        storage::StorageError::Internal(m) => wit_storage::StorageError::Internal(m),
+    })
+}
+
+impl wit_storage::Host for HostState {
+    fn get(&mut self, key: String) -> StorageResult<Option<Vec<u8>>> {
+        to_wit(self.storage.get(&key))
+    }
+
+    fn get_many(&mut self, keys: Vec<String>) -> StorageResult<Vec<(String, Vec<u8>)>> {
+        to_wit(self.storage.get_many(&keys))
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> StorageResult<()> {
+        to_wit(self.storage.put(&key, value))
+    }
+
+    fn put_many(&mut self, entries: Vec<(String, Vec<u8>)>) -> StorageResult<()> {
+        to_wit(self.storage.put_many(entries))
+    }
+
+    fn delete(&mut self, key: String) -> StorageResult<bool> {
+        to_wit(self.storage.delete(&key))
+    }
+
+    fn delete_many(&mut self, keys: Vec<String>) -> StorageResult<u32> {
+        to_wit(self.storage.delete_many(&keys))
+    }
+
+    fn list(&mut self, o: wit_storage::ListOptions) -> StorageResult<Vec<(String, Vec<u8>)>> {
+        to_wit(self.storage.list(&storage::ListOptions {
+            prefix: o.prefix,
+            start: o.start,
+            start_after: o.start_after,
+            end: o.end,
+            reverse: o.reverse,
+            limit: o.limit,
+        }))
+    }
+
+    fn delete_all(&mut self) -> StorageResult<()> {
+        self.storage.delete_all();
+        Ok(())
+    }
+
+    fn transaction_begin(&mut self) -> StorageResult<()> {
+        to_wit(self.storage.begin())
+    }
+
+    fn transaction_commit(&mut self) -> StorageResult<()> {
+        to_wit(self.storage.commit())
+    }
+
+    fn transaction_rollback(&mut self) -> StorageResult<()> {
+        to_wit(self.storage.rollback())
+    }
+}

@@ -1,0 +1,161 @@
+//! Group commit: one thread writes the commits of every object, many per redb transaction and
+//! fsync.
+//!
+//! A durable commit costs an fsync (≈ 0.1 ms here); one per event would cap the host at a few
+//! thousand writes a second. While the thread is flushing one batch, new commits queue up, and
+//! the next transaction takes all of them: under load the batches grow, so throughput scales with
+//! the load instead of with the disk's latency. redb's calls block, which is why this is a thread
+//! and not a task.
+
+use super::db::{Db, ENTRIES, OBJECT_SIZES, bound_slice, full_key, object_range};
+use super::object::Changeset;
+use crate::names::ObjectId;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// Most commits in one redb transaction, so one huge batch cannot delay everyone's responses.
+const MAX_BATCH: usize = 4096;
+
+/// A commit that did not reach the disk.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage commit failed: {0}")]
+pub struct CommitFailed(pub String);
+
+/// Resolves when a commit is durable, or failed. Cloneable: every response that depends on the
+/// commit waits for it.
+pub type CommitOutcome = Shared<BoxFuture<'static, Result<(), CommitFailed>>>;
+
+enum Job {
+    Commit {
+        id: ObjectId,
+        changes: Arc<Changeset>,
+        size: u64,
+        done: oneshot::Sender<Result<(), CommitFailed>>,
+    },
+    Forgive(ObjectId),
+}
+
+/// The handle to the commit thread. The thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the commit thread.
+    pub fn start(db: Arc<Db>) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
+        let (jobs, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dohost-commit".into())
+            .spawn(move || run(&db, &rx))?;
+        Ok((Committer { jobs }, thread))
+    }
+
+    /// Queues an object's changes and its size after them.
+    pub fn submit(&self, id: ObjectId, changes: Arc<Changeset>, size: u64) -> CommitOutcome {
+        let (done, rx) = oneshot::channel();
+        let sent = self.jobs.send(Job::Commit {
+            id,
+            changes,
+            size,
+            done,
+        });
+        let stopped = || CommitFailed("the commit thread has stopped".into());
+        if sent.is_err() {
+            return futures::future::ready(Err(stopped())).boxed().shared();
+        }
+        rx.map(move |r| r.unwrap_or_else(|_| Err(stopped())))
+            .boxed()
+            .shared()
+    }
+
+    /// After a failed commit the thread refuses the object's later commits, which may build on
+    /// the lost one, until the object has started again from durable state and says so here.
+    pub fn forgive(&self, id: ObjectId) {
+        let _ = self.jobs.send(Job::Forgive(id));
+    }
+}
+
+fn run(db: &Db, rx: &mpsc::Receiver<Job>) {
+    let mut refused: HashSet<ObjectId> = HashSet::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::new();
+        let mut job = Some(first);
+        while let Some(j) = job.take() {
+            match j {
+                Job::Forgive(id) => {
+                    refused.remove(&id);
+                }
+                Job::Commit { id, done, .. } if refused.contains(&id) => {
+                    let _ = done.send(Err(CommitFailed(
+                        "an earlier commit of this object failed".into(),
+                    )));
+                }
+                commit => batch.push(commit),
+            }
+            if batch.len() < MAX_BATCH {
+                job = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let result = write(db, &batch).map_err(|e| CommitFailed(e.to_string()));
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        for job in batch {
+            if let Job::Commit { id, done, .. } = job {
+                if result.is_err() {
+                    refused.insert(id);
+                }
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Applies a batch of commits in one durable transaction.
+fn write(db: &Db, batch: &[Job]) -> Result<(), super::db::DbError> {
+    let txn = db.redb().begin_write()?;
+    {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut sizes = txn.open_table(OBJECT_SIZES)?;
+        for job in batch {
+            let Job::Commit {
+                id, changes, size, ..
+            } = job
+            else {
+                continue;
+            };
+            if changes.clear {
+                let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
+                let range = (bound_slice(&lo), bound_slice(&hi));
+                entries.retain_in::<&[u8], _>(range, |_, _| false)?;
+            }
+            for (key, value) in &changes.writes {
+                let full = full_key(id, key);
+                match value {
+                    Some(v) => {
+                        entries.insert(full.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        entries.remove(full.as_slice())?;
+                    }
+                }
+            }
+            if *size == 0 {
+                sizes.remove(id.as_bytes().as_slice())?;
+            } else {
+                sizes.insert(id.as_bytes().as_slice(), *size)?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The one redb database in the data dir, and the layout of what is stored in it.
+//!
+//! Every object entry lives in one table under the key `object id (32 bytes) ++ user key`, so an
+//! object's keys are adjacent on disk (batched commits of one object touch few pages) and a range
+//! over one object can never reach another's.
+
+use crate::names::ObjectId;
+use redb::{ReadableDatabase, TableDefinition};
+use std::ops::Bound;
+use std::path::Path;
+
+/// Object entries: `id ++ key` → value.
+pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// Bytes stored per object (keys plus values), for the storage quota: `id` → bytes.
+pub(crate) const OBJECT_SIZES: TableDefinition<&[u8], u64> = TableDefinition::new("object_sizes");
+/// Deployed components: namespace → the uploaded wasm bytes.
+pub(crate) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
+/// Deployment metadata: namespace → JSON ([`crate::registry::DeploymentInfo`]).
+pub(crate) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+
+/// A failure of the database itself (I/O, corruption). Nothing a guest did wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct DbError(pub String);
+
+impl<E: Into<redb::Error>> From<E> for DbError {
+    fn from(e: E) -> Self {
+        DbError(e.into().to_string())
+    }
+}
+
+/// The data dir's database.
+pub struct Db {
+    db: redb::Database,
+}
+
+impl Db {
+    /// Opens (or creates) the database at `path` and makes sure every table exists, so readers
+    /// never meet a missing table.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = redb::Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(ENTRIES)?;
+        txn.open_table(OBJECT_SIZES)?;
+        txn.open_table(COMPONENTS)?;
+        txn.open_table(DEPLOYMENTS)?;
+        txn.commit()?;
+        Ok(Db { db })
+    }
+
+    /// The redb handle, for the committer and the registry, which write.
+    pub(crate) fn redb(&self) -> &redb::Database {
+        &self.db
+    }
+
+    /// The durable value of one key of one object.
+    pub fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        let table = self.db.begin_read()?.open_table(ENTRIES)?;
+        let full = full_key(id, key);
+        Ok(table.get(full.as_slice())?.map(|v| v.value().to_vec()))
+    }
+
+    /// The durable size of an object's storage (keys plus values), 0 for an unknown object.
+    pub fn object_size(&self, id: &ObjectId) -> Result<u64, DbError> {
+        let table = self.db.begin_read()?.open_table(OBJECT_SIZES)?;
+        Ok(table
+            .get(id.as_bytes().as_slice())?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Visits the object's durable entries whose keys fall within `(lower, upper)`, ascending or
+    /// descending, until `visit` returns false.
+    pub fn scan(
+        &self,
+        id: &ObjectId,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), DbError> {
+        let table = self.db.begin_read()?.open_table(ENTRIES)?;
+        let (lo, hi) = object_range(id, lower, upper);
+        let range = table.range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?;
+        let mut step = |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), _>| {
+            let (k, v) = item?;
+            Ok::<bool, DbError>(visit(&k.value()[32..], v.value()))
+        };
+        if reverse {
+            for item in range.rev() {
+                if !step(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in range {
+                if !step(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `id ++ key`.
+pub(crate) fn full_key(id: &ObjectId, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(32 + key.len());
+    full.extend_from_slice(id.as_bytes());
+    full.extend_from_slice(key);
+    full
+}
+
+/// The bounds of the object's keys within `(lower, upper)`, as full keys.
+pub(crate) fn object_range(
+    id: &ObjectId,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = match lower {
+        Bound::Included(k) => Bound::Included(full_key(id, k)),
+        Bound::Excluded(k) => Bound::Excluded(full_key(id, k)),
+        Bound::Unbounded => Bound::Included(id.as_bytes().to_vec()),
+    };
+    let hi = match upper {
+        Bound::Included(k) => Bound::Included(full_key(id, k)),
+        Bound::Excluded(k) => Bound::Excluded(full_key(id, k)),
+        Bound::Unbounded => match next_prefix(id.as_bytes()) {
+            Some(next) => Bound::Excluded(next),
+            None => Bound::Unbounded,
+        },
+    };
+    (lo, hi)
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if there is one.
+pub(crate) fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xff {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// Borrows a bound on an owned key.
+pub(crate) fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_prefix_carries() {
+        assert_eq!(next_prefix(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(next_prefix(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(next_prefix(&[0xff, 0xff]), None);
+        assert_eq!(next_prefix(b""), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Durable object storage: the database, the group-commit thread, and each live object's view.
+
+mod committer;
+mod db;
+mod object;
+
+pub use committer::{CommitFailed, CommitOutcome, Committer};
+pub(crate) use db::{COMPONENTS, DEPLOYMENTS};
+pub use db::{Db, DbError};
+pub use object::{Changeset, ListOptions, ObjectStorage, StorageError, StorageLimits};
+
+#[cfg(test)]
+mod tests;

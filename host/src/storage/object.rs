@@ -1,0 +1,499 @@
+//! One object's view of its storage while it is live: the current event's writes, the commits it
+//! has handed to the committer that may not be durable yet, and the database below them.
+//!
+//! Reads go through those three layers top-down, so an event sees its own writes and those of
+//! earlier events even while their commits are still being flushed (the object runs its next event
+//! without waiting for the disk; only the *responses* wait, see [`ObjectStorage::finish_event`]).
+
+use super::committer::{CommitOutcome, Committer};
+use super::db::{Db, DbError, bound_slice};
+use crate::names::ObjectId;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// Storage limits, the same for every object of a host.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest key plus value, in bytes.
+    pub max_entry_bytes: usize,
+    /// Most keys in one `get-many`, `put-many` or `delete-many`.
+    pub max_batch: usize,
+    /// Most bytes (keys plus values) one object may store.
+    pub max_object_bytes: u64,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            max_key_bytes: 2048,
+            max_entry_bytes: 2 * 1024 * 1024,
+            max_batch: 128,
+            max_object_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Deepest nesting of explicit transactions.
+pub const MAX_TRANSACTION_DEPTH: usize = 64;
+
+/// Why a storage call was refused; it changed nothing. Mirrors the WIT `storage-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<DbError> for StorageError {
+    fn from(e: DbError) -> Self {
+        StorageError::Internal(e.0)
+    }
+}
+
+/// A set of writes: `None` deletes. With `clear`, every key not in `writes` is gone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changeset {
+    pub clear: bool,
+    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Changeset {
+    /// `Some(value)` if this layer decides the key (`Some(None)`: deleted), `None` to look below.
+    fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        match self.writes.get(key) {
+            Some(v) => Some(v.as_deref()),
+            None if self.clear => Some(None),
+            None => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.clear && self.writes.is_empty()
+    }
+}
+
+/// Which keys `list` returns; see the WIT `list-options`.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub prefix: Option<String>,
+    pub start: Option<String>,
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+    pub reverse: bool,
+    pub limit: Option<u32>,
+}
+
+struct Pending {
+    changes: Arc<Changeset>,
+    outcome: CommitOutcome,
+}
+
+/// A live object's storage. Owned by the object's event loop; one event at a time.
+pub struct ObjectStorage {
+    id: ObjectId,
+    db: Arc<Db>,
+    limits: StorageLimits,
+    /// Size once every submitted commit is applied.
+    committed_size: u64,
+    /// Submitted commits, oldest first, until they are known to be durable.
+    pending: VecDeque<Pending>,
+    /// The current event's writes, and its size counting them.
+    event: Changeset,
+    event_size: u64,
+    /// Open explicit transactions: the event's writes and size when each began.
+    savepoints: Vec<(Changeset, u64)>,
+}
+
+type Entries = Vec<(String, Vec<u8>)>;
+
+impl ObjectStorage {
+    /// Opens the object's storage, reading its size for the quota.
+    pub fn open(id: ObjectId, db: Arc<Db>, limits: StorageLimits) -> Result<Self, DbError> {
+        let committed_size = db.object_size(&id)?;
+        Ok(ObjectStorage {
+            id,
+            db,
+            limits,
+            committed_size,
+            pending: VecDeque::new(),
+            event: Changeset::default(),
+            event_size: committed_size,
+            savepoints: Vec::new(),
+        })
+    }
+
+    /// Bytes stored, counting the current event's writes.
+    pub fn size(&self) -> u64 {
+        self.event_size
+    }
+
+    fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        let layers = self.pending.iter().map(|p| &*p.changes);
+        for layer in std::iter::once(&self.event).chain(layers.rev()) {
+            if let Some(found) = layer.lookup(key) {
+                return Ok(found.map(<[u8]>::to_vec));
+            }
+        }
+        self.db.get(&self.id, key)
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), StorageError> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(StorageError::LimitExceeded(format!(
+                "key is {} bytes; the limit is {} bytes",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, n: usize) -> Result<(), StorageError> {
+        if n > self.limits.max_batch {
+            return Err(StorageError::LimitExceeded(format!(
+                "{n} keys in one call; the limit is {}",
+                self.limits.max_batch
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_entry(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.check_key(key)?;
+        let n = key.len() + value.len();
+        if n > self.limits.max_entry_bytes {
+            return Err(StorageError::LimitExceeded(format!(
+                "key plus value is {n} bytes; the limit is {} bytes",
+                self.limits.max_entry_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_quota(&self, new_size: u64) -> Result<(), StorageError> {
+        if new_size > self.limits.max_object_bytes {
+            return Err(StorageError::LimitExceeded(format!(
+                "the object would store {new_size} bytes; its quota is {} bytes",
+                self.limits.max_object_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check_key(key)?;
+        Ok(self.lookup(key.as_bytes())?)
+    }
+
+    /// The existing ones of `keys`, ascending.
+    pub fn get_many(&self, keys: &[String]) -> Result<Entries, StorageError> {
+        self.check_batch(keys.len())?;
+        keys.iter().try_for_each(|k| self.check_key(k))?;
+        let mut found = BTreeMap::new();
+        for key in keys {
+            if let Some(v) = self.lookup(key.as_bytes())? {
+                found.insert(key.clone(), v);
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.put_many(vec![(key.to_owned(), value)])
+    }
+
+    /// Stores every entry, or none if any is refused.
+    pub fn put_many(&mut self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StorageError> {
+        self.check_batch(entries.len())?;
+        entries
+            .iter()
+            .try_for_each(|(k, v)| self.check_entry(k, v))?;
+        // The size after the batch, counting keys repeated within it once.
+        let mut batch: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut size = self.event_size;
+        for (k, v) in &entries {
+            let old = match batch.get(k.as_str()) {
+                Some(len) => Some(*len),
+                None => self.lookup(k.as_bytes())?.map(|old| old.len()),
+            };
+            if let Some(old) = old {
+                size -= (k.len() + old) as u64;
+            }
+            size += (k.len() + v.len()) as u64;
+            batch.insert(k, v.len());
+        }
+        self.check_quota(size)?;
+        for (k, v) in entries {
+            self.event.writes.insert(k.into_bytes(), Some(v));
+        }
+        self.event_size = size;
+        Ok(())
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub fn delete(&mut self, key: &str) -> Result<bool, StorageError> {
+        self.check_key(key)?;
+        self.remove(key)
+    }
+
+    fn remove(&mut self, key: &str) -> Result<bool, StorageError> {
+        let Some(old) = self.lookup(key.as_bytes())? else {
+            return Ok(false);
+        };
+        self.event_size -= (key.len() + old.len()) as u64;
+        self.event.writes.insert(key.as_bytes().to_vec(), None);
+        Ok(true)
+    }
+
+    /// Deletes every one of `keys`; how many existed.
+    pub fn delete_many(&mut self, keys: &[String]) -> Result<u32, StorageError> {
+        self.check_batch(keys.len())?;
+        keys.iter().try_for_each(|k| self.check_key(k))?;
+        let mut n = 0;
+        for key in keys {
+            n += u32::from(self.remove(key)?);
+        }
+        Ok(n)
+    }
+
+    /// Deletes every key of the object.
+    pub fn delete_all(&mut self) {
+        self.event = Changeset {
+            clear: true,
+            writes: BTreeMap::new(),
+        };
+        self.event_size = 0;
+    }
+
+    /// The entries selected by `options`, in key order (descending with `reverse`).
+    pub fn list(&self, options: &ListOptions) -> Result<Entries, StorageError> {
+        let (lower, upper) = list_bounds(options)?;
+        let limit = options.limit.map_or(usize::MAX, |l| l as usize);
+        if limit == 0 || range_is_empty(&lower, &upper) {
+            return Ok(Vec::new());
+        }
+        let bounds = (bound_slice(&lower), bound_slice(&upper));
+
+        // Everything above the database, merged oldest to newest, within the range.
+        let mut overlay: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+        let mut cleared = false;
+        let layers = self.pending.iter().map(|p| &*p.changes);
+        for layer in layers.chain(std::iter::once(&self.event)) {
+            if layer.clear {
+                overlay.clear();
+                cleared = true;
+            }
+            for (k, v) in layer.writes.range::<[u8], _>(bounds) {
+                overlay.insert(k, v.as_deref());
+            }
+        }
+        let mut overlay: Vec<(&[u8], Option<&[u8]>)> = overlay.into_iter().collect();
+        if options.reverse {
+            overlay.reverse();
+        }
+
+        let mut out = Vec::new();
+        let mut next = 0; // index into overlay
+        // Does `a` come before `b` in the listing order?
+        let before = |a: &[u8], b: &[u8]| if options.reverse { a > b } else { a < b };
+        let emit = |out: &mut Entries, k: &[u8], v: &[u8]| {
+            // Keys only ever enter storage as UTF-8 strings.
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+            out.len() < limit
+        };
+        let mut more = true;
+        if !cleared {
+            self.db
+                .scan(&self.id, bounds.0, bounds.1, options.reverse, |k, v| {
+                    while next < overlay.len() && before(overlay[next].0, k) {
+                        if let (ok, Some(ov)) = overlay[next] {
+                            if !emit(&mut out, ok, ov) {
+                                more = false;
+                                return false;
+                            }
+                        }
+                        next += 1;
+                    }
+                    let value = if next < overlay.len() && overlay[next].0 == k {
+                        next += 1;
+                        overlay[next - 1].1
+                    } else {
+                        Some(v)
+                    };
+                    if let Some(value) = value {
+                        if !emit(&mut out, k, value) {
+                            more = false;
+                            return false;
+                        }
+                    }
+                    true
+                })?;
+        }
+        if more {
+            for (k, v) in &overlay[next..] {
+                if let Some(v) = v {
+                    if !emit(&mut out, k, v) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a nested transaction.
+    pub fn begin(&mut self) -> Result<(), StorageError> {
+        if self.savepoints.len() >= MAX_TRANSACTION_DEPTH {
+            return Err(StorageError::LimitExceeded(format!(
+                "transactions nest at most {MAX_TRANSACTION_DEPTH} deep"
+            )));
+        }
+        self.savepoints.push((self.event.clone(), self.event_size));
+        Ok(())
+    }
+
+    /// Keeps the innermost transaction's writes.
+    pub fn commit(&mut self) -> Result<(), StorageError> {
+        self.savepoints
+            .pop()
+            .map(|_| ())
+            .ok_or_else(|| StorageError::InvalidArgument("no transaction is open".into()))
+    }
+
+    /// Undoes the innermost transaction's writes.
+    pub fn rollback(&mut self) -> Result<(), StorageError> {
+        let (event, size) = self
+            .savepoints
+            .pop()
+            .ok_or_else(|| StorageError::InvalidArgument("no transaction is open".into()))?;
+        self.event = event;
+        self.event_size = size;
+        Ok(())
+    }
+
+    /// Forgets the current event's writes (the event failed).
+    pub fn discard_event(&mut self) {
+        self.event = Changeset::default();
+        self.event_size = self.committed_size;
+        self.savepoints.clear();
+    }
+
+    /// Ends a successful event: hands its writes to the committer, and returns what its response
+    /// must wait for: the commit of its own writes or, for an event that wrote nothing, the newest
+    /// earlier commit it may have read from. Transactions left open are rolled back.
+    pub fn finish_event(&mut self, committer: &Committer) -> Option<CommitOutcome> {
+        if let Some((event, size)) = self.savepoints.drain(..).next() {
+            self.event = event;
+            self.event_size = size;
+        }
+        if self.event.is_empty() {
+            return self.last_commit();
+        }
+        let changes = Arc::new(std::mem::take(&mut self.event));
+        self.committed_size = self.event_size;
+        let outcome = committer.submit(self.id, changes.clone(), self.committed_size);
+        self.pending.push_back(Pending {
+            changes,
+            outcome: outcome.clone(),
+        });
+        Some(outcome)
+    }
+
+    /// The newest commit not yet known to be durable: what an output of the object must wait for.
+    pub fn last_commit(&self) -> Option<CommitOutcome> {
+        self.pending.back().map(|p| p.outcome.clone())
+    }
+
+    /// Drops the commits known to be durable. Fails if one of them failed: the object must then
+    /// be [`reset`](Self::reset), since later events may have read what never reached the disk.
+    pub fn prune(&mut self) -> Result<(), super::committer::CommitFailed> {
+        while let Some(front) = self.pending.front() {
+            match front.outcome.peek() {
+                Some(Ok(())) => {
+                    self.pending.pop_front();
+                }
+                Some(Err(e)) => return Err(e.clone()),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every submitted commit has been decided.
+    pub async fn settle(&self) {
+        if let Some(last) = self.pending.back() {
+            let _ = last.outcome.clone().await;
+        }
+    }
+
+    /// Starts again from what is durable, after a failed commit; lets the committer accept this
+    /// object's commits again.
+    pub fn reset(&mut self, committer: &Committer) -> Result<(), DbError> {
+        self.pending.clear();
+        self.committed_size = self.db.object_size(&self.id)?;
+        self.discard_event();
+        committer.forgive(self.id);
+        Ok(())
+    }
+}
+
+/// The key range `list` covers, from its options.
+fn list_bounds(o: &ListOptions) -> Result<(Bound<Vec<u8>>, Bound<Vec<u8>>), StorageError> {
+    let mut lower = match (&o.start, &o.start_after) {
+        (Some(_), Some(_)) => {
+            return Err(StorageError::InvalidArgument(
+                "list takes `start` or `start-after`, not both".into(),
+            ));
+        }
+        (Some(s), None) => Bound::Included(s.as_bytes().to_vec()),
+        (None, Some(s)) => Bound::Excluded(s.as_bytes().to_vec()),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut upper = match &o.end {
+        Some(e) => Bound::Excluded(e.as_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    if let Some(prefix) = &o.prefix {
+        let p = prefix.as_bytes();
+        let below_prefix = match &lower {
+            Bound::Unbounded => true,
+            Bound::Included(k) | Bound::Excluded(k) => k.as_slice() < p,
+        };
+        if below_prefix {
+            lower = Bound::Included(p.to_vec());
+        }
+        if let Some(next) = super::db::next_prefix(p) {
+            let above = match &upper {
+                Bound::Unbounded => true,
+                Bound::Included(k) | Bound::Excluded(k) => k.as_slice() > next.as_slice(),
+            };
+            if above {
+                upper = Bound::Excluded(next);
+            }
+        }
+    }
+    Ok((lower, upper))
+}
+
+/// Whether no key lies between the bounds (so that no range is built the wrong way round).
+fn range_is_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    match (lower, upper) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Included(u)) => {
+            l >= u
+        }
+        // (l, u) holds no key if u is l or l followed by a zero byte.
+        (Bound::Excluded(l), Bound::Excluded(u)) => {
+            l >= u || (u.len() == l.len() + 1 && u.starts_with(l) && u[l.len()] == 0)
+        }
+    }
+}

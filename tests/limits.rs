@@ -1,0 +1,175 @@
+//! Hostile guests: CPU and memory limits, traps and failures discard the event's writes, and
+//! other objects keep being served.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Host, client, json};
+
+async fn ops(host: &Host, object: &str, ops: Value) -> (u16, Value) {
+    json(
+        client()
+            .post(host.at(&format!("/t/{object}/ops")))
+            .json(&ops),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_hits_the_cpu_limit_while_others_are_served() {
+    let (host, _dir) = Host::start(&["--cpu-limit", "300"]);
+    host.deploy("t", "test_object").await;
+    let c = client();
+    let looping = tokio::spawn(json(c.get(host.at("/t/spinner/loop"))));
+    // While the loop burns its budget, another object answers promptly.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = ops(
+        &host,
+        "bystander",
+        json!([{"op": "put", "key": "k", "value": "v"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!looping.is_finished(), "the loop should still be running");
+    assert!(
+        started.elapsed().as_millis() < 2_000,
+        "the bystander waited {:?}",
+        started.elapsed()
+    );
+
+    let (status, body) = looping.await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], "cpu_limit_exceeded", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("CPU limit"),
+        "{body}"
+    );
+
+    // The object gets a fresh instance afterwards.
+    let (status, body) = ops(&host, "spinner", json!([{"op": "get", "key": "k"}])).await;
+    assert_eq!((status, &body), (200, &json!([{"ok": null}])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let (host, _dir) = Host::start(&["--memory-limit", "32"]);
+    host.deploy("t", "test_object").await;
+    let (status, body) = json(client().get(host.at("/t/bomb/oom"))).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], "memory_limit_exceeded", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("32 MiB"), "{body}");
+    let (status, _) = ops(&host, "bomb", json!([])).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_or_an_error_after_a_put_leaves_storage_as_it_was() {
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("t", "test_object").await;
+    let c = client();
+    let (status, _) = ops(
+        &host,
+        "o",
+        json!([{"op": "put", "key": "k", "value": "before"}]),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (status, body) = json(c.post(host.at("/t/o/trap-after-put?key=k"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("trap")),
+        "{body}"
+    );
+    let (status, body) = json(c.post(host.at("/t/o/err-after-put?key=k"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("object_error")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate error after put"),
+        "{body}"
+    );
+
+    // A trap in the middle of a batch of operations discards the earlier ones of that event.
+    let (status, _) = ops(
+        &host,
+        "o",
+        json!([{"op": "put", "key": "k", "value": "lost"}, {"op": "put", "key": "new", "value": "x"}, {"op": "trap"}]),
+    )
+    .await;
+    assert_eq!(status, 500);
+
+    let (status, body) = ops(
+        &host,
+        "o",
+        json!([{"op": "get", "key": "k"}, {"op": "get", "key": "new"}]),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (200, json!([{"ok": "before"}, {"ok": null}]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_keys_values_batches_and_quota_get_clear_errors() {
+    let (host, _dir) = Host::start(&["--max-object-storage", "100000"]);
+    host.deploy("t", "test_object").await;
+    let long_key = "k".repeat(2049);
+    let keys: Vec<String> = (0..129).map(|i| format!("k{i}")).collect();
+    let (status, body) = ops(
+        &host,
+        "o",
+        json!([
+            {"op": "put", "key": "k".repeat(2048), "value": "fits"},
+            {"op": "put", "key": long_key, "value": "x"},
+            {"op": "get", "key": long_key},
+            {"op": "put_large", "key": "big", "size": 2 * 1024 * 1024},
+            {"op": "get_many", "keys": keys},
+            {"op": "delete_many", "keys": keys},
+            {"op": "put_large", "key": "a", "size": 60000},
+            {"op": "put_large", "key": "b", "size": 60000},
+            {"op": "begin"}, {"op": "commit"}, {"op": "commit"},
+            {"op": "list", "start": "a", "start_after": "a"},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let kind = |i: usize| body[i]["err"]["kind"].as_str().unwrap_or("none").to_owned();
+    let message = |i: usize| body[i]["err"]["message"].as_str().unwrap_or("").to_owned();
+    assert_eq!(body[0], json!({"ok": null}));
+    assert_eq!(kind(1), "limit-exceeded");
+    assert!(
+        message(1).contains("2049") && message(1).contains("2048"),
+        "{}",
+        message(1)
+    );
+    assert_eq!(kind(2), "limit-exceeded");
+    assert_eq!(kind(3), "limit-exceeded");
+    assert!(message(3).contains("key plus value"), "{}", message(3));
+    assert_eq!(kind(4), "limit-exceeded");
+    assert!(message(4).contains("129"), "{}", message(4));
+    assert_eq!(kind(5), "limit-exceeded");
+    assert_eq!(body[6], json!({"ok": null}));
+    assert_eq!(kind(7), "limit-exceeded");
+    assert!(message(7).contains("quota"), "{}", message(7));
+    assert_eq!(body[9], json!({"ok": null}));
+    assert_eq!(kind(10), "invalid-argument");
+    assert_eq!(kind(11), "invalid-argument");
+
+    // Only what was accepted was stored.
+    let (_, body) = ops(&host, "o", json!([{"op": "list"}])).await;
+    let keys: Vec<&str> = body[0]["ok"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["a".to_owned(), "k".repeat(2048)]);
+}

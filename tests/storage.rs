@@ -1,0 +1,300 @@
+//! Storage through the real guest and WIT: isolation between objects and namespaces, and random
+//! sequences of operations, transactions and failing events against a reference model.
+
+mod support;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use support::{Host, client, json};
+
+async fn ops(host: &Host, ns: &str, object: &str, ops: Value) -> (u16, Value) {
+    json(
+        client()
+            .post(host.at(&format!("/{ns}/{object}/ops")))
+            .json(&ops),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_and_namespaces_cannot_see_each_others_keys() {
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("one", "test_object").await;
+    host.deploy("two", "test_object").await;
+    let put = |v: &str| json!([{"op": "put", "key": "shared", "value": v}, {"op": "put", "key": v, "value": v}]);
+    assert_eq!(ops(&host, "one", "a", put("one-a")).await.0, 200);
+    assert_eq!(ops(&host, "one", "b", put("one-b")).await.0, 200);
+    assert_eq!(ops(&host, "two", "a", put("two-a")).await.0, 200);
+    for (ns, object) in [("one", "a"), ("one", "b"), ("two", "a")] {
+        let me = format!("{ns}-{object}");
+        let (_, body) = ops(
+            &host,
+            ns,
+            object,
+            json!([{"op": "list"}, {"op": "get", "key": "shared"}]),
+        )
+        .await;
+        assert_eq!(
+            body,
+            json!([{"ok": [[me, me], ["shared", me]]}, {"ok": me}]),
+            "{ns}/{object}"
+        );
+    }
+    // delete_all of one object leaves the others alone.
+    ops(&host, "one", "a", json!([{"op": "delete_all"}])).await;
+    let (_, body) = ops(&host, "one", "b", json!([{"op": "get", "key": "shared"}])).await;
+    assert_eq!(body, json!([{"ok": "one-b"}]));
+    let (_, body) = ops(&host, "one", "a", json!([{"op": "list"}])).await;
+    assert_eq!(body, json!([{"ok": []}]));
+}
+
+/// The reference: a map, a stack of snapshots for open transactions.
+#[derive(Default)]
+struct Model {
+    data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Get(String),
+    Put(String, String),
+    Delete(String),
+    GetMany(Vec<String>),
+    PutMany(Vec<(String, String)>),
+    DeleteMany(Vec<String>),
+    List {
+        prefix: Option<String>,
+        start: Option<String>,
+        start_after: Option<String>,
+        end: Option<String>,
+        reverse: bool,
+        limit: Option<u32>,
+    },
+    DeleteAll,
+    Begin,
+    Commit,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Success,
+    Trap,
+    Fail,
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["", "a", "ab", "abc", "b", "ba", "c", "é", "éa"])
+        .prop_map(str::to_owned)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let value = "[a-z]{0,3}";
+    prop_oneof![
+        key().prop_map(Op::Get),
+        (key(), value).prop_map(|(k, v)| Op::Put(k, v)),
+        key().prop_map(Op::Delete),
+        prop::collection::vec(key(), 0..4).prop_map(Op::GetMany),
+        prop::collection::vec((key(), value), 0..4).prop_map(Op::PutMany),
+        prop::collection::vec(key(), 0..4).prop_map(Op::DeleteMany),
+        (
+            prop::option::of(key()),
+            prop::option::of(key()),
+            prop::option::of(key()),
+            prop::option::of(key()),
+            any::<bool>(),
+            prop::option::of(0u32..4),
+        )
+            .prop_map(
+                |(prefix, start, start_after, end, reverse, limit)| Op::List {
+                    prefix,
+                    start,
+                    start_after,
+                    end,
+                    reverse,
+                    limit
+                }
+            ),
+        Just(Op::DeleteAll),
+        Just(Op::Begin),
+        Just(Op::Commit),
+        Just(Op::Rollback),
+    ]
+}
+
+fn ending() -> impl Strategy<Value = Ending> {
+    prop_oneof![6 => Just(Ending::Success), 1 => Just(Ending::Trap), 1 => Just(Ending::Fail)]
+}
+
+fn to_json(op: &Op) -> Value {
+    match op {
+        Op::Get(k) => json!({"op": "get", "key": k}),
+        Op::Put(k, v) => json!({"op": "put", "key": k, "value": v}),
+        Op::Delete(k) => json!({"op": "delete", "key": k}),
+        Op::GetMany(ks) => json!({"op": "get_many", "keys": ks}),
+        Op::PutMany(es) => json!({"op": "put_many", "entries": es}),
+        Op::DeleteMany(ks) => json!({"op": "delete_many", "keys": ks}),
+        Op::List {
+            prefix,
+            start,
+            start_after,
+            end,
+            reverse,
+            limit,
+        } => json!({
+            "op": "list", "prefix": prefix, "start": start, "start_after": start_after,
+            "end": end, "reverse": reverse, "limit": limit,
+        }),
+        Op::DeleteAll => json!({"op": "delete_all"}),
+        Op::Begin => json!({"op": "begin"}),
+        Op::Commit => json!({"op": "commit"}),
+        Op::Rollback => json!({"op": "rollback"}),
+    }
+}
+
+/// Applies one event to the model; returns the expected results, or None for a failed event.
+fn apply(model: &mut Model, ops: &[Op], ending: Ending) -> Option<Vec<Value>> {
+    let before = model.data.clone();
+    let mut stack: Vec<BTreeMap<String, String>> = Vec::new();
+    let d = &mut model.data;
+    let invalid = || json!({"err": {"kind": "invalid-argument"}});
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(match op {
+            Op::Get(k) => json!({"ok": d.get(k)}),
+            Op::Put(k, v) => {
+                d.insert(k.clone(), v.clone());
+                json!({"ok": null})
+            }
+            Op::Delete(k) => json!({"ok": d.remove(k).is_some()}),
+            Op::GetMany(ks) => {
+                let found: BTreeMap<&String, &String> =
+                    ks.iter().filter_map(|k| Some((k, d.get(k)?))).collect();
+                json!({"ok": found.into_iter().collect::<Vec<_>>()})
+            }
+            Op::PutMany(es) => {
+                for (k, v) in es {
+                    d.insert(k.clone(), v.clone());
+                }
+                json!({"ok": null})
+            }
+            Op::DeleteMany(ks) => {
+                json!({"ok": ks.iter().filter(|k| d.remove(*k).is_some()).count()})
+            }
+            Op::List {
+                prefix,
+                start,
+                start_after,
+                end,
+                reverse,
+                limit,
+            } => {
+                if start.is_some() && start_after.is_some() {
+                    invalid()
+                } else {
+                    let mut items: Vec<(&String, &String)> = d
+                        .iter()
+                        .filter(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str())))
+                        .filter(|(k, _)| start.as_ref().is_none_or(|s| *k >= s))
+                        .filter(|(k, _)| start_after.as_ref().is_none_or(|s| *k > s))
+                        .filter(|(k, _)| end.as_ref().is_none_or(|e| *k < e))
+                        .collect();
+                    if *reverse {
+                        items.reverse();
+                    }
+                    items.truncate(limit.map_or(usize::MAX, |l| l as usize));
+                    json!({"ok": items})
+                }
+            }
+            Op::DeleteAll => {
+                d.clear();
+                json!({"ok": null})
+            }
+            Op::Begin => {
+                stack.push(d.clone());
+                json!({"ok": null})
+            }
+            Op::Commit => match stack.pop() {
+                Some(_) => json!({"ok": null}),
+                None => invalid(),
+            },
+            Op::Rollback => match stack.pop() {
+                Some(snapshot) => {
+                    *d = snapshot;
+                    json!({"ok": null})
+                }
+                None => invalid(),
+            },
+        });
+    }
+    // A transaction still open at the end of the event is rolled back.
+    if let Some(outermost) = stack.into_iter().next() {
+        *d = outermost;
+    }
+    match ending {
+        Ending::Success => Some(out),
+        Ending::Trap | Ending::Fail => {
+            model.data = before;
+            None
+        }
+    }
+}
+
+/// Error results carry a message the model cannot predict: compare their kind only.
+fn normalize(results: &Value) -> Value {
+    let mut results = results.clone();
+    for r in results.as_array_mut().into_iter().flatten() {
+        if let Some(err) = r.get_mut("err").and_then(Value::as_object_mut) {
+            err.remove("message");
+        }
+    }
+    results
+}
+
+fn shared_host() -> &'static (Host, tempfile::TempDir) {
+    static HOST: OnceLock<(Host, tempfile::TempDir)> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let (host, dir) = Host::start(&[]);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(host.deploy("t", "test_object"));
+        (host, dir)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn storage_matches_a_reference_model(
+        events in prop::collection::vec((prop::collection::vec(op(), 0..8), ending()), 1..6)
+    ) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let object = format!("model-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let (host, _) = shared_host();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut model = Model::default();
+        for (ops_list, ending) in &events {
+            let mut body: Vec<Value> = ops_list.iter().map(to_json).collect();
+            match ending {
+                Ending::Success => {}
+                Ending::Trap => body.push(json!({"op": "trap"})),
+                Ending::Fail => body.push(json!({"op": "fail"})),
+            }
+            let (status, got) = rt.block_on(ops(host, "t", &object, Value::Array(body)));
+            match apply(&mut model, ops_list, *ending) {
+                Some(expected) => {
+                    prop_assert_eq!(status, 200, "{}", got);
+                    prop_assert_eq!(normalize(&got), Value::Array(expected));
+                }
+                None => prop_assert_eq!(status, 500, "{}", got),
+            }
+        }
+        // What is stored at the end is exactly the model.
+        let (_, got) = rt.block_on(ops(host, "t", &object, json!([{"op": "list"}])));
+        let all: Vec<(&String, &String)> = model.data.iter().collect();
+        prop_assert_eq!(got, json!([{"ok": all}]));
+    }
+}
