@@ -82,21 +82,15 @@ impl Db {
         let table = self.db.begin_read()?.open_table(ENTRIES)?;
         let (lo, hi) = object_range(id, lower, upper);
         let range = table.range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?;
-        let mut step = |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), _>| {
-            let (k, v) = item?;
-            Ok::<bool, DbError>(visit(&k.value()[32..], v.value()))
-        };
-        if reverse {
-            for item in range.rev() {
-                if !step(item)? {
-                    break;
-                }
-            }
+        let entries: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
         } else {
-            for item in range {
-                if !step(item)? {
-                    break;
-                }
+            Box::new(range)
+        };
+        for entry in entries {
+            let (k, v) = entry?;
+            if !visit(&k.value()[32..], v.value()) {
+                break;
             }
         }
         Ok(())
@@ -111,12 +105,11 @@ pub(crate) fn full_key(id: &ObjectId, key: &[u8]) -> Vec<u8> {
     full
 }
 
+/// A range of keys, owned.
+pub(crate) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// The bounds of the object's keys within `(lower, upper)`, as full keys.
-pub(crate) fn object_range(
-    id: &ObjectId,
-    lower: Bound<&[u8]>,
-    upper: Bound<&[u8]>,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(crate) fn object_range(id: &ObjectId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> KeyRange {
     let lo = match lower {
         Bound::Included(k) => Bound::Included(full_key(id, k)),
         Bound::Excluded(k) => Bound::Excluded(full_key(id, k)),

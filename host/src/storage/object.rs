@@ -6,7 +6,7 @@
 //! without waiting for the disk; only the *responses* wait, see [`ObjectStorage::finish_event`]).
 
 use super::committer::{CommitOutcome, Committer};
-use super::db::{Db, DbError, bound_slice};
+use super::db::{Db, DbError, KeyRange, bound_slice};
 use crate::names::ObjectId;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -301,48 +301,37 @@ impl ObjectStorage {
         }
 
         let mut out = Vec::new();
-        let mut next = 0; // index into overlay
+        let mut next = 0; // overlay[..next] is merged
         // Does `a` come before `b` in the listing order?
         let before = |a: &[u8], b: &[u8]| if options.reverse { a > b } else { a < b };
-        let emit = |out: &mut Entries, k: &[u8], v: &[u8]| {
-            // Keys only ever enter storage as UTF-8 strings.
-            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
-            out.len() < limit
-        };
         let mut more = true;
         if !cleared {
             self.db
                 .scan(&self.id, bounds.0, bounds.1, options.reverse, |k, v| {
                     while next < overlay.len() && before(overlay[next].0, k) {
-                        if let (ok, Some(ov)) = overlay[next] {
-                            if !emit(&mut out, ok, ov) {
-                                more = false;
-                                return false;
-                            }
-                        }
+                        let (ok, ov) = overlay[next];
                         next += 1;
-                    }
-                    let value = if next < overlay.len() && overlay[next].0 == k {
-                        next += 1;
-                        overlay[next - 1].1
-                    } else {
-                        Some(v)
-                    };
-                    if let Some(value) = value {
-                        if !emit(&mut out, k, value) {
-                            more = false;
+                        more = emit(&mut out, limit, ok, ov);
+                        if !more {
                             return false;
                         }
                     }
-                    true
+                    // An overlay entry for the same key replaces the durable one.
+                    let value = match overlay.get(next) {
+                        Some(&(ok, ov)) if ok == k => {
+                            next += 1;
+                            ov
+                        }
+                        _ => Some(v),
+                    };
+                    more = emit(&mut out, limit, k, value);
+                    more
                 })?;
         }
         if more {
-            for (k, v) in &overlay[next..] {
-                if let Some(v) = v {
-                    if !emit(&mut out, k, v) {
-                        break;
-                    }
+            for &(k, v) in &overlay[next..] {
+                if !emit(&mut out, limit, k, v) {
+                    break;
                 }
             }
         }
@@ -445,8 +434,17 @@ impl ObjectStorage {
     }
 }
 
+/// Adds an entry to a listing unless it is a deletion; whether the listing wants more.
+fn emit(out: &mut Entries, limit: usize, key: &[u8], value: Option<&[u8]>) -> bool {
+    if let Some(value) = value {
+        // Keys only ever enter storage as UTF-8 strings.
+        out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+    }
+    out.len() < limit
+}
+
 /// The key range `list` covers, from its options.
-fn list_bounds(o: &ListOptions) -> Result<(Bound<Vec<u8>>, Bound<Vec<u8>>), StorageError> {
+fn list_bounds(o: &ListOptions) -> Result<KeyRange, StorageError> {
     let mut lower = match (&o.start, &o.start_after) {
         (Some(_), Some(_)) => {
             return Err(StorageError::InvalidArgument(
