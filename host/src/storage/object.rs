@@ -8,6 +8,7 @@
 use super::committer::{CommitOutcome, Committer};
 use super::db::{Db, DbError, KeyRange, bound_slice};
 use crate::names::ObjectId;
+use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -405,11 +406,13 @@ impl ObjectStorage {
     /// be [`reset`](Self::reset), since later events may have read what never reached the disk.
     pub fn prune(&mut self) -> Result<(), super::committer::CommitFailed> {
         while let Some(front) = self.pending.front() {
-            match front.outcome.peek() {
+            // Poll rather than `peek`: `peek` only sees outcomes some other clone has awaited,
+            // and nobody awaits the outcome of a response whose client went away.
+            match front.outcome.clone().now_or_never() {
                 Some(Ok(())) => {
                     self.pending.pop_front();
                 }
-                Some(Err(e)) => return Err(e.clone()),
+                Some(Err(e)) => return Err(e),
                 None => break,
             }
         }
