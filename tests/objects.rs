@@ -101,3 +101,54 @@ async fn a_thousand_objects_keep_their_own_counts_across_kill_9() {
         assert_eq!(body, json!({"count": expected(i)}), "object-{i}");
     }
 }
+
+async fn stats(host: &Host) -> serde_json::Value {
+    let req = client()
+        .get(host.at("/_admin/stats"))
+        .bearer_auth(support::TOKEN);
+    let (status, body) = json(req).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_hibernate_and_wake_with_their_storage() {
+    let (host, _dir) = Host::start(&["--idle-timeout", "0.2"]);
+    host.deploy("counter", "counter").await;
+    let c = client();
+    for i in 0..5 {
+        let (status, _) = json(c.post(host.at(&format!("/counter/sleepy-{i}/")))).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(stats(&host).await["live_instances"], 5);
+    // Bounded wait for the idle timeout to drop every instance and end every event loop.
+    let mut asleep = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let s = stats(&host).await;
+        if s["live_instances"] == 0 && s["awake_objects"] == 0 {
+            asleep = true;
+            break;
+        }
+    }
+    assert!(asleep, "instances still live: {}", stats(&host).await);
+    for i in 0..5 {
+        let reply = json(c.post(host.at(&format!("/counter/sleepy-{i}/")))).await;
+        assert_eq!(reply, (200, json!({"count": 2})));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_instance_cap_evicts_the_least_recently_used() {
+    let (host, _dir) = Host::start(&["--max-live-objects", "3"]);
+    host.deploy("counter", "counter").await;
+    let c = client();
+    for round in 1..=3 {
+        for i in 0..10 {
+            let reply = json(c.post(host.at(&format!("/counter/crowd-{i}/")))).await;
+            assert_eq!(reply, (200, json!({"count": round})));
+            let live = stats(&host).await["live_instances"].as_u64().unwrap();
+            assert!(live <= 3, "{live} live instances with a cap of 3");
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! - `ANY /{namespace}/{object-name}/{rest...}` is delivered to the object; it sees `/{rest}`
 //!   with the query kept.
-//! - `GET /_admin/namespaces`, `GET|PUT /_admin/namespaces/{namespace}` need the admin token as
-//!   `Authorization: Bearer <token>`. Namespaces can never start with `_`, so the two never meet.
+//! - `GET /_admin/namespaces`, `GET|PUT /_admin/namespaces/{namespace}` and `GET /_admin/stats`
+//!   need the admin token as `Authorization: Bearer <token>`. Namespaces can never start with `_`, so the two never meet.
 
 use crate::names::{self, NameError};
 use crate::objects::{ObjectError, Objects};
@@ -34,6 +34,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_admin/namespaces", get(list_namespaces))
+        .route("/_admin/stats", get(stats))
         .route(
             "/_admin/namespaces/{namespace}",
             get(show_namespace).put(deploy).post(deploy),
@@ -281,6 +282,17 @@ async fn list_namespaces(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     Ok(axum::Json(json!({ "namespaces": app.registry.list() })).into_response())
+}
+
+/// What the host holds in memory right now.
+async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    Ok(axum::Json(json!({
+        "live_instances": app.objects.live_instances(),
+        "awake_objects": app.objects.awake_objects(),
+        "namespaces": app.registry.list().len(),
+    }))
+    .into_response())
 }
 
 async fn show_namespace(

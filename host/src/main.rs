@@ -125,11 +125,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
     axum::serve(listener, host.router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn admin_token(args: &AdminArgs) -> Result<String> {

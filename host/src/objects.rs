@@ -154,6 +154,12 @@ impl Objects {
     pub fn live_instances(&self) -> usize {
         self.inner.config.max_live_objects.max(1) - self.inner.instances.available_permits()
     }
+
+    /// How many objects have an event loop (a live instance, queued events or commits in
+    /// flight). A hibernated object with nothing to do has none.
+    pub fn awake_objects(&self) -> usize {
+        self.inner.loops.lock().unwrap().len()
+    }
 }
 
 impl Inner {

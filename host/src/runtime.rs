@@ -18,8 +18,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use dohost::object::types::{Request, Response};
-use dohost::object::{identity, logging, storage as wit_storage};
+pub use self::dohost::object::types::{Request, Response};
+use self::dohost::object::{identity, logging, storage as wit_storage};
 
 /// Guest instructions between yields to the async runtime, so a busy guest cannot starve other
 /// objects on the same worker thread (about a millisecond of guest work).

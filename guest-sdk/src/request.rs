@@ -1,0 +1,176 @@
+//! The request an object is asked to handle.
+
+use serde::de::DeserializeOwned;
+
+use crate::__private::dohost::object::types::Request as WitRequest;
+use crate::{Error, Result};
+
+/// An HTTP request addressed to this object.
+///
+/// The path is what follows the object's address: for `/counter/alice/a/b?x=1` it is `/a/b`
+/// with the query `x=1`; for `/counter/alice` it is `/`. The body has been read in full.
+#[derive(Clone, Debug)]
+pub struct Request {
+    method: String,
+    /// The path and query as delivered, still percent-encoded.
+    target: String,
+    /// Where the `?` is in `target`, if anywhere.
+    query_at: Option<usize>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl From<WitRequest> for Request {
+    fn from(r: WitRequest) -> Self {
+        Request {
+            query_at: r.path.find('?'),
+            method: r.method,
+            target: r.path,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl Request {
+    /// The method, upper case as sent by the client: `GET`, `POST`, ...
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The path below the object's address, starting with `/`, without the query and still
+    /// percent-encoded (so that an encoded `/` stays distinguishable from a separator).
+    pub fn path(&self) -> &str {
+        match self.query_at {
+            Some(at) => &self.target[..at],
+            None => &self.target,
+        }
+    }
+
+    /// The query string after the `?`, still percent-encoded, or `None` if there is no `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query_at.map(|at| &self.target[at + 1..])
+    }
+
+    /// The value of the first query parameter called `name`, decoded as in an HTML form
+    /// (`%XX` escapes and `+` for a space), or `None` if there is none.
+    ///
+    /// A parameter with no `=` has the empty value. Bytes that do not decode to UTF-8 are
+    /// replaced with U+FFFD.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query()?
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(key, _)| decode_form(key) == name)
+            .map(|(_, value)| decode_form(value))
+    }
+
+    /// The headers in the order the client sent them, with lowercase names. Headers whose
+    /// value is not valid UTF-8 are not delivered.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The value of the first header called `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text; an error if it is not valid UTF-8.
+    pub fn text(&self) -> Result<String> {
+        match std::str::from_utf8(&self.body) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(e) => Err(Error::Message(format!(
+                "the request body is not valid UTF-8: {e}"
+            ))),
+        }
+    }
+
+    /// The body parsed as JSON into `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component. Malformed escapes are kept as
+/// they are, as browsers do.
+fn decode_form(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match bytes.get(i + 1..i + 3).and_then(hex_pair) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte written as two hex digits, if `pair` is two hex digits.
+fn hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str) -> Request {
+        WitRequest {
+            method: "GET".into(),
+            path: path.into(),
+            headers: vec![("x-thing".into(), "value".into())],
+            body: b"{\"a\":1}".to_vec(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn path_and_query_are_split_at_the_first_question_mark() {
+        let r = request("/a%2Fb?x=1&y=%3F?");
+        assert_eq!((r.path(), r.query()), ("/a%2Fb", Some("x=1&y=%3F?")));
+        let r = request("/a");
+        assert_eq!((r.path(), r.query()), ("/a", None));
+        let r = request("/?");
+        assert_eq!((r.path(), r.query()), ("/", Some("")));
+    }
+
+    #[test]
+    fn query_params_are_decoded_like_forms() {
+        let r = request("/?key=a%20b+c&flag&k%65y2=%E2%82%AC&bad=%zz%4&key=second");
+        assert_eq!(r.query_param("key").as_deref(), Some("a b c"));
+        assert_eq!(r.query_param("flag").as_deref(), Some(""));
+        assert_eq!(r.query_param("key2").as_deref(), Some("€"));
+        assert_eq!(r.query_param("bad").as_deref(), Some("%zz%4"));
+        assert_eq!(r.query_param("missing"), None);
+        assert_eq!(request("/").query_param("key"), None);
+    }
+
+    #[test]
+    fn headers_match_case_insensitively_and_bodies_parse() {
+        let r = request("/");
+        assert_eq!(r.header("X-Thing"), Some("value"));
+        assert_eq!(r.header("other"), None);
+        assert_eq!(r.text().unwrap(), "{\"a\":1}");
+        assert_eq!(r.json::<serde_json::Value>().unwrap()["a"], 1);
+    }
+}

@@ -1,0 +1,226 @@
+//! An instrumented, deliberately hostile object for the host's end-to-end tests.
+//!
+//! - `GET /loop`, `GET /oom`: burn CPU, or memory in 1 MiB chunks, until the host stops them.
+//! - `POST /trap-after-put?key=K`, `POST /err-after-put?key=K`: write `K`, then panic or return
+//!   `Err`; the write must be discarded.
+//! - `GET /identity`: `{"namespace","name","id","unique"}`.
+//! - any method on `/echo...`: `{"method","path" (with the query, as delivered),"query",
+//!   "headers","body"}`.
+//! - `POST /log`: logs the body at level info, answers 204.
+//! - `POST /ops`: a JSON list of storage operations ([`Op`]), run in order in this one event.
+//!   Answers a list with one `{"ok": result}` per operation, or `{"err": {"kind", "message"}}`
+//!   where the host refused it (execution then goes on). Values are UTF-8 strings.
+
+use dohost_sdk::{
+    DurableObject, Error, ListOptions, Request, Response, Result, State, Storage, StorageError,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+struct TestObject {
+    state: State,
+}
+
+/// One storage operation of `POST /ops`, e.g. `{"op": "get", "key": "k"}`. `begin`, `commit`
+/// and `rollback` are the raw transaction calls; `trap` panics and `fail` returns `Err`, failing
+/// the whole event.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    GetMany {
+        keys: Vec<String>,
+    },
+    PutMany {
+        entries: Vec<(String, String)>,
+    },
+    DeleteMany {
+        keys: Vec<String>,
+    },
+    List {
+        prefix: Option<String>,
+        start: Option<String>,
+        start_after: Option<String>,
+        end: Option<String>,
+        reverse: Option<bool>,
+        limit: Option<u32>,
+    },
+    DeleteAll,
+    Begin,
+    Commit,
+    Rollback,
+    PutLarge {
+        key: String,
+        size: usize,
+    },
+    Trap,
+    Fail,
+}
+
+/// Entries as `[[key, value], ...]`, values read as UTF-8.
+fn strings(entries: Vec<(String, Vec<u8>)>) -> Value {
+    let pairs: Vec<(String, String)> = entries
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    json!(pairs)
+}
+
+fn refs(keys: &[String]) -> Vec<&str> {
+    keys.iter().map(String::as_str).collect()
+}
+
+/// Runs one operation: `Ok` is its result, `Err` a refused storage call.
+fn run(storage: Storage, op: Op) -> Result<std::result::Result<Value, StorageError>> {
+    let r: Result<Value> = match op {
+        Op::Get { key } => storage
+            .get_bytes(&key)
+            .map(|v| json!(v.map(|v| String::from_utf8_lossy(&v).into_owned()))),
+        Op::Put { key, value } => storage
+            .put_bytes(&key, value.as_bytes())
+            .map(|()| Value::Null),
+        Op::Delete { key } => storage.delete(&key).map(|b| json!(b)),
+        Op::GetMany { keys } => storage.get_many_bytes(&refs(&keys)).map(strings),
+        Op::PutMany { entries } => {
+            let entries: Vec<(&str, &[u8])> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect();
+            storage.put_many_bytes(&entries).map(|()| Value::Null)
+        }
+        Op::DeleteMany { keys } => storage.delete_many(&refs(&keys)).map(|n| json!(n)),
+        Op::List {
+            prefix,
+            start,
+            start_after,
+            end,
+            reverse,
+            limit,
+        } => {
+            let mut options = ListOptions::new().reverse(reverse.unwrap_or(false));
+            if let Some(p) = prefix {
+                options = options.prefix(p);
+            }
+            if let Some(s) = start {
+                options = options.start(s);
+            }
+            if let Some(s) = start_after {
+                options = options.start_after(s);
+            }
+            if let Some(e) = end {
+                options = options.end(e);
+            }
+            if let Some(l) = limit {
+                options = options.limit(l);
+            }
+            storage.list_bytes(options).map(strings)
+        }
+        Op::DeleteAll => storage.delete_all().map(|()| Value::Null),
+        Op::Begin => storage.begin_transaction().map(|()| Value::Null),
+        Op::Commit => storage.commit_transaction().map(|()| Value::Null),
+        Op::Rollback => storage.rollback_transaction().map(|()| Value::Null),
+        Op::PutLarge { key, size } => storage
+            .put_bytes(&key, &vec![b'x'; size])
+            .map(|()| Value::Null),
+        Op::Trap => panic!("deliberate trap"),
+        Op::Fail => return Err("deliberate failure".into()),
+    };
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(Error::Storage(e)) => Ok(Err(e)),
+        Err(other) => Err(other),
+    }
+}
+
+/// A refused operation's result: `{"err": {"kind": "limit-exceeded", "message": ...}}`.
+fn error_json(e: StorageError) -> Value {
+    let (kind, message) = match e {
+        StorageError::LimitExceeded(m) => ("limit-exceeded", m),
+        StorageError::InvalidArgument(m) => ("invalid-argument", m),
+        StorageError::Internal(m) => ("internal", m),
+    };
+    json!({ "err": { "kind": kind, "message": message } })
+}
+
+impl DurableObject for TestObject {
+    fn new(state: State) -> Self {
+        TestObject { state }
+    }
+
+    fn fetch(&mut self, req: Request) -> Result<Response> {
+        let storage = self.state.storage();
+        let key = || {
+            req.query_param("key")
+                .ok_or_else(|| Error::from("the query parameter `key` is missing"))
+        };
+        match (req.method(), req.path()) {
+            ("GET", "/loop") => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            ("GET", "/oom") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let chunk = vec![1u8; 1 << 20];
+                    hoard.push(std::hint::black_box(chunk));
+                }
+            }
+            ("POST", "/trap-after-put") => {
+                storage.put_bytes(&key()?, b"trapped")?;
+                panic!("deliberate trap after put");
+            }
+            ("POST", "/err-after-put") => {
+                storage.put_bytes(&key()?, b"failed")?;
+                Err("deliberate error after put".into())
+            }
+            ("GET", "/identity") => Response::from_json(&json!({
+                "namespace": self.state.namespace(),
+                "name": self.state.name(),
+                "id": self.state.id(),
+                "unique": dohost_sdk::new_unique_name(),
+            })),
+            ("POST", "/log") => {
+                dohost_sdk::log::info(req.text()?);
+                Ok(Response::empty())
+            }
+            ("POST", "/ops") => {
+                let ops: Vec<Op> = req.json()?;
+                let mut results = Vec::new();
+                for op in ops {
+                    results.push(match run(storage, op)? {
+                        Ok(v) => json!({ "ok": v }),
+                        Err(e) => error_json(e),
+                    });
+                }
+                Response::from_json(&results)
+            }
+            (method, path) if path.starts_with("/echo") => {
+                let full_path = match req.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                Response::from_json(&json!({
+                    "method": method,
+                    "path": full_path,
+                    "query": req.query(),
+                    "headers": req.headers(),
+                    "body": String::from_utf8_lossy(req.body()),
+                }))
+            }
+            _ => Ok(Response::error("no such test endpoint", 404)),
+        }
+    }
+}
+
+dohost_sdk::durable_object!(TestObject);
