@@ -15,8 +15,8 @@ pub enum StorageError {
     /// The arguments make no sense, e.g. a list with both `start` and `start_after`, or a commit
     /// with no open transaction. The text says why.
     InvalidArgument(String),
-    /// The host could not read its database. The event should fail: return the error from
-    /// [`fetch`](crate::DurableObject::fetch).
+    /// The host could not read its database. The event should fail: return the error from the
+    /// handler (such as [`fetch`](crate::DurableObject::fetch)).
     Internal(String),
 }
 
@@ -32,12 +32,44 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// Everything that can go wrong in an object, so that `?` works on storage calls, JSON and your
-/// own messages alike inside [`fetch`](crate::DurableObject::fetch).
+/// Why the host refused a WebSocket call. A refused call changes nothing.
+///
+/// The variants mirror the WIT `websocket-error`. [`NotFound`](Self::NotFound) is the one to
+/// expect in normal operation: a client may disconnect at any moment, so sending to a socket
+/// found a moment ago can still fail, and a broadcast usually skips such sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebSocketError {
+    /// The socket is not one of this object's open sockets: it closed, or never was.
+    NotFound,
+    /// A size limit: over 10 tags, a tag over 256 bytes, an attachment over 16 KiB, an
+    /// auto-response text over 2,048 bytes. The text says which.
+    LimitExceeded(String),
+    /// The call makes no sense here, e.g. accepting outside a WebSocket upgrade request, or a
+    /// close code outside 1000 and 3000..=4999. The text says why.
+    InvalidArgument(String),
+}
+
+impl fmt::Display for WebSocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebSocketError::NotFound => f.write_str("no such open WebSocket"),
+            WebSocketError::LimitExceeded(m) => write!(f, "WebSocket limit exceeded: {m}"),
+            WebSocketError::InvalidArgument(m) => write!(f, "invalid WebSocket argument: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for WebSocketError {}
+
+/// Everything that can go wrong in an object, so that `?` works on storage calls, WebSocket
+/// calls, JSON and your own messages alike inside every handler of
+/// [`DurableObject`](crate::DurableObject).
 #[derive(Debug)]
 pub enum Error {
     /// The host refused a storage call.
     Storage(StorageError),
+    /// The host refused a WebSocket call.
+    WebSocket(WebSocketError),
     /// A value could not be converted to or from JSON: a stored value or request body that does
     /// not match the type asked for, or a value that cannot be serialized.
     Json(serde_json::Error),
@@ -49,6 +81,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Storage(e) => e.fmt(f),
+            Error::WebSocket(e) => e.fmt(f),
             Error::Json(e) => write!(f, "JSON error: {e}"),
             Error::Message(m) => f.write_str(m),
         }
@@ -59,6 +92,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Storage(e) => Some(e),
+            Error::WebSocket(e) => Some(e),
             Error::Json(e) => Some(e),
             Error::Message(_) => None,
         }
@@ -68,6 +102,12 @@ impl std::error::Error for Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         Error::Storage(e)
+    }
+}
+
+impl From<WebSocketError> for Error {
+    fn from(e: WebSocketError) -> Self {
+        Error::WebSocket(e)
     }
 }
 

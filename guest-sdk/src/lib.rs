@@ -1,14 +1,15 @@
 //! Write dohost Durable Objects in Rust.
 //!
 //! A Durable Object is a named address at which one piece of state lives, exactly once. dohost
-//! keeps at most one live instance of your object per name, delivers its requests one at a time,
-//! gives it private transactional storage, and may drop the instance whenever it is idle: its
-//! fields are then lost, its storage is kept, and the next request creates a new instance.
+//! keeps at most one live instance of your object per name, delivers its events (HTTP requests,
+//! WebSocket messages, alarms) one at a time, gives it private transactional storage, and may
+//! drop the instance whenever it is idle: its fields are then lost, its storage is kept, and the
+//! next event creates a new instance.
 //!
 //! An object class is a `cdylib` crate built for `wasm32-wasip2`. It implements
 //! [`DurableObject`] and registers the type with [`durable_object!`]; that is all the glue there
 //! is. This crate hides the component-model bindings (the world `durable-object` of
-//! `dohost:object@0.1.0`).
+//! `dohost:object@0.2.0`).
 //!
 //! # Example: a counter
 //!
@@ -73,36 +74,101 @@
 //! Everything a request writes is committed together when [`DurableObject::fetch`] returns `Ok`,
 //! and the response is only sent once the writes are durable. Returning `Err` fails the request:
 //! its writes are discarded, the client gets a 500 with the error's message, and the host starts
-//! a fresh instance for the next request. A panic, or running out of CPU time or memory, does the
+//! a fresh instance for the next event. A panic, or running out of CPU time or memory, does the
 //! same; the panic message goes to the host's log. To answer an error *and* keep the writes,
 //! return `Ok(Response::error(..))` (see [`Response::error`]); to undo only part of the writes,
 //! use [`Storage::transaction`].
 //!
+//! The other handlers fail the same way, without a client to answer: a failed WebSocket event
+//! sends nothing and leaves its socket open; a failed alarm is retried.
+//!
+//! # WebSockets
+//!
+//! An object can accept WebSocket connections and keep them open while it hibernates: the host
+//! holds the connection, and each message wakes the object (in a fresh instance if need be) and
+//! arrives at [`DurableObject::websocket_message`]. In [`fetch`](DurableObject::fetch), accept an
+//! upgrade request with [`State::accept_websocket`] and answer
+//! [`Response::websocket_accepted`]. Later, find the open sockets with [`State::get_websockets`]
+//! (by tag, if you gave them tags) rather than keeping them in fields, and keep what identifies a
+//! connection in its attachment ([`WebSocket::serialize_attachment`]), which survives
+//! hibernation. [`State::set_websocket_auto_response`] lets the host answer keep-alive pings
+//! without waking the object.
+//!
+//! ```
+//! use dohost_sdk::{DurableObject, Request, Response, Result, State, WebSocket, WebSocketMessage};
+//!
+//! struct Echo {
+//!     state: State,
+//! }
+//!
+//! impl DurableObject for Echo {
+//!     fn new(state: State) -> Self {
+//!         Echo { state }
+//!     }
+//!
+//!     fn fetch(&mut self, req: Request) -> Result<Response> {
+//!         if !req.is_websocket_upgrade() {
+//!             return Ok(Response::error("expected a WebSocket upgrade", 426));
+//!         }
+//!         self.state.accept_websocket(&[])?;
+//!         Ok(Response::websocket_accepted())
+//!     }
+//!
+//!     fn websocket_message(&mut self, ws: WebSocket, message: WebSocketMessage) -> Result<()> {
+//!         match message {
+//!             WebSocketMessage::Text(text) => ws.send_text(&text),
+//!             WebSocketMessage::Binary(data) => ws.send_binary(&data),
+//!         }
+//!     }
+//! }
+//!
+//! dohost_sdk::durable_object!(Echo);
+//! ```
+//!
+//! Messages sent during an event leave the host only once the event's writes are durable, so a
+//! client never hears of a write that could still be lost.
+//!
+//! # Alarms
+//!
+//! Each object has one alarm: [`Storage::set_alarm`] with a time in milliseconds since the Unix
+//! epoch ([`now_ms`] is the current one), [`Storage::get_alarm`], [`Storage::delete_alarm`]. When
+//! it is due, the host calls [`DurableObject::alarm`], waking the object if it sleeps, even after
+//! a restart of the host. Setting it is a write like any other, committed with the event. If the
+//! handler fails, the host retries with exponential backoff at most 6 times ([`AlarmInfo`] says
+//! which delivery this is); when it succeeds the alarm is cleared unless the handler set a new
+//! one. This is how an object acts without being asked: expiring a session, flushing a batch.
+//!
 //! # What else an object can do
 //!
-//! Only what its world grants: [`State`] (identity and [`Storage`]), [`new_unique_name`] and
-//! [`log`]. The standard library's clocks and random numbers work; files, environment variables
-//! and the network do not, and standard output and error are discarded.
+//! Only what its world grants: [`State`] (identity, [`Storage`] and WebSockets),
+//! [`new_unique_name`] and [`log`]. The standard library's clocks and random numbers work; files,
+//! environment variables and the network do not, and standard output and error are discarded.
 
 #![warn(missing_docs)]
 
+mod alarm;
 mod error;
 pub mod log;
 mod request;
 mod response;
 mod state;
 mod storage;
+mod websocket;
 
-pub use error::{Error, Result, StorageError};
+pub use alarm::{AlarmInfo, now_ms};
+pub use error::{Error, Result, StorageError, WebSocketError};
 pub use request::Request;
 pub use response::Response;
 pub use state::{State, new_unique_name};
 pub use storage::{ListOptions, Storage};
+pub use websocket::{WebSocket, WebSocketMessage};
 
-/// A Durable Object class: what the host creates and sends requests to.
+/// A Durable Object class: what the host creates and delivers events to.
 ///
-/// Register the implementing type with [`durable_object!`]. The host calls
-/// [`fetch`](Self::fetch) for one request at a time, so `&mut self` is never shared.
+/// Register the implementing type with [`durable_object!`]. The host delivers one event at a
+/// time, so `&mut self` is never shared. Every handler commits the event's writes when it returns
+/// `Ok` and discards them when it returns `Err`. Only [`fetch`](Self::fetch) is required: the
+/// others default to doing nothing, for objects without WebSockets or alarms.
 pub trait DurableObject: Sized + 'static {
     /// Called once per instance, before its first event. The host may drop an idle instance at
     /// any time; the next event creates a new one.
@@ -115,15 +181,61 @@ pub trait DurableObject: Sized + 'static {
     /// `Ok` commits the request's writes and sends the response. `Err` discards the writes and
     /// answers 500 with the error's message.
     fn fetch(&mut self, req: Request) -> Result<Response>;
+
+    /// Handles a message received on one of the object's WebSockets (other than the
+    /// auto-response request, which the host answers itself).
+    ///
+    /// `Err` discards the event's writes (and the messages it sent); the socket stays open.
+    fn websocket_message(&mut self, ws: WebSocket, message: WebSocketMessage) -> Result<()> {
+        let _ = (ws, message);
+        Ok(())
+    }
+
+    /// Called when the client closed `ws` (`was_clean`), or the connection was lost (`code`
+    /// 1006, not clean): the chance to tell the others, or to clean up what was kept for it.
+    ///
+    /// The socket is already gone: it is not in [`State::get_websockets`], and calls on `ws`,
+    /// reading its attachment included, fail with [`WebSocketError::NotFound`]. So what a
+    /// goodbye needs (say, the user's name) must also be kept in [`Storage`], keyed by
+    /// [`WebSocket::id`].
+    fn websocket_close(
+        &mut self,
+        ws: WebSocket,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    ) -> Result<()> {
+        let _ = (ws, code, reason, was_clean);
+        Ok(())
+    }
+
+    /// Called when `ws` failed, for example with a message over the host's size limit, after
+    /// which the host closes it (code 1009). No [`websocket_close`](Self::websocket_close)
+    /// follows, so clean up here too; as there, calls on `ws` may fail with
+    /// [`WebSocketError::NotFound`].
+    fn websocket_error(&mut self, ws: WebSocket, error: String) -> Result<()> {
+        let _ = (ws, error);
+        Ok(())
+    }
+
+    /// Called when the alarm set with [`Storage::set_alarm`] is due.
+    ///
+    /// `Ok` commits the event's writes and clears the alarm, unless the handler set a new one.
+    /// `Err` discards the writes and makes the host retry later (see [`AlarmInfo`]).
+    fn alarm(&mut self, info: AlarmInfo) -> Result<()> {
+        let _ = info;
+        Ok(())
+    }
 }
 
 /// Registers `$ty`, a type implementing [`DurableObject`], as the crate's object class.
 ///
-/// Use it once, at the top level of the `cdylib` crate. It exports the `http-handler` interface
-/// of the component and keeps the one instance of `$ty` in a thread-local slot, created with
-/// [`DurableObject::new`] on the first event. On that first event it also installs a panic hook
-/// that writes the panic message to the host's log at level error, because a panic otherwise
-/// leaves only a bare trap (standard error is discarded).
+/// Use it once, at the top level of the `cdylib` crate. It exports the component's
+/// `http-handler`, `websocket-handler` and `alarm-handler` interfaces and keeps the one instance
+/// of `$ty` in a thread-local slot, created with [`DurableObject::new`] on the first event of any
+/// kind. On that first event it also installs a panic hook that writes the panic message to the
+/// host's log at level error, because a panic otherwise leaves only a bare trap (standard error
+/// is discarded).
 #[macro_export]
 macro_rules! durable_object {
     ($ty:ty) => {
@@ -133,11 +245,9 @@ macro_rules! durable_object {
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
 
-            struct DohostHttpHandler;
+            struct DohostObject;
 
-            impl $crate::__private::exports::dohost::object::http_handler::Guest
-                for DohostHttpHandler
-            {
+            impl $crate::__private::exports::dohost::object::http_handler::Guest for DohostObject {
                 fn fetch(
                     request: $crate::__private::dohost::object::types::Request,
                 ) -> ::core::result::Result<
@@ -148,19 +258,54 @@ macro_rules! durable_object {
                 }
             }
 
-            $crate::__private::export!(DohostHttpHandler with_types_in $crate::__private);
+            impl $crate::__private::exports::dohost::object::websocket_handler::Guest
+                for DohostObject
+            {
+                fn on_message(
+                    socket: u64,
+                    message: $crate::__private::exports::dohost::object::websocket_handler::Message,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::on_message(&INSTANCE, socket, message)
+                }
+
+                fn on_close(
+                    socket: u64,
+                    code: u16,
+                    reason: ::std::string::String,
+                    was_clean: bool,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::on_close(&INSTANCE, socket, code, reason, was_clean)
+                }
+
+                fn on_error(
+                    socket: u64,
+                    error: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::on_error(&INSTANCE, socket, error)
+                }
+            }
+
+            impl $crate::__private::exports::dohost::object::alarm_handler::Guest for DohostObject {
+                fn on_alarm(
+                    info: $crate::__private::exports::dohost::object::alarm_handler::AlarmInfo,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::on_alarm(&INSTANCE, info)
+                }
+            }
+
+            $crate::__private::export!(DohostObject with_types_in $crate::__private);
         };
     };
 }
 
-/// What [`durable_object!`] expands to needs: the generated bindings and the body of the exported
-/// `fetch`. Not part of the API.
+/// What [`durable_object!`] expands to needs: the generated bindings and the bodies of the
+/// exported functions. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
-    use crate::{DurableObject, State};
+    use crate::{DurableObject, State, WebSocket};
 
     wit_bindgen::generate!({
         world: "durable-object",
@@ -169,21 +314,75 @@ pub mod __private {
         pub_export_macro: true,
     });
 
-    /// Handles one `fetch` event: creates the instance in `slot` if there is none, then passes
-    /// the request to it and converts the answer for the host.
-    pub fn fetch<T: DurableObject>(
-        slot: &'static LocalKey<RefCell<Option<T>>>,
-        request: dohost::object::types::Request,
-    ) -> Result<dohost::object::types::Response, String> {
+    use exports::dohost::object::alarm_handler::AlarmInfo;
+    use exports::dohost::object::websocket_handler::Message;
+
+    /// The slot holding the object's one instance, filled on its first event.
+    type Slot<T> = LocalKey<RefCell<Option<T>>>;
+
+    /// Runs one event: creates the instance in `slot` if there is none, then passes it to
+    /// `handle` and turns an error into the message the host wants.
+    fn with_instance<T: DurableObject, R>(
+        slot: &'static Slot<T>,
+        handle: impl FnOnce(&mut T) -> crate::Result<R>,
+    ) -> Result<R, String> {
         slot.with_borrow_mut(|slot| {
             let object = slot.get_or_insert_with(|| {
                 std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
                 T::new(State::new())
             });
-            object
-                .fetch(request.into())
-                .map(Into::into)
-                .map_err(|e| e.to_string())
+            handle(object).map_err(|e| e.to_string())
         })
+    }
+
+    /// Handles one `fetch` event, converting the request and the answer.
+    pub fn fetch<T: DurableObject>(
+        slot: &'static Slot<T>,
+        request: dohost::object::types::Request,
+    ) -> Result<dohost::object::types::Response, String> {
+        with_instance(slot, |object| object.fetch(request.into()).map(Into::into))
+    }
+
+    /// Handles one `on-message` event.
+    pub fn on_message<T: DurableObject>(
+        slot: &'static Slot<T>,
+        socket: u64,
+        message: Message,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| {
+            object.websocket_message(WebSocket::new(socket), message.into())
+        })
+    }
+
+    /// Handles one `on-close` event.
+    pub fn on_close<T: DurableObject>(
+        slot: &'static Slot<T>,
+        socket: u64,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| {
+            object.websocket_close(WebSocket::new(socket), code, reason, was_clean)
+        })
+    }
+
+    /// Handles one `on-error` event.
+    pub fn on_error<T: DurableObject>(
+        slot: &'static Slot<T>,
+        socket: u64,
+        error: String,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| {
+            object.websocket_error(WebSocket::new(socket), error)
+        })
+    }
+
+    /// Handles one `on-alarm` event.
+    pub fn on_alarm<T: DurableObject>(
+        slot: &'static Slot<T>,
+        info: AlarmInfo,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| object.alarm(info.into()))
     }
 }

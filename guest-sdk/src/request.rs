@@ -80,6 +80,14 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether the client asks to upgrade the connection to a WebSocket (its `upgrade` header is
+    /// `websocket`, in any case): the requests that may call
+    /// [`State::accept_websocket`](crate::State::accept_websocket).
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.header("upgrade")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    }
+
     /// The whole body.
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -172,5 +180,25 @@ mod tests {
         assert_eq!(r.header("other"), None);
         assert_eq!(r.text().unwrap(), "{\"a\":1}");
         assert_eq!(r.json::<serde_json::Value>().unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised_by_their_upgrade_header() {
+        let with_upgrade = |value: &str| -> Request {
+            WitRequest {
+                method: "GET".into(),
+                path: "/ws".into(),
+                headers: vec![
+                    ("connection".into(), "Upgrade".into()),
+                    ("upgrade".into(), value.into()),
+                ],
+                body: Vec::new(),
+            }
+            .into()
+        };
+        assert!(with_upgrade("websocket").is_websocket_upgrade());
+        assert!(with_upgrade("WebSocket").is_websocket_upgrade());
+        assert!(!with_upgrade("h2c").is_websocket_upgrade());
+        assert!(!request("/ws").is_websocket_upgrade());
     }
 }

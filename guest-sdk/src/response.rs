@@ -76,6 +76,13 @@ impl Response {
         Self::new(204, None, Vec::new())
     }
 
+    /// A 101 Switching Protocols, with no body: the answer that completes a WebSocket upgrade
+    /// after [`State::accept_websocket`](crate::State::accept_websocket). The host adds the
+    /// handshake headers.
+    pub fn websocket_accepted() -> Self {
+        Self::new(101, None, Vec::new())
+    }
+
     /// The same response with status `status` (100 to 999).
     #[must_use]
     pub fn with_status(mut self, status: u16) -> Self {
@@ -123,6 +130,8 @@ mod tests {
         assert_eq!((r.status(), r.body()), (404, &br#"{"error":"nope"}"#[..]));
         let r = Response::empty();
         assert_eq!((r.status(), r.headers().len(), r.body().len()), (204, 0, 0));
+        let r = Response::websocket_accepted();
+        assert_eq!((r.status(), r.headers().len(), r.body().len()), (101, 0, 0));
     }
 
     #[test]

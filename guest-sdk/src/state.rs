@@ -1,9 +1,12 @@
-//! Who the object is, and the way to its storage.
+//! Who the object is, and the way to its storage and WebSockets.
 
 use crate::__private::dohost::object::identity;
-use crate::Storage;
+use crate::__private::dohost::object::websockets::{self as wit, AutoResponse};
+use crate::websocket::host;
+use crate::{Result, Storage, WebSocket};
 
-/// The object's identity and storage, handed to [`DurableObject::new`](crate::DurableObject::new).
+/// The object's identity, storage and WebSockets, handed to
+/// [`DurableObject::new`](crate::DurableObject::new).
 ///
 /// A zero-sized handle: keep it in your object and copy it freely. The identity is the same on
 /// every instance of the same object, so it can be used as a stable label.
@@ -36,6 +39,52 @@ impl State {
     /// The object's private, transactional storage.
     pub fn storage(&self) -> Storage {
         Storage::new()
+    }
+
+    /// Accepts the WebSocket upgrade of the request being handled, with up to 10 `tags` (each at
+    /// most 256 bytes) to find the socket by later with [`get_websockets`](Self::get_websockets).
+    ///
+    /// Only valid inside [`fetch`](crate::DurableObject::fetch) for a request that asks for an
+    /// upgrade (see [`Request::is_websocket_upgrade`](crate::Request::is_websocket_upgrade)),
+    /// once per request. `fetch` must then return
+    /// [`Response::websocket_accepted`](crate::Response::websocket_accepted): any other answer
+    /// refuses the upgrade and drops the socket. From then on the host holds the connection,
+    /// across hibernation, and delivers its messages to
+    /// [`websocket_message`](crate::DurableObject::websocket_message).
+    pub fn accept_websocket(&self, tags: &[&str]) -> Result<WebSocket> {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        host(wit::accept(&tags)).map(WebSocket::new)
+    }
+
+    /// The object's open WebSockets, oldest first; with `tag`, only those accepted with it.
+    ///
+    /// This, not a list kept in a field, is how to find the sockets to broadcast to: the
+    /// instance that accepted them may have been dropped since.
+    pub fn get_websockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        wit::get_sockets(tag)
+            .into_iter()
+            .map(WebSocket::new)
+            .collect()
+    }
+
+    /// Sets (with `Some((request, response))`) or removes (with `None`) the object's
+    /// auto-response: when any of its sockets, present or future, receives exactly the text
+    /// `request`, the host replies `response` itself, without waking the object.
+    ///
+    /// So keep-alive pings cost nothing, and a hibernating object stays asleep. Each text is at
+    /// most 2,048 bytes. [`WebSocket::auto_response_timestamp`] tells when a socket was last
+    /// answered.
+    pub fn set_websocket_auto_response(&self, pair: Option<(&str, &str)>) -> Result<()> {
+        let pair = pair.map(|(request, response)| AutoResponse {
+            request: request.to_owned(),
+            response: response.to_owned(),
+        });
+        host(wit::set_auto_response(pair.as_ref()))
+    }
+
+    /// The object's auto-response as `(request, response)`, if one is set.
+    pub fn get_websocket_auto_response(&self) -> Option<(String, String)> {
+        wit::get_auto_response().map(|pair| (pair.request, pair.response))
     }
 }
 

@@ -13,8 +13,9 @@ use crate::{Result, StorageError};
 /// methods store raw bytes. Each object sees only its own keys.
 ///
 /// Every call goes straight to the host, and reads see the current event's earlier writes. All
-/// writes of one event are committed together when [`fetch`](crate::DurableObject::fetch)
-/// returns `Ok`, and the response is only sent once they are durable. If the event fails
+/// writes of one event are committed together when its handler (such as
+/// [`fetch`](crate::DurableObject::fetch)) returns `Ok`, and the response is only sent once they
+/// are durable. If the event fails
 /// (`Err`, a panic, or an exhausted CPU or memory limit) all its writes are discarded.
 ///
 /// Limits: a key is at most 2 KiB, a key and value together at most 2 MiB, a batch at most 128
@@ -239,6 +240,29 @@ impl Storage {
             }
         }
         outcome
+    }
+
+    /// When the object's alarm is set to fire, in milliseconds since the Unix epoch, or `None` if
+    /// no alarm is set.
+    pub fn get_alarm(&self) -> Result<Option<u64>> {
+        host(wit::get_alarm())
+    }
+
+    /// Sets the object's one alarm to fire at `scheduled_time_ms` (milliseconds since the Unix
+    /// epoch, see [`now_ms`](crate::now_ms); a time in the past fires at once), replacing any
+    /// earlier alarm.
+    ///
+    /// The host then calls [`DurableObject::alarm`](crate::DurableObject::alarm) at or after
+    /// that time, waking the object if it sleeps, even after a restart of the host: this is how
+    /// an object does work later without a request, such as expiring a session. Like every write
+    /// it takes effect when the event commits, and is undone with its transaction or event.
+    pub fn set_alarm(&self, scheduled_time_ms: u64) -> Result<()> {
+        host(wit::set_alarm(scheduled_time_ms))
+    }
+
+    /// Cancels the object's alarm, if any. Takes effect when the event commits.
+    pub fn delete_alarm(&self) -> Result<()> {
+        host(wit::delete_alarm())
     }
 
     /// Opens a transaction by hand; prefer [`transaction`](Self::transaction).

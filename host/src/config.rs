@@ -51,6 +51,8 @@ pub struct HostConfig {
     pub max_request_body: usize,
     /// Largest component accepted by deploy, in bytes.
     pub max_component_bytes: usize,
+    /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
+    pub max_ws_message: usize,
     pub event: EventLimits,
     pub storage: StorageLimits,
 }
@@ -65,6 +67,7 @@ impl HostConfig {
             max_live_objects: 10_000,
             max_request_body: 16 << 20,
             max_component_bytes: 128 << 20,
+            max_ws_message: 1 << 20,
             event: EventLimits::default(),
             storage: StorageLimits::default(),
         }

@@ -9,8 +9,11 @@ use crate::names::{self, NameError};
 use crate::objects::{ObjectError, Objects};
 use crate::registry::{DeployError, Registry};
 use crate::runtime;
+use crate::websockets::{self, Sockets};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +27,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub objects: Objects,
+    pub sockets: Arc<Sockets>,
+    pub alarms: Arc<crate::alarms::Alarms>,
     pub registry: Arc<Registry>,
     pub admin_token: Arc<str>,
     pub max_request_body: usize,
@@ -64,7 +69,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.message, "code": self.code });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status.is_client_error() {
+            // Refused before its body was read (a wrong token, a body too large, no such
+            // namespace): the connection cannot carry another request, so say so, rather than
+            // let the client reuse it and fail.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -140,9 +154,18 @@ async fn object_request(State(app): State<AppState>, req: axum::extract::Request
     }
 }
 
+/// Whether a request asks for a WebSocket.
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let target = parse_target(parts.uri.path(), parts.uri.query())?;
+    let (mut parts, body) = req.into_parts();
+    let uri = parts.uri.clone();
+    let target = parse_target(uri.path(), uri.query())?;
     if app.registry.get(target.namespace).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -150,6 +173,20 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
             format!("no namespace {:?} is deployed", target.namespace),
         ));
     }
+    let upgrade = if wants_websocket(&parts.headers) {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_upgrade",
+                    format!("invalid WebSocket upgrade: {}", rejection.body_text()),
+                )
+            })?;
+        Some(upgrade)
+    } else {
+        None
+    };
     let body = read_body(body, &parts.headers, app.max_request_body).await?;
     let headers = parts
         .headers
@@ -162,11 +199,42 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         headers,
         body,
     };
-    let response = app
+    let fetched = app
         .objects
-        .fetch(target.namespace, &target.name, request)
+        .fetch(target.namespace, &target.name, request, upgrade.is_some())
         .await?;
-    to_http(response)
+    let id = crate::names::ObjectId::new(target.namespace, &target.name);
+    match (upgrade, fetched.accepted) {
+        (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
+            let owner = websockets::Owner {
+                namespace: target.namespace.to_owned(),
+                name: target.name.clone(),
+                id,
+            };
+            let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
+            let failed = app.sockets.clone();
+            let socket = accepted.socket;
+            let limit = app.sockets.max_message;
+            Ok(upgrade
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .on_failed_upgrade(move |_| {
+                    failed.remove(&id, socket);
+                })
+                .on_upgrade(move |ws| websockets::serve(ws, sockets, objects, owner, accepted)))
+        }
+        (_, Some(accepted)) => {
+            // Accepted, but the answer refuses the upgrade: the socket never opens.
+            app.sockets.remove(&id, accepted.socket);
+            to_http(fetched.response)
+        }
+        (_, None) if fetched.response.status == 101 => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad_response",
+            "the object answered 101 without accepting a WebSocket",
+        )),
+        (_, None) => to_http(fetched.response),
+    }
 }
 
 /// Where a request goes.
@@ -290,6 +358,9 @@ async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Respon
     Ok(axum::Json(json!({
         "live_instances": app.objects.live_instances(),
         "awake_objects": app.objects.awake_objects(),
+        "open_sockets": app.sockets.open_count(),
+        "auto_responses": app.sockets.auto_response_count(),
+        "pending_alarms": app.alarms.pending(),
         "namespaces": app.registry.list().len(),
     }))
     .into_response())

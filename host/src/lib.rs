@@ -10,10 +10,15 @@
 //! - [`storage`]: the database, group commit, each object's layered view of its keys.
 //! - [`runtime`]: wasmtime: the engine, the host imports, running one event under limits.
 //! - [`registry`]: deployed namespaces: validating, compiling, persisting components.
-//! - [`objects`]: object lifecycle: one event loop per live object, hibernation, eviction.
-//! - [`http`]: routing requests to objects and the admin API.
+//! - [`objects`]: object lifecycle: one event loop per live object, hibernation, eviction, the
+//!   output gate.
+//! - [`websockets`]: sockets held for objects across hibernation; auto-responses.
+//! - [`alarms`]: one timer for every object's alarm; delivery with retries.
+//! - [`http`]: routing requests (and WebSocket upgrades) to objects, and the admin API.
+//! - [`server`]: assembling a host from its data dir; the admin token.
 //! - [`config`]: the knobs of a host.
 
+pub mod alarms;
 pub mod config;
 pub mod http;
 pub mod names;
@@ -22,3 +27,4 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod websockets;

@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Largest request body delivered to an object, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_request_body: usize,
+    /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_ws_message: usize,
 }
 
 #[derive(Args)]
@@ -109,6 +112,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.idle_timeout = Duration::from_secs_f64(args.idle_timeout);
     config.max_live_objects = args.max_live_objects;
     config.max_request_body = args.max_request_body;
+    config.max_ws_message = args.max_ws_message;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
     config.storage.max_object_bytes = args.max_object_storage;
     let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
@@ -124,8 +128,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
+    let sockets = host.sockets.clone();
     axum::serve(listener, host.router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Upgraded connections are not the server's to drain: close them, 1001 "going away",
+            // and give the writers a moment to send the frames.
+            sockets.close_all(1001, "host shutting down");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
         .await?;
     Ok(())
 }

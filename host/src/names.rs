@@ -64,6 +64,11 @@ impl ObjectId {
         ObjectId(hasher.finalize().into())
     }
 
+    /// An id from its raw bytes, as stored.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ObjectId(bytes)
+    }
+
     /// The raw 32 bytes, as used in storage keys.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -6,9 +6,12 @@
 //! for another object (hibernation), and ends itself once it has no instance, no queued event and
 //! no commit in flight: a sleeping object costs nothing but its storage on disk.
 //!
-//! Output gate: a response is released only once every commit it could depend on is durable (its
-//! own event's, or for an event that wrote nothing, the newest earlier one). The loop does not
-//! wait for the disk itself; it runs the next event while the commit flushes.
+//! Events are HTTP requests, WebSocket frames and alarms, all through the one queue.
+//!
+//! Output gate: a response or WebSocket message is released only once every commit it could
+//! depend on is durable (its own event's, or for an event that wrote nothing, the newest earlier
+//! one). The loop does not wait for the disk itself; it runs the next event while the commit
+//! flushes. WebSocket output goes through the object's outbox, which releases it in event order.
 
 use crate::names::ObjectId;
 use crate::registry::Registry;
@@ -16,6 +19,7 @@ use crate::runtime::{EventError, Instance, ObjectIdentity, Request, Response, Ru
 use crate::storage::{
     CommitFailed, CommitOutcome, Committer, Db, DbError, ObjectStorage, StorageLimits,
 };
+use crate::websockets::{Accepted, Outgoing, SocketEvent, Sockets};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,19 +48,58 @@ pub struct LifecycleConfig {
     pub storage: StorageLimits,
 }
 
+/// What a request produced: the response, and the socket it accepted, if any.
+pub struct Fetched {
+    pub response: Response,
+    pub accepted: Option<Accepted>,
+}
+
 enum Event {
     Fetch {
         request: Request,
-        reply: oneshot::Sender<Outcome>,
+        upgrade: bool,
+        reply: oneshot::Sender<Outcome<Fetched>>,
+    },
+    Socket {
+        socket: u64,
+        event: SocketEvent,
+    },
+    /// The alarm due at `due_at`, after `retries` failed deliveries.
+    Alarm {
+        due_at: u64,
+        retries: u32,
+        reply: oneshot::Sender<Outcome<()>>,
+    },
+    /// Delete the alarm due at `due_at`: its deliveries kept failing.
+    DropAlarm {
+        due_at: u64,
+        reply: oneshot::Sender<Outcome<()>>,
     },
     /// Drop the instance if idle: the host needs its slot.
     Evict,
 }
 
 /// What an event produced, and what it must wait for before anyone sees it.
-struct Outcome {
-    result: Result<Response, ObjectError>,
+struct Outcome<T> {
+    result: Result<T, ObjectError>,
     gate: Option<CommitOutcome>,
+}
+
+impl<T> Outcome<T> {
+    fn failed(e: impl Into<ObjectError>, gate: Option<CommitOutcome>) -> Self {
+        Outcome {
+            result: Err(e.into()),
+            gate,
+        }
+    }
+
+    /// Waits for the output gate, then gives the result.
+    async fn released(self) -> Result<T, ObjectError> {
+        if let Some(gate) = self.gate {
+            gate.await?;
+        }
+        self.result
+    }
 }
 
 /// The live objects of a host.
@@ -67,6 +110,7 @@ pub struct Objects {
 
 struct Inner {
     runtime: Arc<Runtime>,
+    sockets: Arc<Sockets>,
     registry: Arc<Registry>,
     db: Arc<Db>,
     committer: Committer,
@@ -88,6 +132,7 @@ struct IdleList {
 impl Objects {
     pub fn new(
         runtime: Arc<Runtime>,
+        sockets: Arc<Sockets>,
         registry: Arc<Registry>,
         db: Arc<Db>,
         committer: Committer,
@@ -96,6 +141,7 @@ impl Objects {
         Objects {
             inner: Arc::new(Inner {
                 runtime,
+                sockets,
                 registry,
                 db,
                 committer,
@@ -107,47 +153,91 @@ impl Objects {
         }
     }
 
+    /// Queues an event for the object `name` of `namespace`, starting its event loop if needed.
+    fn enqueue(&self, namespace: &str, name: &str, event: Event) -> Result<(), ObjectError> {
+        if self.inner.registry.get(namespace).is_none() {
+            return Err(ObjectError::UnknownNamespace(namespace.to_owned()));
+        }
+        let id = ObjectId::new(namespace, name);
+        // Sent under the lock, so an event loop that checks its queue under the same lock
+        // before ending can never strand an event.
+        let mut loops = self.inner.loops.lock().unwrap();
+        let queue = loops.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let identity = ObjectIdentity {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                id,
+            };
+            tokio::spawn(EventLoop::run(
+                self.inner.clone(),
+                identity,
+                tx.downgrade(),
+                rx,
+            ));
+            tx
+        });
+        queue.send(event).map_err(|_| ObjectError::ShuttingDown)
+    }
+
     /// Delivers a request to the object `name` of `namespace` and returns its response once the
-    /// output gate lets it out.
+    /// output gate lets it out. `upgrade`: the request asks for a WebSocket.
     pub async fn fetch(
         &self,
         namespace: &str,
         name: &str,
         request: Request,
-    ) -> Result<Response, ObjectError> {
-        if self.inner.registry.get(namespace).is_none() {
-            return Err(ObjectError::UnknownNamespace(namespace.to_owned()));
-        }
-        let id = ObjectId::new(namespace, name);
+        upgrade: bool,
+    ) -> Result<Fetched, ObjectError> {
         let (reply, answer) = oneshot::channel();
-        {
-            // Sent under the lock, so an event loop that checks its queue under the same lock
-            // before ending can never strand an event.
-            let mut loops = self.inner.loops.lock().unwrap();
-            let queue = loops.entry(id).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let identity = ObjectIdentity {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    id,
-                };
-                tokio::spawn(EventLoop::run(
-                    self.inner.clone(),
-                    identity,
-                    tx.downgrade(),
-                    rx,
-                ));
-                tx
-            });
-            queue
-                .send(Event::Fetch { request, reply })
-                .map_err(|_| ObjectError::ShuttingDown)?;
-        }
+        let event = Event::Fetch {
+            request,
+            upgrade,
+            reply,
+        };
+        self.enqueue(namespace, name, event)?;
         let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
-        if let Some(gate) = outcome.gate {
-            gate.await?;
+        outcome.released().await
+    }
+
+    /// Queues an event of one of the object's sockets. Its failures are the object's to log.
+    pub fn websocket_event(&self, namespace: &str, name: &str, socket: u64, event: SocketEvent) {
+        if let Err(e) = self.enqueue(namespace, name, Event::Socket { socket, event }) {
+            tracing::warn!(namespace, "WebSocket event not delivered: {e}");
         }
-        outcome.result
+    }
+
+    /// Delivers the alarm due at `due_at`; `Ok` once handled (or found no longer set) and its
+    /// writes are durable.
+    pub async fn alarm(
+        &self,
+        namespace: &str,
+        name: &str,
+        due_at: u64,
+        retries: u32,
+    ) -> Result<(), ObjectError> {
+        let (reply, answer) = oneshot::channel();
+        let event = Event::Alarm {
+            due_at,
+            retries,
+            reply,
+        };
+        self.enqueue(namespace, name, event)?;
+        let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
+        outcome.released().await
+    }
+
+    /// Deletes the alarm due at `due_at`, if it is still the object's alarm.
+    pub async fn drop_alarm(
+        &self,
+        namespace: &str,
+        name: &str,
+        due_at: u64,
+    ) -> Result<(), ObjectError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(namespace, name, Event::DropAlarm { due_at, reply })?;
+        let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
+        outcome.released().await
     }
 
     /// How many objects have a live instance right now.
@@ -201,6 +291,8 @@ struct EventLoop {
     /// `None` only while an instance is being created.
     slot: Option<Slot>,
     idle_ticket: Option<u64>,
+    /// WebSocket output waiting for its gate, in event order; started on first use.
+    outbox: Option<mpsc::UnboundedSender<(Option<CommitOutcome>, Vec<(u64, Outgoing)>)>>,
 }
 
 impl EventLoop {
@@ -227,11 +319,14 @@ impl EventLoop {
                 let mut loops = inner.loops.lock().unwrap();
                 loops.remove(&identity.id);
                 while let Ok(event) = rx.try_recv() {
-                    if let Event::Fetch { reply, .. } = event {
-                        let _ = reply.send(Outcome {
-                            result: Err(ObjectError::Storage(e.clone())),
-                            gate: None,
-                        });
+                    match event {
+                        Event::Fetch { reply, .. } => {
+                            let _ = reply.send(Outcome::failed(e.clone(), None));
+                        }
+                        Event::Alarm { reply, .. } | Event::DropAlarm { reply, .. } => {
+                            let _ = reply.send(Outcome::failed(e.clone(), None));
+                        }
+                        Event::Socket { .. } | Event::Evict => {}
                     }
                 }
                 return;
@@ -243,6 +338,7 @@ impl EventLoop {
             me,
             slot: Some(Slot::Asleep(storage)),
             idle_ticket: None,
+            outbox: None,
         };
         loop {
             let event = match this.slot {
@@ -273,9 +369,25 @@ impl EventLoop {
                 },
             };
             match event {
-                Some(Event::Fetch { request, reply }) => {
-                    let outcome = this.fetch(request).await;
+                Some(Event::Fetch {
+                    request,
+                    upgrade,
+                    reply,
+                }) => {
+                    let outcome = this.fetch(request, upgrade).await;
                     let _ = reply.send(outcome);
+                }
+                Some(Event::Socket { socket, event }) => this.socket_event(socket, event).await,
+                Some(Event::Alarm {
+                    due_at,
+                    retries,
+                    reply,
+                }) => {
+                    let outcome = this.alarm(due_at, retries).await;
+                    let _ = reply.send(outcome);
+                }
+                Some(Event::DropAlarm { due_at, reply }) => {
+                    let _ = reply.send(this.drop_alarm(due_at));
                 }
                 Some(Event::Evict) => this.hibernate(),
                 None => return,
@@ -328,27 +440,21 @@ impl EventLoop {
         });
     }
 
-    async fn fetch(&mut self, request: Request) -> Outcome {
+    /// Gets the object ready for an event: durable state trusted, the current code live.
+    async fn prepare(&mut self) -> Result<(), (ObjectError, Option<CommitOutcome>)> {
         self.leave_idle_list();
         if self.storage().prune().is_err() {
             // An earlier commit failed: what this object remembers may never have reached the
             // disk. Start again from what is durable.
             self.hibernate();
             let committer = self.inner.committer.clone();
-            if let Err(e) = self.storage().reset(&committer) {
-                return Outcome {
-                    result: Err(e.into()),
-                    gate: None,
-                };
-            }
+            self.storage()
+                .reset(&committer)
+                .map_err(|e| (e.into(), None))?;
         }
         let Some(deployment) = self.inner.registry.get(&self.identity.namespace) else {
-            return Outcome {
-                result: Err(ObjectError::UnknownNamespace(
-                    self.identity.namespace.clone(),
-                )),
-                gate: None,
-            };
+            let e = ObjectError::UnknownNamespace(self.identity.namespace.clone());
+            return Err((e, None));
         };
         // A live instance of older code is replaced: the next event runs the new code.
         if matches!(&self.slot, Some(Slot::Live { version, .. }) if *version != deployment.info.version)
@@ -363,7 +469,12 @@ impl EventLoop {
             let created = self
                 .inner
                 .runtime
-                .instantiate(&deployment.pre, self.identity.clone(), storage)
+                .instantiate(
+                    &deployment.pre,
+                    self.identity.clone(),
+                    storage,
+                    self.inner.sockets.clone(),
+                )
                 .await;
             match created {
                 Ok(instance) => {
@@ -377,35 +488,142 @@ impl EventLoop {
                     tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "{e}");
                     let gate = storage.last_commit();
                     self.slot = Some(Slot::Asleep(storage));
-                    return Outcome {
-                        result: Err(e.into()),
-                        gate,
-                    };
+                    return Err((e.into(), gate));
                 }
             }
         }
-        let Some(Slot::Live { instance, .. }) = &mut self.slot else {
-            unreachable!("an instance was just made live")
-        };
-        match instance.fetch(&request).await {
-            Ok(response) => {
-                let gate = instance.storage().finish_event(&self.inner.committer);
+        Ok(())
+    }
+
+    fn instance(&mut self) -> &mut Instance {
+        match &mut self.slot {
+            Some(Slot::Live { instance, .. }) => instance,
+            _ => unreachable!("prepare made an instance live"),
+        }
+    }
+
+    /// Ends an event: on success commits its writes and queues its WebSocket output behind the
+    /// gate; on failure discards both, and the instance.
+    fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
+        let io = self.instance().take_socket_io();
+        match result {
+            Ok(value) => {
+                let committer = self.inner.committer.clone();
+                let gate = self.instance().storage().finish_event(&committer);
                 self.join_idle_list();
+                if !io.outputs.is_empty() {
+                    self.send_to_outbox(gate.clone(), io.outputs);
+                }
                 Outcome {
-                    result: Ok(response),
+                    result: Ok((value, io.accepted)),
                     gate,
                 }
             }
             Err(e) => {
                 tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "event failed: {e}");
+                if let Some(accepted) = io.accepted {
+                    self.inner
+                        .sockets
+                        .remove(&self.identity.id, accepted.socket);
+                }
                 self.hibernate();
                 let storage = self.storage();
                 storage.discard_event();
+                Outcome::failed(e, storage.last_commit())
+            }
+        }
+    }
+
+    fn send_to_outbox(&mut self, gate: Option<CommitOutcome>, outputs: Vec<(u64, Outgoing)>) {
+        let outbox = self.outbox.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Option<CommitOutcome>, Vec<_>)>();
+            let (sockets, id) = (self.inner.sockets.clone(), self.identity.id);
+            tokio::spawn(async move {
+                while let Some((gate, outputs)) = rx.recv().await {
+                    let durable = match gate {
+                        Some(gate) => gate.await.is_ok(),
+                        None => true,
+                    };
+                    if durable {
+                        sockets.release(&id, outputs);
+                    }
+                }
+            });
+            tx
+        });
+        let _ = outbox.send((gate, outputs));
+    }
+
+    async fn fetch(&mut self, request: Request, upgrade: bool) -> Outcome<Fetched> {
+        if let Err((e, gate)) = self.prepare().await {
+            return Outcome::failed(e, gate);
+        }
+        let result = self.instance().fetch(&request, upgrade).await;
+        let outcome = self.finish(result);
+        Outcome {
+            result: outcome
+                .result
+                .map(|(response, accepted)| Fetched { response, accepted }),
+            gate: outcome.gate,
+        }
+    }
+
+    async fn socket_event(&mut self, socket: u64, event: SocketEvent) {
+        if let Err((e, _)) = self.prepare().await {
+            tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "WebSocket event not delivered: {e}");
+            return;
+        }
+        let result = self.instance().socket_event(socket, event).await;
+        self.finish(result);
+    }
+
+    async fn alarm(&mut self, due_at: u64, retries: u32) -> Outcome<()> {
+        match self.storage().get_alarm() {
+            // Moved or deleted since it was scheduled: nothing to deliver.
+            Ok(current) if current != Some(due_at) => {
+                return Outcome {
+                    result: Ok(()),
+                    gate: self.storage().last_commit(),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::failed(EventError::Failed(e.to_string()), None),
+        }
+        if let Err((e, gate)) = self.prepare().await {
+            return Outcome::failed(e, gate);
+        }
+        let result = self.instance().alarm(retries).await;
+        if result.is_ok() {
+            let storage = self.instance().storage();
+            // Handled: the alarm is spent, unless the handler set a new one.
+            if !storage.alarm_changed() {
+                storage.delete_alarm();
+            }
+        }
+        let outcome = self.finish(result);
+        Outcome {
+            result: outcome.result.map(|_| ()),
+            gate: outcome.gate,
+        }
+    }
+
+    fn drop_alarm(&mut self, due_at: u64) -> Outcome<()> {
+        let committer = self.inner.committer.clone();
+        let storage = self.storage();
+        match storage.get_alarm() {
+            Ok(Some(at)) if at == due_at => {
+                storage.delete_alarm();
+                let gate = storage.finish_event(&committer);
                 Outcome {
-                    result: Err(e.into()),
-                    gate: storage.last_commit(),
+                    result: Ok(()),
+                    gate,
                 }
             }
+            Ok(_) => Outcome {
+                result: Ok(()),
+                gate: storage.last_commit(),
+            },
+            Err(e) => Outcome::failed(EventError::Failed(e.to_string()), None),
         }
     }
 }

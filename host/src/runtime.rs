@@ -19,7 +19,12 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::dohost::object::types::{Request, Response};
-use self::dohost::object::{identity, logging, storage as wit_storage};
+use self::dohost::object::{identity, logging, storage as wit_storage, websockets as wit_ws};
+use self::exports::dohost::object::alarm_handler::AlarmInfo;
+use self::exports::dohost::object::websocket_handler::Message as WitMessage;
+use crate::websockets::{Accepted, Outgoing, SocketError, SocketEvent, Sockets};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Guest instructions between yields to the async runtime, so a busy guest cannot starve other
 /// objects on the same worker thread (about a millisecond of guest work).
@@ -93,10 +98,25 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// What one event did with WebSockets, handed to the object's event loop when it ends.
+#[derive(Default)]
+pub struct SocketIo {
+    /// Whether the request being handled asks for a WebSocket upgrade.
+    upgrade: bool,
+    /// The socket accepted by this request, if any.
+    pub accepted: Option<Accepted>,
+    /// Sends and closes, in order, held until the output gate opens.
+    pub outputs: Vec<(u64, Outgoing)>,
+    /// Sockets closed during the event, already hidden from `get-sockets`.
+    closing: HashSet<u64>,
+}
+
 /// The store data of one instance.
 pub struct HostState {
     identity: ObjectIdentity,
     storage: ObjectStorage,
+    sockets: Arc<Sockets>,
+    io: SocketIo,
     memory: MemoryCap,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -160,10 +180,13 @@ impl Runtime {
         pre: &ObjectPre,
         identity: ObjectIdentity,
         storage: ObjectStorage,
+        sockets: Arc<Sockets>,
     ) -> Result<Instance, (EventError, ObjectStorage)> {
         let state = HostState {
             identity,
             storage,
+            sockets,
+            io: SocketIo::default(),
             memory: MemoryCap {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
@@ -208,17 +231,83 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Delivers one request. On `Err` the instance must be dropped: it may be in any state.
-    pub async fn fetch(&mut self, request: &Request) -> Result<Response, EventError> {
+    fn refuel(&mut self) -> Result<(), EventError> {
         self.store
             .set_fuel(self.limits.fuel)
-            .map_err(|e| EventError::Trap(format!("{e:#}")))?;
-        let handler = self.bindings.dohost_object_http_handler();
-        match handler.call_fetch(&mut self.store, request).await {
-            Ok(Ok(response)) => Ok(response),
+            .map_err(|e| EventError::Trap(format!("{e:#}")))
+    }
+
+    /// Names the outcome of a call into the guest.
+    fn outcome<T>(&self, called: wasmtime::Result<Result<T, String>>) -> Result<T, EventError> {
+        match called {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(EventError::Failed(message)),
             Err(e) => Err(classify(&e, &self.store, self.limits)),
         }
+    }
+
+    /// Delivers one request; `upgrade` says whether it asks for a WebSocket. On `Err` the
+    /// instance must be dropped: it may be in any state.
+    pub async fn fetch(
+        &mut self,
+        request: &Request,
+        upgrade: bool,
+    ) -> Result<Response, EventError> {
+        self.refuel()?;
+        self.store.data_mut().io.upgrade = upgrade;
+        let handler = self.bindings.dohost_object_http_handler();
+        let called = handler.call_fetch(&mut self.store, request).await;
+        self.outcome(called)
+    }
+
+    /// Delivers an event of one of the object's sockets.
+    pub async fn socket_event(
+        &mut self,
+        socket: u64,
+        event: SocketEvent,
+    ) -> Result<(), EventError> {
+        self.refuel()?;
+        let handler = self.bindings.dohost_object_websocket_handler();
+        let called = match event {
+            SocketEvent::Text(t) => {
+                handler
+                    .call_on_message(&mut self.store, socket, &WitMessage::Text(t))
+                    .await
+            }
+            SocketEvent::Binary(b) => {
+                handler
+                    .call_on_message(&mut self.store, socket, &WitMessage::Binary(b))
+                    .await
+            }
+            SocketEvent::Close {
+                code,
+                reason,
+                was_clean,
+            } => {
+                handler
+                    .call_on_close(&mut self.store, socket, code, &reason, was_clean)
+                    .await
+            }
+            SocketEvent::Error(e) => handler.call_on_error(&mut self.store, socket, &e).await,
+        };
+        self.outcome(called)
+    }
+
+    /// Delivers the alarm; `retries` is how many deliveries failed before.
+    pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
+        self.refuel()?;
+        let info = AlarmInfo {
+            retry_count: retries,
+            is_retry: retries > 0,
+        };
+        let handler = self.bindings.dohost_object_alarm_handler();
+        let called = handler.call_on_alarm(&mut self.store, info).await;
+        self.outcome(called)
+    }
+
+    /// What the event did with WebSockets; resets it for the next event.
+    pub fn take_socket_io(&mut self) -> SocketIo {
+        std::mem::take(&mut self.store.data_mut().io)
     }
 
     /// The object's storage, to finish or discard the event.
@@ -338,5 +427,138 @@ impl wit_storage::Host for HostState {
 
     fn transaction_rollback(&mut self) -> StorageResult<()> {
         to_wit(self.storage.rollback())
+    }
+
+    fn get_alarm(&mut self) -> StorageResult<Option<u64>> {
+        to_wit(self.storage.get_alarm())
+    }
+
+    fn set_alarm(&mut self, scheduled_time_ms: u64) -> StorageResult<()> {
+        self.storage.set_alarm(storage::Alarm {
+            at: scheduled_time_ms,
+            namespace: self.identity.namespace.as_str().into(),
+            name: self.identity.name.as_str().into(),
+        });
+        Ok(())
+    }
+
+    fn delete_alarm(&mut self) -> StorageResult<()> {
+        self.storage.delete_alarm();
+        Ok(())
+    }
+}
+
+type SocketResult<T> = Result<T, wit_ws::WebsocketError>;
+
+fn ws_wit<T>(r: Result<T, SocketError>) -> SocketResult<T> {
+    r.map_err(|e| match e {
+        SocketError::NotFound => wit_ws::WebsocketError::NotFound,
+        SocketError::LimitExceeded(m) => wit_ws::WebsocketError::LimitExceeded(m),
+        SocketError::InvalidArgument(m) => wit_ws::WebsocketError::InvalidArgument(m),
+    })
+}
+
+impl HostState {
+    /// A socket this object may use in this event: open, and not closed earlier in the event.
+    fn own(&self, socket: u64) -> Result<(), SocketError> {
+        let open = self.sockets.exists(&self.identity.id, socket);
+        if open && !self.io.closing.contains(&socket) {
+            Ok(())
+        } else {
+            Err(SocketError::NotFound)
+        }
+    }
+
+    fn send(&mut self, socket: u64, out: Outgoing) -> SocketResult<()> {
+        ws_wit(self.own(socket))?;
+        self.io.outputs.push((socket, out));
+        Ok(())
+    }
+}
+
+impl wit_ws::Host for HostState {
+    fn accept(&mut self, tags: Vec<String>) -> SocketResult<u64> {
+        if !self.io.upgrade {
+            return ws_wit(Err(SocketError::InvalidArgument(
+                "accept is only valid while handling a WebSocket upgrade request".into(),
+            )));
+        }
+        if self.io.accepted.is_some() {
+            return ws_wit(Err(SocketError::InvalidArgument(
+                "this request's socket was already accepted".into(),
+            )));
+        }
+        let accepted = ws_wit(self.sockets.accept(self.identity.id, tags))?;
+        let socket = accepted.socket;
+        self.io.accepted = Some(accepted);
+        Ok(socket)
+    }
+
+    fn get_sockets(&mut self, tag: Option<String>) -> Vec<u64> {
+        let mut open = self.sockets.list(&self.identity.id, tag.as_deref());
+        open.retain(|s| !self.io.closing.contains(s));
+        open
+    }
+
+    fn send_text(&mut self, s: u64, text: String) -> SocketResult<()> {
+        self.send(s, Outgoing::Text(text))
+    }
+
+    fn send_binary(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
+        self.send(s, Outgoing::Binary(data))
+    }
+
+    fn close(&mut self, s: u64, code: u16, reason: String) -> SocketResult<()> {
+        if !(code == 1000 || (3000..=4999).contains(&code)) {
+            return ws_wit(Err(SocketError::InvalidArgument(format!(
+                "close code {code}: use 1000 or 3000..=4999"
+            ))));
+        }
+        if reason.len() > 123 {
+            return ws_wit(Err(SocketError::LimitExceeded(format!(
+                "a close reason of {} bytes; at most 123",
+                reason.len()
+            ))));
+        }
+        self.send(s, Outgoing::Close(code, reason))?;
+        self.io.closing.insert(s);
+        Ok(())
+    }
+
+    fn get_tags(&mut self, s: u64) -> SocketResult<Vec<String>> {
+        ws_wit(
+            self.own(s)
+                .and_then(|()| self.sockets.tags(&self.identity.id, s)),
+        )
+    }
+
+    fn set_attachment(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
+        ws_wit(self.own(s))?;
+        ws_wit(self.sockets.set_attachment(&self.identity.id, s, data))
+    }
+
+    fn get_attachment(&mut self, s: u64) -> SocketResult<Option<Vec<u8>>> {
+        ws_wit(
+            self.own(s)
+                .and_then(|()| self.sockets.attachment(&self.identity.id, s)),
+        )
+    }
+
+    fn set_auto_response(&mut self, pair: Option<wit_ws::AutoResponse>) -> SocketResult<()> {
+        let pair = pair.map(|p| (p.request, p.response));
+        ws_wit(self.sockets.set_auto_response(self.identity.id, pair))
+    }
+
+    fn get_auto_response(&mut self) -> Option<wit_ws::AutoResponse> {
+        self.sockets
+            .auto_response(&self.identity.id)
+            .map(|(request, response)| wit_ws::AutoResponse { request, response })
+    }
+
+    fn get_auto_response_timestamp(&mut self, s: u64) -> SocketResult<Option<u64>> {
+        ws_wit(
+            self.own(s)
+                .and_then(|()| self.sockets.auto_response_timestamp(&self.identity.id, s)),
+        )
     }
 }

@@ -1,12 +1,14 @@
 //! Assembling a host from its data dir: the database, the commit thread, the deployed
 //! namespaces, the live objects and the routes; and the admin token kept beside them.
 
+use crate::alarms::Alarms;
 use crate::config::HostConfig;
 use crate::http::{self, AppState};
 use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::storage::{Committer, Db, DbError};
+use crate::websockets::Sockets;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,24 +34,35 @@ pub struct Host {
     pub router: axum::Router,
     pub objects: Objects,
     pub registry: Arc<Registry>,
+    pub sockets: Arc<Sockets>,
 }
 
 impl Host {
-    /// Opens the data dir and brings back every deployed namespace. Blocking.
+    /// Opens the data dir, brings back every deployed namespace and starts the alarm loop.
+    /// Blocking; call it within a tokio runtime (e.g. from `spawn_blocking`).
     pub fn start(config: &HostConfig) -> Result<Host, StartError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let db = Arc::new(Db::open(&dir.join("dohost.redb"))?);
         let runtime =
             Arc::new(Runtime::new(config.event).map_err(|e| StartError::Engine(format!("{e:#}")))?);
-        let (committer, _thread) = Committer::start(db.clone()).map_err(StartError::Thread)?;
+        let alarms = Arc::new(Alarms::default());
+        alarms.load(db.all_alarms()?);
+        let sink = alarms.clone();
+        let (committer, _thread) = Committer::start(
+            db.clone(),
+            Box::new(move |id, alarm| sink.changed(id, alarm)),
+        )
+        .map_err(StartError::Thread)?;
         let registry = Arc::new(Registry::load(
             runtime.clone(),
             db.clone(),
             dir.join("cache"),
         )?);
+        let sockets = Arc::new(Sockets::new(config.max_ws_message));
         let objects = Objects::new(
             runtime,
+            sockets.clone(),
             registry.clone(),
             db,
             committer,
@@ -59,8 +72,11 @@ impl Host {
                 storage: config.storage,
             },
         );
+        tokio::runtime::Handle::current().spawn(alarms.clone().run(objects.clone()));
         let router = http::router(AppState {
             objects: objects.clone(),
+            sockets: sockets.clone(),
+            alarms,
             registry: registry.clone(),
             admin_token: config.admin_token.as_str().into(),
             max_request_body: config.max_request_body,
@@ -70,6 +86,7 @@ impl Host {
             router,
             objects,
             registry,
+            sockets,
         })
     }
 }

@@ -168,3 +168,259 @@ pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
         .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text:?}"));
     (status, value)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle beyond `kill`: restart after a pause, SIGTERM, the process id.
+// ---------------------------------------------------------------------------------------------
+
+impl Host {
+    /// Starts the host again on the same data dir with the same arguments, after `kill` (or after
+    /// it exited by itself).
+    pub fn restart(&mut self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        *self = Host::start_with_token(&self.data.clone(), &args, self.token.as_deref());
+    }
+
+    /// The process id of the running `dohost serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM: the host should shut down gracefully.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits at most `timeout` for the process to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `ws://ADDR{path}`.
+    pub fn ws(&self, path: &str) -> String {
+        format!("{}{path}", self.url.replacen("http://", "ws://", 1))
+    }
+
+    /// `GET /_admin/stats`, checked to be a 200.
+    pub async fn stats(&self) -> serde_json::Value {
+        let (status, body) = json(client().get(self.at("/_admin/stats")).bearer_auth(TOKEN)).await;
+        assert_eq!(status, 200, "stats: {body}");
+        body
+    }
+
+    /// Waits (at most 10 s) until the host reports no live instance: every object hibernated.
+    pub async fn wait_hibernated(&self) -> serde_json::Value {
+        for _ in 0..200 {
+            let s = self.stats().await;
+            if s["live_instances"] == 0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("instances still live after 10 s: {}", self.stats().await);
+    }
+}
+
+/// Polls `probe` every `every` until it returns `Some`, at most `limit`; panics with `what`
+/// otherwise.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, every: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket client helpers (tokio-tungstenite). Every wait is bounded.
+// ---------------------------------------------------------------------------------------------
+
+pub use tokio_tungstenite::tungstenite::Message;
+pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// A client WebSocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a test waits for a message it expects.
+pub const WS_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a WebSocket to `url` (`ws://...`), which must be accepted; panics otherwise.
+pub async fn ws_connect(url: &str) -> Ws {
+    match ws_try_connect(url).await {
+        Ok(ws) => ws,
+        Err(e) => panic!("WebSocket to {url} refused: {e}"),
+    }
+}
+
+/// Opens a WebSocket to `url`; the handshake error (with the HTTP status if any) otherwise.
+pub async fn ws_try_connect(url: &str) -> Result<Ws, String> {
+    match tokio::time::timeout(WS_WAIT, tokio_tungstenite::connect_async(url)).await {
+        Err(_) => Err(format!("no handshake within {WS_WAIT:?}")),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err(format!("HTTP {status}: {body}"))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok((ws, response))) => {
+            assert_eq!(response.status().as_u16(), 101);
+            Ok(ws)
+        }
+    }
+}
+
+/// Sends a text message.
+pub async fn ws_send(ws: &mut Ws, text: &str) {
+    use futures::SinkExt;
+    tokio::time::timeout(WS_WAIT, ws.send(Message::text(text)))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+}
+
+/// The next data or close message, skipping pings and pongs; `None` if the stream ended (or
+/// failed) first. Panics if nothing arrives within `wait`.
+pub async fn ws_next_within(ws: &mut Ws, wait: Duration) -> Option<Message> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no WebSocket message within {wait:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
+            Ok(Some(Ok(m))) => return Some(m),
+        }
+    }
+}
+
+/// The next data or close message within [`WS_WAIT`]; panics if the stream ended.
+pub async fn ws_next(ws: &mut Ws) -> Message {
+    ws_next_within(ws, WS_WAIT)
+        .await
+        .expect("the WebSocket ended while a message was expected")
+}
+
+/// The next message, which must be text.
+pub async fn ws_text(ws: &mut Ws) -> String {
+    match ws_next(ws).await {
+        Message::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// The next message, which must be text holding JSON.
+pub async fn ws_json(ws: &mut Ws) -> serde_json::Value {
+    let text = ws_text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+/// The next JSON message whose `"type"` is `kind`, skipping others (at most 100).
+pub async fn ws_json_of_type(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let v = ws_json(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+    panic!("no message of type {kind} among the next 100");
+}
+
+/// Waits `quiet` and returns whatever data message arrived meanwhile (pings skipped), if any.
+pub async fn ws_quiet(ws: &mut Ws, quiet: Duration) -> Option<Message> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
+            Ok(Some(Ok(m))) => return Some(m),
+            Ok(Some(Err(e))) => panic!("WebSocket failed while quiet: {e}"),
+            Ok(None) => panic!("WebSocket ended while quiet"),
+        }
+    }
+}
+
+/// Waits for the server's close frame, skipping data messages, and drives the closing handshake
+/// to its end. Returns the code and reason (code 1005 if the frame had none).
+pub async fn ws_expect_close(ws: &mut Ws) -> (u16, String) {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + WS_WAIT;
+    let mut skipped = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close frame within {WS_WAIT:?}; got {skipped:?}"),
+            Ok(None) => panic!("the stream ended without a close frame; got {skipped:?}"),
+            Ok(Some(Err(e))) => {
+                panic!("the connection failed without a close frame: {e}; got {skipped:?}")
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                let result = match frame {
+                    Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
+                    None => (1005, String::new()),
+                };
+                // Let tungstenite send its reply and see the end of the stream.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                return result;
+            }
+            Ok(Some(Ok(m))) => skipped.push(m),
+        }
+    }
+}
+
+/// Closes from the client side with `code` and `reason` and waits (bounded) for the server's
+/// reply.
+pub async fn ws_close(ws: &mut Ws, code: u16, reason: &str) {
+    use futures::StreamExt;
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    tokio::time::timeout(WS_WAIT, ws.close(Some(frame)))
+        .await
+        .expect("close timed out")
+        .expect("close failed");
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}

@@ -7,8 +7,10 @@
 //! the load instead of with the disk's latency. redb's calls block, which is why this is a thread
 //! and not a task.
 
-use super::db::{Db, ENTRIES, OBJECT_SIZES, bound_slice, full_key, object_range};
-use super::object::Changeset;
+use super::db::{
+    ALARMS, Db, ENTRIES, OBJECT_SIZES, bound_slice, encode_alarm, full_key, object_range,
+};
+use super::object::{Alarm, Changeset};
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -46,13 +48,19 @@ pub struct Committer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// Told of every alarm change once it is durable: the alarm scheduler.
+pub type AlarmSink = Box<dyn Fn(ObjectId, Option<Alarm>) + Send>;
+
 impl Committer {
-    /// Starts the commit thread.
-    pub fn start(db: Arc<Db>) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
+    /// Starts the commit thread. `alarms` hears of each alarm set or deleted, once durable.
+    pub fn start(
+        db: Arc<Db>,
+        alarms: AlarmSink,
+    ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("dohost-commit".into())
-            .spawn(move || run(&db, &rx))?;
+            .spawn(move || run(&db, &rx, &alarms))?;
         Ok((Committer { jobs }, thread))
     }
 
@@ -81,7 +89,7 @@ impl Committer {
     }
 }
 
-fn run(db: &Db, rx: &mpsc::Receiver<Job>) {
+fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
     let mut refused: HashSet<ObjectId> = HashSet::new();
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
@@ -110,9 +118,16 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>) {
             tracing::error!("{e}");
         }
         for job in batch {
-            if let Job::Commit { id, done, .. } = job {
-                if result.is_err() {
-                    refused.insert(id);
+            if let Job::Commit {
+                id, done, changes, ..
+            } = job
+            {
+                match (&result, &changes.alarm) {
+                    (Err(_), _) => {
+                        refused.insert(id);
+                    }
+                    (Ok(()), Some(alarm)) => alarms(id, alarm.clone()),
+                    (Ok(()), None) => {}
                 }
                 let _ = done.send(result.clone());
             }
@@ -126,6 +141,7 @@ fn write(db: &Db, batch: &[Job]) -> Result<(), super::db::DbError> {
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut sizes = txn.open_table(OBJECT_SIZES)?;
+        let mut alarms = txn.open_table(ALARMS)?;
         for job in batch {
             let Job::Commit {
                 id, changes, size, ..
@@ -148,6 +164,15 @@ fn write(db: &Db, batch: &[Job]) -> Result<(), super::db::DbError> {
                         entries.remove(full.as_slice())?;
                     }
                 }
+            }
+            match &changes.alarm {
+                Some(Some(alarm)) => {
+                    alarms.insert(id.as_bytes().as_slice(), encode_alarm(alarm).as_slice())?;
+                }
+                Some(None) => {
+                    alarms.remove(id.as_bytes().as_slice())?;
+                }
+                None => {}
             }
             if *size == 0 {
                 sizes.remove(id.as_bytes().as_slice())?;

@@ -4,8 +4,9 @@
 //! object's keys are adjacent on disk (batched commits of one object touch few pages) and a range
 //! over one object can never reach another's.
 
+use super::object::Alarm;
 use crate::names::ObjectId;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::path::Path;
 
@@ -13,6 +14,8 @@ use std::path::Path;
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Bytes stored per object (keys plus values), for the storage quota: `id` → bytes.
 pub(crate) const OBJECT_SIZES: TableDefinition<&[u8], u64> = TableDefinition::new("object_sizes");
+/// Alarms: `id` → the time (8 bytes, big-endian ms) followed by `namespace \0 name`.
+pub(crate) const ALARMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarms");
 /// Deployed components: namespace → the uploaded wasm bytes.
 pub(crate) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 /// Deployment metadata: namespace → JSON ([`crate::registry::DeploymentInfo`]).
@@ -42,6 +45,7 @@ impl Db {
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.open_table(OBJECT_SIZES)?;
+        txn.open_table(ALARMS)?;
         txn.open_table(COMPONENTS)?;
         txn.open_table(DEPLOYMENTS)?;
         txn.commit()?;
@@ -67,6 +71,29 @@ impl Db {
             .get(id.as_bytes().as_slice())?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+
+    /// The object's durable alarm time.
+    pub fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, DbError> {
+        let table = self.db.begin_read()?.open_table(ALARMS)?;
+        let value = table.get(id.as_bytes().as_slice())?;
+        Ok(value.and_then(|v| decode_alarm(v.value())).map(|a| a.at))
+    }
+
+    /// Every durable alarm, to schedule them at start-up.
+    pub fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
+        let table = self.db.begin_read()?.open_table(ALARMS)?;
+        let mut alarms = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let id = <[u8; 32]>::try_from(k.value())
+                .ok()
+                .map(ObjectId::from_bytes);
+            if let (Some(id), Some(alarm)) = (id, decode_alarm(v.value())) {
+                alarms.push((id, alarm));
+            }
+        }
+        Ok(alarms)
     }
 
     /// Visits the object's durable entries whose keys fall within `(lower, upper)`, ascending or
@@ -95,6 +122,26 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The stored form of an alarm.
+pub(crate) fn encode_alarm(alarm: &Alarm) -> Vec<u8> {
+    let mut v = alarm.at.to_be_bytes().to_vec();
+    v.extend_from_slice(alarm.namespace.as_bytes());
+    v.push(0);
+    v.extend_from_slice(alarm.name.as_bytes());
+    v
+}
+
+fn decode_alarm(v: &[u8]) -> Option<Alarm> {
+    let at = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let rest = std::str::from_utf8(&v[8..]).ok()?;
+    let (namespace, name) = rest.split_once('\0')?;
+    Some(Alarm {
+        at,
+        namespace: namespace.into(),
+        name: name.into(),
+    })
 }
 
 /// `id ++ key`.

@@ -4,10 +4,10 @@ mod committer;
 mod db;
 mod object;
 
-pub use committer::{CommitFailed, CommitOutcome, Committer};
+pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer};
 pub(crate) use db::{COMPONENTS, DEPLOYMENTS};
 pub use db::{Db, DbError};
-pub use object::{Changeset, ListOptions, ObjectStorage, StorageError, StorageLimits};
+pub use object::{Alarm, Changeset, ListOptions, ObjectStorage, StorageError, StorageLimits};
 
 #[cfg(test)]
 mod tests;

@@ -57,11 +57,22 @@ impl From<DbError> for StorageError {
     }
 }
 
-/// A set of writes: `None` deletes. With `clear`, every key not in `writes` is gone.
+/// An object's alarm: when, and whom to wake (the scheduler needs the address, not just the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+/// A set of writes: `None` deletes. With `clear`, every key not in `writes` is gone. `alarm` is
+/// `Some(new)` if the alarm was set (`Some(None)`: deleted); `delete_all` leaves the alarm alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changeset {
     pub clear: bool,
     pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub alarm: Option<Option<Alarm>>,
 }
 
 impl Changeset {
@@ -75,7 +86,7 @@ impl Changeset {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.writes.is_empty()
+        !self.clear && self.writes.is_empty() && self.alarm.is_none()
     }
 }
 
@@ -265,13 +276,37 @@ impl ObjectStorage {
         Ok(n)
     }
 
-    /// Deletes every key of the object.
+    /// Deletes every key of the object (not its alarm).
     pub fn delete_all(&mut self) {
-        self.event = Changeset {
-            clear: true,
-            writes: BTreeMap::new(),
-        };
+        self.event.clear = true;
+        self.event.writes.clear();
         self.event_size = 0;
+    }
+
+    /// When the alarm is set to fire, through the same layers as every read.
+    pub fn get_alarm(&self) -> Result<Option<u64>, StorageError> {
+        let layers = self.pending.iter().map(|p| &*p.changes);
+        for layer in std::iter::once(&self.event).chain(layers.rev()) {
+            if let Some(alarm) = &layer.alarm {
+                return Ok(alarm.as_ref().map(|a| a.at));
+            }
+        }
+        Ok(self.db.alarm(&self.id)?)
+    }
+
+    /// Sets the alarm, replacing any other; written with the event.
+    pub fn set_alarm(&mut self, alarm: Alarm) {
+        self.event.alarm = Some(Some(alarm));
+    }
+
+    /// Cancels the alarm; written with the event.
+    pub fn delete_alarm(&mut self) {
+        self.event.alarm = Some(None);
+    }
+
+    /// Whether the current event set or deleted the alarm.
+    pub fn alarm_changed(&self) -> bool {
+        self.event.alarm.is_some()
     }
 
     /// The entries selected by `options`, in key order (descending with `reverse`).

@@ -27,7 +27,8 @@ struct Host {
 impl Host {
     fn start(path: &Path) -> Host {
         let db = Arc::new(Db::open(path).expect("open the database"));
-        let (committer, thread) = Committer::start(db.clone()).expect("start the commit thread");
+        let (committer, thread) =
+            Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
         Host {
             db,
             committer,

@@ -10,9 +10,46 @@
 //! - `POST /ops`: a JSON list of storage operations ([`Op`]), run in order in this one event.
 //!   Answers a list with one `{"ok": result}` per operation, or `{"err": {"kind", "message"}}`
 //!   where the host refused it (execution then goes on). Values are UTF-8 strings.
+//!
+//! WebSockets ([`sockets`]):
+//!
+//! - `GET /ws?tags=a,b`: with an upgrade, accepts it with those tags (none without `tags`) and
+//!   answers 101; without one, 426. A refused accept answers 400 `{"err": {"kind", "message"}}`.
+//! - Text messages are commands: `echo:X` sends `X` back; `broadcast:X` sends `X` to every open
+//!   socket; `close` closes the socket with 4000 `bye`; `fail` fails the event; `tags` sends back
+//!   the socket's tags as a JSON list; `attach:X` keeps the string `X` as the attachment;
+//!   `attachment` sends back the attachment as JSON (`null` if none). Other texts are ignored.
+//!   A binary message is sent back as it came. A refused WebSocket call sends the sender
+//!   `{"err": {"kind", "message"}}` instead.
+//! - Every close is appended to the list under key `closes` as
+//!   `{"socket","code","reason","was_clean"}`, every error to `errors` as `{"socket","error"}`;
+//!   `GET /closes` and `GET /errors` answer those lists (`[]` if empty).
+//! - `POST /auto-response` with `{"request","response"}` sets the auto-response, with `null`
+//!   removes it: 204 (or 400 as above). `GET /auto-response`: the pair or `null`.
+//! - `GET /sockets?tag=T`: the ids of the open sockets (with tag `T` if given), oldest first.
+//! - `GET /auto-response-timestamp?socket=ID`: ms or `null`; 404 if `ID` is not open.
+//!
+//! Alarms ([`alarms`]):
+//!
+//! - `POST /alarm/set?in=MS` sets the alarm MS from now, `?at=MS` at that time: `{"alarm": at}`.
+//! - `POST /alarm/delete`: 204. `GET /alarm`: `{"alarm": ms}` or `{"alarm": null}`.
+//! - `POST /alarm/fail-times?n=N` (stored under `alarm-fail-times`): deliveries with a retry
+//!   count below N fail with "deliberate alarm failure". 204.
+//! - `POST /alarm/rearm?in=MS` (stored under `alarm-rearm-in`): the next successful delivery
+//!   sets a new alarm MS after it and forgets the request. 204.
+//! - A successful delivery appends `{"retry_count","is_retry","at"}` to the list under
+//!   `alarm-log`; `GET /alarm/log` answers it (`[]` if empty).
+//!
+//! A malformed query parameter or body fails the event (500).
+
+mod alarms;
+mod sockets;
+
+use std::str::FromStr;
 
 use dohost_sdk::{
-    DurableObject, Error, ListOptions, Request, Response, Result, State, Storage, StorageError,
+    AlarmInfo, DurableObject, Error, ListOptions, Request, Response, Result, State, Storage,
+    StorageError, WebSocket, WebSocketMessage,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -141,6 +178,28 @@ fn run(storage: Storage, op: Op) -> Result<std::result::Result<Value, StorageErr
     }
 }
 
+/// Appends `entry` to the JSON list stored under `key`.
+fn append(storage: Storage, key: &str, entry: Value) -> Result<()> {
+    let mut list: Vec<Value> = storage.get(key)?.unwrap_or_default();
+    list.push(entry);
+    storage.put(key, &list)
+}
+
+/// The JSON list stored under `key`, `[]` if there is none.
+fn stored_list(storage: Storage, key: &str) -> Result<Response> {
+    Response::from_json(&storage.get::<Value>(key)?.unwrap_or_else(|| json!([])))
+}
+
+/// The query parameter `name` as a number, or `None` if it is absent.
+fn number_param<T: FromStr>(req: &Request, name: &str) -> Result<Option<T>> {
+    req.query_param(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| Error::Message(format!("`{name}` is not a number: {v}")))
+        })
+        .transpose()
+}
+
 /// A refused operation's result: `{"err": {"kind": "limit-exceeded", "message": ...}}`.
 fn error_json(e: StorageError) -> Value {
     let (kind, message) = match e {
@@ -205,6 +264,24 @@ impl DurableObject for TestObject {
                 }
                 Response::from_json(&results)
             }
+            ("GET", "/ws") => sockets::accept(self.state, &req),
+            ("GET", "/closes") => stored_list(storage, "closes"),
+            ("GET", "/errors") => stored_list(storage, "errors"),
+            ("POST", "/auto-response") => sockets::set_auto_response(self.state, &req),
+            ("GET", "/auto-response") => sockets::get_auto_response(self.state),
+            ("GET", "/sockets") => sockets::list(self.state, &req),
+            ("GET", "/auto-response-timestamp") => {
+                sockets::auto_response_timestamp(self.state, &req)
+            }
+            ("POST", "/alarm/set") => alarms::set(storage, &req),
+            ("POST", "/alarm/delete") => {
+                storage.delete_alarm()?;
+                Ok(Response::empty())
+            }
+            ("GET", "/alarm") => alarms::get(storage),
+            ("POST", "/alarm/fail-times") => alarms::fail_times(storage, &req),
+            ("POST", "/alarm/rearm") => alarms::rearm(storage, &req),
+            ("GET", "/alarm/log") => alarms::log(storage),
             (method, path) if path.starts_with("/echo") => {
                 let full_path = match req.query() {
                     Some(q) => format!("{path}?{q}"),
@@ -220,6 +297,28 @@ impl DurableObject for TestObject {
             }
             _ => Ok(Response::error("no such test endpoint", 404)),
         }
+    }
+
+    fn websocket_message(&mut self, ws: WebSocket, message: WebSocketMessage) -> Result<()> {
+        sockets::on_message(self.state, ws, message)
+    }
+
+    fn websocket_close(
+        &mut self,
+        ws: WebSocket,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    ) -> Result<()> {
+        sockets::on_close(self.state, ws, code, reason, was_clean)
+    }
+
+    fn websocket_error(&mut self, ws: WebSocket, error: String) -> Result<()> {
+        sockets::on_error(self.state, ws, error)
+    }
+
+    fn alarm(&mut self, info: AlarmInfo) -> Result<()> {
+        alarms::on_alarm(self.state.storage(), info)
     }
 }
 

@@ -1,0 +1,300 @@
+//! A real browser against the cursors example: two headless Chromium pages on the same room,
+//! driven through chromedriver (WebDriver). Moving the mouse in one page must draw that peer's
+//! cursor, near the same point, in the other. Screenshots of both pages are saved to
+//! `target/test-output/cursors-a.png` and `cursors-b.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; `bash scripts/test` installs them.
+
+mod support;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::Host;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Bound on any one WebDriver command.
+const COMMAND: Duration = Duration::from_secs(30);
+
+/// A chromedriver process in its own process group; the group (chromedriver and the browsers it
+/// started) is killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(path).exists(),
+                "{path} is missing: run the tests with `bash scripts/test`, which installs \
+                 Debian's chromium and chromium-driver"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("start chromedriver");
+        let mut driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = driver.child.try_wait() {
+                panic!("chromedriver exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on port {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver
+    }
+
+    /// A new headless Chromium session with its own fresh profile in `profile`.
+    async fn session(&self, profile: &Path) -> Client {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=900,700",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect::<Vec<_>>();
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": CHROMIUM, "args": args}),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let connect = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await;
+        match connect {
+            Ok(client) => client,
+            Err(e) => panic!("could not start a Chromium session through chromedriver: {e}"),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one WebDriver command with a bound.
+async fn bounded<T, E: std::fmt::Debug>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(COMMAND, f).await {
+        Err(_) => panic!("WebDriver: {what} took over {COMMAND:?}"),
+        Ok(Err(e)) => panic!("WebDriver: {what} failed: {e:?}"),
+        Ok(Ok(v)) => v,
+    }
+}
+
+/// Waits (at most 15 s) until the page shows its own name in `#me`; returns the name and the
+/// page's own id from `#me[data-id]`, if the page exposes it.
+async fn wait_for_me(page: &Client, which: &str) -> (String, Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Ok(me)) = tokio::time::timeout(COMMAND, page.find(Locator::Css("#me"))).await {
+            let text = bounded("read #me", me.text()).await;
+            if !text.trim().is_empty() {
+                let id = bounded("read #me[data-id]", me.attr("data-id")).await;
+                return (text.trim().to_owned(), id.filter(|s| !s.is_empty()));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "page {which} did not show its name in #me within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `.cursor` of `peer` (or, with `None`, the first one) inside `#cursors` on `page`:
+/// `{peer, left, top, count}`, or null.
+async fn cursor(page: &Client, peer: Option<&str>) -> Value {
+    let script = r#"
+        const peer = arguments[0];
+        const all = [...document.querySelectorAll('#cursors .cursor')];
+        const el = peer === null ? all[0] : all.find(e => e.dataset.peer === peer);
+        if (!el) return null;
+        const style = getComputedStyle(el);
+        return {
+            peer: el.dataset.peer ?? null,
+            left: parseFloat(el.style.left || style.left),
+            top: parseFloat(el.style.top || style.top),
+            count: all.length,
+        };
+    "#;
+    bounded("query the cursors", page.execute(script, vec![json!(peer)])).await
+}
+
+async fn move_to(page: &Client, points: &[(f64, f64)]) {
+    let mut mouse = MouseActions::new("mouse".into());
+    for &(x, y) in points {
+        mouse = mouse
+            .then(PointerAction::MoveTo {
+                duration: Some(Duration::from_millis(50)),
+                x,
+                y,
+            })
+            .pause(Duration::from_millis(30));
+    }
+    bounded("move the mouse", page.perform_actions(mouse)).await;
+}
+
+fn output_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-output");
+    std::fs::create_dir_all(&dir).expect("create target/test-output");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_mouse_in_one_page_draws_a_cursor_in_the_other() {
+    let driver = tokio::task::block_in_place(Driver::start);
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("cursors", "cursors").await;
+    let profiles = tempfile::tempdir().unwrap();
+    let room = host.at("/cursors/browser-room/");
+
+    let a = driver.session(&profiles.path().join("a")).await;
+    let b = driver.session(&profiles.path().join("b")).await;
+    bounded("open page A", a.goto(&room)).await;
+    bounded("open page B", b.goto(&room)).await;
+    let (a_name, a_id) = wait_for_me(&a, "A").await;
+    let (b_name, _) = wait_for_me(&b, "B").await;
+    eprintln!("page A is {a_name:?} (id {a_id:?}), page B is {b_name:?}");
+
+    // Move through a few points, ending at `target`; keep nudging around the target (pages may
+    // throttle moves) until B draws A's cursor there.
+    move_to(&a, &[(100.0, 100.0), (200.0, 150.0), (260.0, 190.0)]).await;
+    let target = (320.0, 240.0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut nudge = 0.0;
+    let seen = loop {
+        move_to(&a, &[(target.0 + nudge, target.1 + nudge)]).await;
+        nudge = 1.0 - nudge;
+        let last = cursor(&b, a_id.as_deref()).await;
+        if let (Some(left), Some(top)) = (last["left"].as_f64(), last["top"].as_f64())
+            && (left - target.0).abs() <= 30.0
+            && (top - target.1).abs() <= 30.0
+        {
+            break last;
+        }
+        if Instant::now() > deadline {
+            let a_png = bounded("screenshot A", a.screenshot()).await;
+            let b_png = bounded("screenshot B", b.screenshot()).await;
+            let dir = output_dir();
+            std::fs::write(dir.join("cursors-a.png"), a_png).unwrap();
+            std::fs::write(dir.join("cursors-b.png"), b_png).unwrap();
+            panic!(
+                "page B never drew A's cursor near {target:?} within 15 s; last seen: {last} \
+                 (screenshots in {})",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Some(id) = &a_id {
+        assert_eq!(seen["peer"], json!(id), "{seen}");
+    }
+    assert_eq!(seen["count"], 1, "only A's cursor is drawn in B: {seen}");
+
+    // A does not draw itself.
+    if let Some(id) = &a_id {
+        assert_eq!(
+            cursor(&a, Some(id)).await,
+            Value::Null,
+            "page A drew its own cursor"
+        );
+    }
+
+    // And the other way round, found by B's own id.
+    let (_, b_id) = wait_for_me(&b, "B").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut nudge = 0.0;
+    loop {
+        move_to(&b, &[(150.0 + nudge, 300.0 + nudge)]).await;
+        nudge = 1.0 - nudge;
+        let seen = cursor(&a, b_id.as_deref()).await;
+        if let (Some(left), Some(top)) = (seen["left"].as_f64(), seen["top"].as_f64())
+            && (left - 150.0).abs() <= 30.0
+            && (top - 300.0).abs() <= 30.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "page A never drew B's cursor near (150, 300) within 15 s; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B's cursor in A did not disturb A's in B.
+    let still = cursor(&b, a_id.as_deref()).await;
+    assert!(
+        still["left"].as_f64().is_some(),
+        "A's cursor left B: {still}"
+    );
+
+    let dir = output_dir();
+    let a_png = bounded("screenshot A", a.screenshot()).await;
+    let b_png = bounded("screenshot B", b.screenshot()).await;
+    assert!(a_png.starts_with(b"\x89PNG") && b_png.starts_with(b"\x89PNG"));
+    std::fs::write(dir.join("cursors-a.png"), a_png).unwrap();
+    std::fs::write(dir.join("cursors-b.png"), b_png).unwrap();
+
+    // Closing A's page makes its cursor leave B.
+    bounded("close page A", a.close()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cursor(&b, a_id.as_deref()).await != Value::Null {
+        assert!(
+            Instant::now() < deadline,
+            "A's cursor is still drawn in B 10 s after A closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bounded("close page B", b.close()).await;
+}
