@@ -172,13 +172,61 @@ impl Alarms {
             }
         };
         self.changed.notify_one();
-        if give_up {
-            if let Err(e) = objects
+        if give_up
+            && let Err(e) = objects
                 .drop_alarm(&alarm.namespace, &alarm.name, alarm.at)
                 .await
-            {
-                tracing::error!(namespace = %alarm.namespace, object = %id, "cannot delete the failed alarm: {e}");
-            }
+        {
+            tracing::error!(namespace = %alarm.namespace, object = %id, "cannot delete the failed alarm: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(at: u64, n: usize) -> (ObjectId, Alarm) {
+        let name = format!("object-{n}");
+        let id = ObjectId::new("ns", &name);
+        let alarm = Alarm {
+            at,
+            namespace: "ns".into(),
+            name: name.as_str().into(),
+        };
+        (id, alarm)
+    }
+
+    #[test]
+    fn a_hundred_thousand_alarms_wait_in_one_schedule() {
+        let alarms = Alarms::default();
+        alarms.load((0..100_000).map(|n| alarm(1_000 + n as u64, n)).collect());
+        assert_eq!(alarms.pending(), 100_000);
+        // Only what is due comes out, earliest first; the rest keeps waiting.
+        let due = alarms.take_due(1_009);
+        assert_eq!(due.len(), 10);
+        assert!(due.windows(2).all(|w| w[0].1.at <= w[1].1.at));
+        assert_eq!(
+            alarms.pending(),
+            100_000,
+            "taken alarms stay scheduled until handled"
+        );
+        assert!(alarms.take_due(1_009).is_empty());
+    }
+
+    #[test]
+    fn a_durable_change_replaces_or_removes_the_alarm() {
+        let alarms = Alarms::default();
+        let (id, first) = alarm(5_000, 1);
+        alarms.changed(id, Some(first.clone()));
+        let moved = Alarm { at: 9_000, ..first };
+        alarms.changed(id, Some(moved));
+        assert!(
+            alarms.take_due(5_000).is_empty(),
+            "the old time no longer fires"
+        );
+        assert_eq!(alarms.take_due(9_000).len(), 1);
+        alarms.changed(id, None);
+        assert_eq!(alarms.pending(), 0);
     }
 }

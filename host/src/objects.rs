@@ -292,8 +292,11 @@ struct EventLoop {
     slot: Option<Slot>,
     idle_ticket: Option<u64>,
     /// WebSocket output waiting for its gate, in event order; started on first use.
-    outbox: Option<mpsc::UnboundedSender<(Option<CommitOutcome>, Vec<(u64, Outgoing)>)>>,
+    outbox: Option<mpsc::UnboundedSender<GatedOutput>>,
 }
+
+/// An event's WebSocket output and the commit it waits for.
+type GatedOutput = (Option<CommitOutcome>, Vec<(u64, Outgoing)>);
 
 impl EventLoop {
     async fn run(
@@ -536,7 +539,7 @@ impl EventLoop {
 
     fn send_to_outbox(&mut self, gate: Option<CommitOutcome>, outputs: Vec<(u64, Outgoing)>) {
         let outbox = self.outbox.get_or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<(Option<CommitOutcome>, Vec<_>)>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<GatedOutput>();
             let (sockets, id) = (self.inner.sockets.clone(), self.identity.id);
             tokio::spawn(async move {
                 while let Some((gate, outputs)) = rx.recv().await {
