@@ -136,6 +136,35 @@ async fn chat_room_orders_remembers_and_survives_hibernation_and_redeploy() {
     assert_eq!(history, Vec::<Value>::new());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_message_anyone_has_seen_survives_a_kill_9() {
+    let (mut host, _dir) = Host::start(&[]);
+    host.deploy("chat", "chat_room").await;
+    let (mut ann, _) = join(&host, "durable", "ann").await;
+    let (mut ben, _) = join(&host, "durable", "ben").await;
+    for i in 0..5 {
+        ws_send(&mut ann, &format!("note-{i}")).await;
+    }
+    // Once ben has seen the last one, every one of them must be on disk (output gate).
+    let seen: Vec<Value> = chat_messages(&mut ben, 5)
+        .await
+        .iter()
+        .map(chat_fields)
+        .collect();
+    tokio::task::block_in_place(|| host.kill_and_restart());
+    let (status, stored) = json(client().get(host.at("/chat/durable/messages"))).await;
+    assert_eq!(status, 200, "{stored}");
+    let stored: Vec<Value> = stored
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(chat_fields)
+        .collect();
+    assert_eq!(stored, seen);
+    let (_, history) = join(&host, "durable", "cy").await;
+    assert_eq!(history.iter().map(chat_fields).collect::<Vec<_>>(), seen);
+}
+
 async fn session_get(host: &Host, name: &str) -> (u16, Value) {
     let r = client()
         .get(host.at(&format!("/session/{name}/")))

@@ -4,9 +4,9 @@
 mod support;
 
 use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use support::{Host, client, json};
 
@@ -252,47 +252,51 @@ fn normalize(results: &Value) -> Value {
     results
 }
 
-fn shared_host() -> &'static (Host, tempfile::TempDir) {
-    static HOST: OnceLock<(Host, tempfile::TempDir)> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let (host, dir) = Host::start(&[]);
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(host.deploy("t", "test_object"));
-        (host, dir)
-    })
+/// Runs one random case against `host`, each case on a fresh object.
+fn check_case(
+    host: &Host,
+    rt: &tokio::runtime::Runtime,
+    object: &str,
+    events: &[(Vec<Op>, Ending)],
+) -> Result<(), TestCaseError> {
+    let mut model = Model::default();
+    for (ops_list, ending) in events {
+        let mut body: Vec<Value> = ops_list.iter().map(to_json).collect();
+        match ending {
+            Ending::Success => {}
+            Ending::Trap => body.push(json!({"op": "trap"})),
+            Ending::Fail => body.push(json!({"op": "fail"})),
+        }
+        let (status, got) = rt.block_on(ops(host, "t", object, Value::Array(body)));
+        match apply(&mut model, ops_list, *ending) {
+            Some(expected) => {
+                prop_assert_eq!(status, 200, "{}", got);
+                prop_assert_eq!(normalize(&got), Value::Array(expected));
+            }
+            None => prop_assert_eq!(status, 500, "{}", got),
+        }
+    }
+    // What is stored at the end is exactly the model.
+    let (_, got) = rt.block_on(ops(host, "t", object, json!([{"op": "list"}])));
+    let all: Vec<(&String, &String)> = model.data.iter().collect();
+    prop_assert_eq!(got, json!([{"ok": all}]));
+    Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
-
-    #[test]
-    fn storage_matches_a_reference_model(
-        events in prop::collection::vec((prop::collection::vec(op(), 0..8), ending()), 1..6)
-    ) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let object = format!("model-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let (host, _) = shared_host();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut model = Model::default();
-        for (ops_list, ending) in &events {
-            let mut body: Vec<Value> = ops_list.iter().map(to_json).collect();
-            match ending {
-                Ending::Success => {}
-                Ending::Trap => body.push(json!({"op": "trap"})),
-                Ending::Fail => body.push(json!({"op": "fail"})),
-            }
-            let (status, got) = rt.block_on(ops(host, "t", &object, Value::Array(body)));
-            match apply(&mut model, ops_list, *ending) {
-                Some(expected) => {
-                    prop_assert_eq!(status, 200, "{}", got);
-                    prop_assert_eq!(normalize(&got), Value::Array(expected));
-                }
-                None => prop_assert_eq!(status, 500, "{}", got),
-            }
-        }
-        // What is stored at the end is exactly the model.
-        let (_, got) = rt.block_on(ops(host, "t", &object, json!([{"op": "list"}])));
-        let all: Vec<(&String, &String)> = model.data.iter().collect();
-        prop_assert_eq!(got, json!([{"ok": all}]));
+/// The host is started once for all cases, and dropped (killed) when the test ends.
+#[test]
+fn storage_matches_a_reference_model() {
+    let (host, _dir) = Host::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(host.deploy("t", "test_object"));
+    let events = prop::collection::vec((prop::collection::vec(op(), 0..8), ending()), 1..6);
+    let next = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    let result = runner.run(&events, |events| {
+        let object = format!("model-{}", next.fetch_add(1, Ordering::Relaxed));
+        check_case(&host, &rt, &object, &events)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

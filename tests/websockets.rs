@@ -73,6 +73,13 @@ async fn echoes_text_and_binary_and_refuses_plain_requests() {
         "a plain GET of /ws is not an upgrade"
     );
 
+    let refused = support::ws_try_connect(&host.ws("/nowhere/echo/ws")).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("404")),
+        "an upgrade to an unknown namespace: {:?}",
+        refused.map(|_| ())
+    );
+
     let mut ws = ws_connect(&host.ws("/t/echo/ws")).await;
     ws_send(&mut ws, "echo:hello").await;
     assert_eq!(ws_text(&mut ws).await, "hello");
@@ -124,6 +131,13 @@ async fn tags_find_sockets_and_a_client_close_is_reported() {
     assert!(!with_b.contains(&c_id));
     assert_eq!(sockets(&host, "tags", "nope").await, Vec::<u64>::new());
 
+    // Over 10 tags: the accept is refused, so is the upgrade, and no socket opens.
+    let eleven: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+    let refused =
+        support::ws_try_connect(&host.ws(&format!("/t/tags/ws?tags={}", eleven.join(",")))).await;
+    assert!(refused.is_err(), "an upgrade with 11 tags was accepted");
+    assert_eq!(sockets(&host, "tags", "t0").await, Vec::<u64>::new());
+
     // A clean close from the client: an on-close event, and the socket leaves get-sockets.
     ws_close(&mut c, 1000, "done").await;
     let entry = logged(&host, "tags", "closes", c_id).await;
@@ -153,8 +167,20 @@ async fn attachments_and_broadcasts_survive_hibernation() {
     ws_send(&mut one, "attachment").await;
     assert_eq!(ws_json(&mut one).await, json!("kept across sleep"));
 
+    let ids = [
+        socket_id(&host, "sleepy", "one").await,
+        socket_id(&host, "sleepy", "two").await,
+        socket_id(&host, "sleepy", "three").await,
+    ];
     let s = host.wait_hibernated().await;
     assert_eq!(s["open_sockets"], 3, "sockets stay open while asleep: {s}");
+    let after = [
+        socket_id(&host, "sleepy", "one").await,
+        socket_id(&host, "sleepy", "two").await,
+        socket_id(&host, "sleepy", "three").await,
+    ];
+    assert_eq!(ids, after, "socket ids are stable across hibernation");
+    host.wait_hibernated().await;
 
     ws_send(&mut one, "attachment").await;
     assert_eq!(ws_json(&mut one).await, json!("kept across sleep"));
@@ -219,9 +245,11 @@ async fn a_close_by_the_object_reaches_the_client_and_is_not_an_on_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_an_unclean_1006_close() {
-    let (host, _dir) = start(&[]).await;
+    let (host, _dir) = start(&["--idle-timeout", "0.3"]).await;
     let ws = ws_connect(&host.ws("/t/dropper/ws?tags=gone")).await;
     let id = socket_id(&host, "dropper", "gone").await;
+    // The close event must wake the sleeping object.
+    host.wait_hibernated().await;
     // Drop the TCP stream without a close frame.
     let tcp = ws.into_inner();
     drop(tcp);
