@@ -9,7 +9,10 @@ use crate::config::EventLimits;
 use crate::names::{self, ObjectId};
 use crate::storage::{self, ObjectStorage};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -141,10 +144,54 @@ pub struct Runtime {
     limits: EventLimits,
 }
 
+/// Address space the pool of linear memories may reserve, in all (16 TiB of the 128 TiB a 64-bit
+/// process has): with many instances, each gets a smaller share.
+const MEMORY_POOL_BYTES: u64 = 16 << 40;
+
+/// Core instances, tables and linear memories one component may have. A Rust component has one
+/// memory and a few core instances (its module plus adapter shims); these leave room for others.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const TABLES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// The pooling allocator, sized for `max_instances` live instances of at most `memory_bytes`.
+///
+/// Instances come from slots reserved once at start-up: creating one is a copy-on-write mapping
+/// of the component's memory image instead of fresh mappings per instance (which also run into
+/// the kernel's limit on mappings well before 10,000 live instances).
+fn pooling(config: &mut Config, max_instances: u32, memory_bytes: usize) {
+    let memories = max_instances.saturating_mul(MEMORIES_PER_COMPONENT);
+    // Each memory slot reserves its share of the pool, at least the memory limit itself; the
+    // full 4 GiB (no bounds checks at all) when the pool is small enough.
+    let share = (MEMORY_POOL_BYTES / u64::from(memories.max(1))).min(4 << 30);
+    let reservation = share
+        .max(memory_bytes as u64)
+        .next_power_of_two()
+        .min(4 << 30);
+    config.memory_reservation(reservation);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(memories)
+        .total_tables(max_instances.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(max_instances)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memory_size(memory_bytes.min(reservation as usize));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+}
+
 impl Runtime {
-    pub fn new(limits: EventLimits) -> wasmtime::Result<Self> {
+    /// The engine for at most `max_instances` live instances at once.
+    pub fn new(limits: EventLimits, max_instances: usize) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        let max_instances = u32::try_from(max_instances.max(1)).unwrap_or(u32::MAX);
+        pooling(&mut config, max_instances, limits.memory_bytes);
+        // A pooled stack is reused by other objects, possibly other tenants': zero it, which also
+        // hands its pages back to the kernel, so a hibernated object keeps no stack resident.
+        config.async_stack_zeroing(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

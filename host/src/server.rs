@@ -44,8 +44,10 @@ impl Host {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let db = Arc::new(Db::open(&dir.join("dohost.redb"))?);
-        let runtime =
-            Arc::new(Runtime::new(config.event).map_err(|e| StartError::Engine(format!("{e:#}")))?);
+        let runtime = Arc::new(
+            Runtime::new(config.event, config.max_live_objects)
+                .map_err(|e| StartError::Engine(format!("{e:#}")))?,
+        );
         let alarms = Arc::new(Alarms::default());
         alarms.load(db.all_alarms()?);
         let sink = alarms.clone();
