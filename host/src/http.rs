@@ -216,6 +216,10 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
             let socket = accepted.socket;
             let limit = app.sockets.max_message;
             Ok(upgrade
+                // Most sockets sit idle most of the time: tungstenite's default 128 KiB read
+                // buffer per socket would dwarf everything else a hibernated socket costs. It
+                // still grows for a larger frame.
+                .read_buffer_size(512)
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 .on_failed_upgrade(move |_| {

@@ -2,20 +2,21 @@
 //!
 //! A socket belongs to the object that accepted it, but lives here, not in the object's instance:
 //! the instance may be dropped (hibernation) or replaced (redeploy) while the socket, its tags
-//! and its attachment stay. Each socket has a reader task, which turns frames into events on the
-//! object's queue (or answers the auto-response itself, without waking the object), and a writer
-//! task fed by an unbounded channel, which is what the object's sends go into once the output
-//! gate opens.
+//! and its attachment stay. Each socket has one task, which turns frames into events on the
+//! object's queue (or answers the auto-response itself, without waking the object) and writes
+//! what the object sends once the output gate opens, from a queue that costs nothing while empty.
+//! Idle sockets are most sockets, so what one costs at rest is kept small: one task, a 512-byte
+//! read buffer, no preallocated channel.
 
 use crate::alarms::now_ms;
 use crate::names::ObjectId;
 use crate::objects::Objects;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// Most tags on one socket.
 pub const MAX_TAGS: usize = 10;
@@ -58,10 +59,28 @@ pub enum SocketError {
     InvalidArgument(String),
 }
 
+/// What waits to be written to one socket, and the bell its task listens for.
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<VecDeque<Outgoing>>,
+    ready: Notify,
+}
+
+impl Outbox {
+    fn push(&self, out: Outgoing) {
+        self.queue.lock().unwrap().push_back(out);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> VecDeque<Outgoing> {
+        std::mem::take(&mut *self.queue.lock().unwrap())
+    }
+}
+
 struct Socket {
     tags: Vec<String>,
     attachment: Option<Vec<u8>>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Arc<Outbox>,
     last_auto_response: Option<u64>,
 }
 
@@ -80,10 +99,10 @@ pub struct Sockets {
     pub max_message: usize,
 }
 
-/// The other end of an accepted socket's channel, until the handshake completes.
+/// An accepted socket's outbox, for its task once the handshake completes.
 pub struct Accepted {
     pub socket: u64,
-    pub outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    pub outbox: Arc<Outbox>,
 }
 
 impl Sockets {
@@ -112,18 +131,18 @@ impl Sockets {
             )));
         }
         let socket = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (out, outgoing) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::default());
         let mut objects = self.objects.lock().unwrap();
         objects.entry(object).or_default().open.insert(
             socket,
             Socket {
                 tags,
                 attachment: None,
-                out,
+                out: outbox.clone(),
                 last_auto_response: None,
             },
         );
-        Ok(Accepted { socket, outgoing })
+        Ok(Accepted { socket, outbox })
     }
 
     /// Forgets a socket; returns whether it was open.
@@ -242,9 +261,7 @@ impl Sockets {
     pub fn release(&self, object: &ObjectId, outputs: Vec<(u64, Outgoing)>) {
         for (socket, out) in outputs {
             let closing = matches!(out, Outgoing::Close(..));
-            let _ = self.with_socket(object, socket, |s| {
-                let _ = s.out.send(out);
-            });
+            let _ = self.with_socket(object, socket, |s| s.out.push(out));
             if closing {
                 self.remove(object, socket);
             }
@@ -265,7 +282,7 @@ impl Sockets {
             return false;
         };
         s.last_auto_response = Some(now_ms());
-        let _ = s.out.send(Outgoing::Text(response));
+        s.out.push(Outgoing::Text(response));
         self.auto_responses.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -286,7 +303,7 @@ impl Sockets {
         let mut objects = self.objects.lock().unwrap();
         for o in objects.values() {
             for s in o.open.values() {
-                let _ = s.out.send(Outgoing::Close(code, reason.to_owned()));
+                s.out.push(Outgoing::Close(code, reason.to_owned()));
             }
         }
         objects.clear();
@@ -301,111 +318,114 @@ pub struct Owner {
     pub id: ObjectId,
 }
 
+/// Turns a frame (or the end of the stream) into an event for the object.
+fn event_of(
+    frame: Option<Result<Message, axum::Error>>,
+    max_message: usize,
+) -> Option<SocketEvent> {
+    let lost = SocketEvent::Close {
+        code: 1006,
+        reason: String::new(),
+        was_clean: false,
+    };
+    Some(match frame {
+        Some(Ok(Message::Text(text))) => SocketEvent::Text(text.as_str().to_owned()),
+        Some(Ok(Message::Binary(data))) => SocketEvent::Binary(data.to_vec()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                (f.code, f.reason.as_str().to_owned())
+            });
+            SocketEvent::Close {
+                code,
+                reason,
+                was_clean: true,
+            }
+        }
+        Some(Err(e)) => match e
+            .into_inner()
+            .downcast::<tokio_tungstenite::tungstenite::Error>()
+        {
+            Ok(e) if matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
+                SocketEvent::Error(format!(
+                    "{e}; the limit is {max_message} bytes, so the host closed the socket with 1009"
+                ))
+            }
+            _ => lost,
+        },
+        None => lost,
+    })
+}
+
+fn message_of(out: Outgoing) -> Message {
+    match out {
+        Outgoing::Text(t) => Message::Text(t.into()),
+        Outgoing::Binary(b) => Message::Binary(b.into()),
+        Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })),
+    }
+}
+
 /// Runs an upgraded socket until it closes: frames in become events, output goes out.
 pub async fn serve(
-    ws: WebSocket,
+    mut ws: WebSocket,
     sockets: Arc<Sockets>,
     objects: Objects,
     owner: Owner,
     accepted: Accepted,
 ) {
-    let Accepted {
-        socket,
-        mut outgoing,
-    } = accepted;
-    let (mut sink, mut stream) = ws.split();
-    // The writer also answers the reader: it learns of close frames to send through `outgoing`.
-    let writer_tx = sockets
-        .with_socket(&owner.id, socket, |s| s.out.clone())
-        .ok();
-    let writer = tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            let (message, last) = match out {
-                Outgoing::Text(t) => (Message::Text(t.into()), false),
-                Outgoing::Binary(b) => (Message::Binary(b.into()), false),
-                Outgoing::Close(code, reason) => (
-                    Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    })),
-                    true,
-                ),
-            };
-            if let Err(e) = sink.send(message).await {
-                tracing::debug!("WebSocket send failed: {e}");
-                break;
-            }
-            if last {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let Accepted { socket, outbox } = accepted;
     let deliver =
         |event: SocketEvent| objects.websocket_event(&owner.namespace, &owner.name, socket, event);
+    // Once a close frame is sent, only the peer's answer is awaited.
+    let mut closing = false;
     loop {
-        let event = match stream.next().await {
-            Some(Ok(Message::Text(text))) => {
-                if sockets.try_auto_response(&owner.id, socket, text.as_str()) {
+        tokio::select! {
+            frame = ws.next() => {
+                if let Some(Ok(Message::Text(text))) = &frame {
+                    if sockets.try_auto_response(&owner.id, socket, text.as_str()) {
+                        continue;
+                    }
+                }
+                let Some(event) = event_of(frame, sockets.max_message) else {
+                    continue;
+                };
+                if let SocketEvent::Text(_) | SocketEvent::Binary(_) = event {
+                    // After the object closed the socket, what the client still sends is dropped.
+                    if sockets.exists(&owner.id, socket) {
+                        deliver(event);
+                    }
                     continue;
                 }
-                SocketEvent::Text(text.as_str().to_owned())
-            }
-            Some(Ok(Message::Binary(data))) => SocketEvent::Binary(data.to_vec()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(frame))) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                    (f.code, f.reason.as_str().to_owned())
-                });
-                SocketEvent::Close {
-                    code,
-                    reason,
-                    was_clean: true,
+                if let SocketEvent::Error(_) = event {
+                    let frame = message_of(Outgoing::Close(1009, "message too big".into()));
+                    let _ = ws.send(frame).await;
                 }
+                // Only a socket still open reports how it ended: one the object closed has gone.
+                if sockets.remove(&owner.id, socket) {
+                    deliver(event);
+                }
+                break;
             }
-            Some(Err(e)) => {
-                let too_big = e
-                    .into_inner()
-                    .downcast::<tokio_tungstenite::tungstenite::Error>()
-                    .ok()
-                    .filter(|e| matches!(**e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-                match too_big {
-                    Some(e) => {
-                        if let Some(tx) = &writer_tx {
-                            let _ = tx.send(Outgoing::Close(1009, "message too big".into()));
-                        }
-                        SocketEvent::Error(format!(
-                            "{e}; the limit is {} bytes, so the host closed the socket with 1009",
-                            sockets.max_message
-                        ))
+            () = outbox.ready.notified(), if !closing => {
+                for out in outbox.take() {
+                    closing |= matches!(out, Outgoing::Close(..));
+                    if ws.feed(message_of(out)).await.is_err() {
+                        break;
                     }
-                    None => SocketEvent::Close {
-                        code: 1006,
-                        reason: String::new(),
-                        was_clean: false,
-                    },
+                    if closing {
+                        break;
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    if sockets.remove(&owner.id, socket) {
+                        deliver(SocketEvent::Close { code: 1006, reason: String::new(), was_clean: false });
+                    }
+                    break;
                 }
             }
-            None => SocketEvent::Close {
-                code: 1006,
-                reason: String::new(),
-                was_clean: false,
-            },
-        };
-        let last = !matches!(event, SocketEvent::Text(_) | SocketEvent::Binary(_));
-        if last {
-            // Only a socket still open reports how it ended: one the object closed has gone.
-            if sockets.remove(&owner.id, socket) {
-                deliver(event);
-            }
-            break;
         }
-        if !sockets.exists(&owner.id, socket) {
-            // The object closed it; whatever the client sent meanwhile is dropped.
-            continue;
-        }
-        deliver(event);
     }
-    drop(writer_tx);
-    let _ = writer.await;
 }
