@@ -384,10 +384,10 @@ pub async fn serve(
     loop {
         tokio::select! {
             frame = ws.next() => {
-                if let Some(Ok(Message::Text(text))) = &frame {
-                    if sockets.try_auto_response(&owner.id, socket, text.as_str()) {
-                        continue;
-                    }
+                if let Some(Ok(Message::Text(text))) = &frame
+                    && sockets.try_auto_response(&owner.id, socket, text.as_str())
+                {
+                    continue;
                 }
                 let Some(event) = event_of(frame, sockets.max_message) else {
                     continue;
