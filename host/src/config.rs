@@ -10,6 +10,15 @@ use std::time::Duration;
 /// (storage, logging) is not counted.
 pub const FUEL_PER_MS: u64 = 10_000_000;
 
+/// Wall-clock time one event may take by default. Fuel does not count time spent inside host
+/// calls, so a guest looping over expensive imports would otherwise hold its object (and a worker
+/// thread) for ever; 30 s is about the wall time of the default CPU budget on a quiet machine,
+/// so it stops such an event without cutting short an honest one.
+pub const DEFAULT_EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest response body an object may return by default, in bytes: the same as the request body.
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 << 20;
+
 /// What one event of one object may use.
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
@@ -17,15 +26,22 @@ pub struct EventLimits {
     pub fuel: u64,
     /// Largest linear memory of an instance, in bytes.
     pub memory_bytes: usize,
+    /// Wall-clock time of one event, host calls included.
+    pub timeout: Duration,
+    /// Largest response body of a `fetch`, in bytes.
+    pub max_response_body: usize,
 }
 
 impl EventLimits {
-    /// Limits from a CPU budget in milliseconds and a memory cap in MiB.
+    /// Limits from a CPU budget in milliseconds and a memory cap in MiB; the time limit and the
+    /// response body cap are the defaults.
     pub fn new(cpu_limit_ms: u64, memory_limit_mib: u64) -> Self {
         EventLimits {
             fuel: cpu_limit_ms.saturating_mul(FUEL_PER_MS),
             memory_bytes: usize::try_from(memory_limit_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
+            timeout: DEFAULT_EVENT_TIMEOUT,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
     }
 }

@@ -4,24 +4,46 @@
 //!   with the query kept.
 //! - `GET /_admin/namespaces`, `GET|PUT /_admin/namespaces/{namespace}` and `GET /_admin/stats`
 //!   need the admin token as `Authorization: Bearer <token>`. Namespaces can never start with `_`, so the two never meet.
+//!
+//! Every answer the host makes itself is JSON, `{"error": message, "code": code}`, including the
+//! refusals of malformed requests: a request target over [`MAX_TARGET_BYTES`] (414), headers over
+//! [`MAX_HEADER_BYTES`] (431), a path with invalid percent-encoding (400), a body that does not
+//! arrive within the body timeout (408), a method a route does not take (405). Requests hyper
+//! cannot parse at all (not HTTP, over 100 headers, a head over about 400 KiB, a target over
+//! 64 KiB) are refused by hyper before they reach these routes, with the status alone (400, 431,
+//! 414) and no body.
 
 use crate::names::{self, NameError};
 use crate::objects::{ObjectError, Objects};
 use crate::registry::{DeployError, Registry};
+use crate::routing::{RouteError, parse_target};
 use crate::runtime;
 use crate::websockets::{self, Sockets};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest request target (path and query, and the authority of an absolute-form target), in
+/// bytes: a longer one is a 414. Object names are at most 256 bytes, so this leaves an object
+/// 15 KiB of path and query.
+pub const MAX_TARGET_BYTES: usize = 16 * 1024;
+
+/// Most bytes of request headers (each name and value, plus 4 for `: ` and CRLF): more is a 431.
+/// hyper's own limits, 100 headers and a head of about 400 KiB, sit above this one and answer a
+/// bare 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -33,6 +55,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub max_request_body: usize,
     pub max_component_bytes: usize,
+    /// How long a request body may take to arrive, from the end of its head.
+    pub body_timeout: Duration,
 }
 
 /// The host's routes.
@@ -44,8 +68,72 @@ pub fn router(state: AppState) -> Router {
             "/_admin/namespaces/{namespace}",
             get(show_namespace).put(deploy).post(deploy),
         )
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(object_request)
+        .layer(middleware::from_fn(check_head))
         .with_state(state)
+}
+
+/// Refuses a request whose target or headers are too long, or whose path is not valid
+/// percent-encoding, before any route sees it.
+async fn check_head(req: axum::extract::Request, next: Next) -> Response {
+    let uri = req.uri();
+    let target = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {target} bytes; at most {MAX_TARGET_BYTES}"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are {headers} bytes; at most {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    if let Some(at) = invalid_escape(uri.path()) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!(
+                "the path has an invalid percent-encoding at byte {at}: `%` must be followed by \
+                 two hex digits"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The offset of the first `%` not followed by two hex digits, if any. Decoders disagree about
+/// such a path (most keep it as it is, some refuse it), so the host refuses it rather than guess.
+fn invalid_escape(path: &str) -> Option<usize> {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().find_map(|(i, &b)| {
+        let valid = b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        (!valid).then_some(i)
+    })
+}
+
+/// An admin route asked with a method it does not take; axum adds the `Allow` header.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}"),
+    )
 }
 
 /// An error answered as `{"error": message, "code": code}`.
@@ -70,6 +158,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.message, "code": self.code });
         let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme it wants.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"dohost admin\""),
+            );
+        }
         if self.status.is_client_error() {
             // Refused before its body was read (a wrong token, a body too large, no such
             // namespace): the connection cannot carry another request, so say so, rather than
@@ -85,6 +180,17 @@ impl IntoResponse for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string())
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::UnknownNamespace(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_namespace", e.to_string())
+            }
+            RouteError::Name(e) => e.into(),
+        }
     }
 }
 
@@ -120,8 +226,16 @@ impl From<DeployError> for ApiError {
     }
 }
 
-/// Reads a whole body of at most `limit` bytes; a larger one is a 413.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads a whole body of at most `limit` bytes within `timeout`: a larger one is a 413, a slower
+/// one a 408, one cut short (the client closed before its `Content-Length`, or sent broken
+/// chunks) a 400. The deadline covers the whole body, so a client trickling a byte at a time
+/// holds its connection no longer than one that stalls.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -136,14 +250,32 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("reading the request body: {e}"),
-        )),
+        Err(e) => {
+            // hyper's own words are one level down: "end of file before message length
+            // reached", "invalid chunk size line".
+            let mut message = format!("the request body is incomplete or malformed: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))
+        }
     }
 }
 
@@ -187,7 +319,7 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     } else {
         None
     };
-    let body = read_body(body, &parts.headers, app.max_request_body).await?;
+    let body = read_body(body, &parts.headers, app.max_request_body, app.body_timeout).await?;
     let headers = parts
         .headers
         .iter()
@@ -206,24 +338,25 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     let id = crate::names::ObjectId::new(target.namespace, &target.name);
     match (upgrade, fetched.accepted) {
         (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
-            let owner = websockets::Owner {
+            // Shared: every idle socket's task holds its owner, so it is one pointer there.
+            let owner = std::sync::Arc::new(websockets::Owner {
                 namespace: target.namespace.to_owned(),
                 name: target.name.clone(),
                 id,
-            };
+            });
             let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
-            let failed = app.sockets.clone();
+            let failed = (app.sockets.clone(), owner.clone());
             let socket = accepted.socket;
             let limit = app.sockets.max_message;
             Ok(upgrade
                 // Most sockets sit idle most of the time: tungstenite's default 128 KiB read
                 // buffer per socket would dwarf everything else a hibernated socket costs. It
                 // still grows for a larger frame.
-                .read_buffer_size(512)
+                .read_buffer_size(256)
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 .on_failed_upgrade(move |_| {
-                    failed.remove(&id, socket);
+                    failed.0.remove(&failed.1.id, socket);
                 })
                 .on_upgrade(move |ws| websockets::serve(ws, sockets, objects, owner, accepted)))
         }
@@ -239,41 +372,6 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         )),
         (_, None) => to_http(fetched.response),
     }
-}
-
-/// Where a request goes.
-#[derive(Debug, PartialEq)]
-struct Target<'a> {
-    namespace: &'a str,
-    name: String,
-    /// The path the object sees: `/{rest}` and the query.
-    path: String,
-}
-
-fn parse_target<'a>(path: &'a str, query: Option<&str>) -> Result<Target<'a>, ApiError> {
-    let mut segments = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
-    let namespace = segments.next().unwrap_or_default();
-    if names::check_namespace(namespace).is_err() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_namespace",
-            format!(
-                "no namespace {:?} is deployed; objects live at /{{namespace}}/{{object-name}}/...",
-                namespace.chars().take(80).collect::<String>()
-            ),
-        ));
-    }
-    let name = names::decode_object_name(segments.next().unwrap_or_default())?;
-    let mut path = format!("/{}", segments.next().unwrap_or_default());
-    if let Some(q) = query {
-        path.push('?');
-        path.push_str(q);
-    }
-    Ok(Target {
-        namespace,
-        name,
-        path,
-    })
 }
 
 /// Headers the host owns: hop-by-hop ones and the body's length.
@@ -317,18 +415,21 @@ fn to_http(r: runtime::Response) -> Result<Response, ApiError> {
 }
 
 /// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
-/// whatever the guess, and its length leaks nothing.
+/// whatever the guess, and its length leaks nothing. The scheme is case-insensitive (RFC 9110).
 fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
-    let given = headers
+    let refuse =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refuse("the admin API needs `Authorization: Bearer <token>`"))?;
+    let given = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start_matches(' '))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the admin API needs `Authorization: Bearer <token>`",
-            )
+            refuse("the admin API needs the Bearer scheme: `Authorization: Bearer <token>`")
         })?;
     let (a, b) = (
         Sha256::digest(given.as_bytes()),
@@ -339,13 +440,23 @@ fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y));
     if diff != 0 {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong admin token",
-        ));
+        return Err(refuse("wrong admin token"));
     }
     Ok(())
+}
+
+/// The `{namespace}` of an admin route, checked. A segment that does not percent-decode to
+/// UTF-8 is an invalid name like any other, not axum's plain-text rejection.
+fn namespace_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(namespace) = param.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("the namespace is not a valid name: {}", e.body_text()),
+        )
+    })?;
+    names::check_namespace(&namespace)?;
+    Ok(namespace)
 }
 
 async fn list_namespaces(
@@ -372,10 +483,11 @@ async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Respon
 
 async fn show_namespace(
     State(app): State<AppState>,
-    Path(namespace): Path<String>,
+    namespace: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
+    let namespace = namespace_param(namespace)?;
     let deployment = app.registry.get(&namespace).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -388,13 +500,13 @@ async fn show_namespace(
 
 async fn deploy(
     State(app): State<AppState>,
-    Path(namespace): Path<String>,
+    namespace: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    names::check_namespace(&namespace)?;
-    let bytes = read_body(body, &headers, app.max_component_bytes).await?;
+    let namespace = namespace_param(namespace)?;
+    let bytes = read_body(body, &headers, app.max_component_bytes, app.body_timeout).await?;
     let registry = app.registry.clone();
     let info = tokio::task::spawn_blocking(move || registry.deploy(&namespace, &bytes))
         .await
@@ -413,59 +525,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets() {
-        let t = parse_target("/counter/alice", None).unwrap();
-        assert_eq!(
-            (t.namespace, t.name.as_str(), t.path.as_str()),
-            ("counter", "alice", "/")
+    fn admin_token() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            authorize(&h, "secret")
+        };
+        assert!(authorize(&HeaderMap::new(), "secret").is_err());
+        assert!(with("Bearer secret").is_ok());
+        assert!(
+            with("bearer secret").is_ok(),
+            "the scheme is case-insensitive"
         );
-        let t = parse_target("/counter/alice/", Some("x=1")).unwrap();
-        assert_eq!(t.path, "/?x=1");
-        let t = parse_target("/counter/a%20b/x/y%2Fz", Some("q=%20")).unwrap();
-        assert_eq!(
-            (t.name.as_str(), t.path.as_str()),
-            ("a b", "/x/y%2Fz?q=%20")
-        );
-        assert_eq!(
-            parse_target("/", None).unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            parse_target("/Counter/a", None).unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            parse_target("/counter", None).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_target("/counter/", None).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            parse_target("/counter/%FF", None).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        let long = format!("/counter/{}", "a".repeat(257));
-        assert_eq!(
-            parse_target(&long, None).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
+        for wrong in [
+            "Bearer nope",
+            "Bearer secre",
+            "Bearer secrets",
+            "Bearer ",
+            "Basic secret",
+            "secret",
+            "Bearersecret",
+        ] {
+            assert!(with(wrong).is_err(), "{wrong:?} must be refused");
+        }
     }
 
     #[test]
-    fn admin_token() {
-        let mut h = HeaderMap::new();
-        assert!(authorize(&h, "secret").is_err());
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer nope"),
-        );
-        assert!(authorize(&h, "secret").is_err());
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer secret"),
-        );
-        assert!(authorize(&h, "secret").is_ok());
+    fn percent_escapes() {
+        for good in ["/", "/t/a%20b/c", "/t/%C3%a9/", "/t/%00/x", "/%41"] {
+            assert_eq!(invalid_escape(good), None, "{good}");
+        }
+        for (bad, at) in [("/t/%zz/", 3), ("/t/a%4", 4), ("/t/%", 3), ("/t/%%41", 3)] {
+            assert_eq!(invalid_escape(bad), Some(at), "{bad}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 //!   output gate.
 //! - [`websockets`]: sockets held for objects across hibernation; auto-responses.
 //! - [`alarms`]: one timer for every object's alarm; delivery with retries.
+//! - [`routing`]: which object a request path addresses (pure, fuzzed).
 //! - [`http`]: routing requests (and WebSocket upgrades) to objects, and the admin API.
 //! - [`server`]: assembling a host from its data dir; the admin token.
 //! - [`config`]: the knobs of a host.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod names;
 pub mod objects;
 pub mod registry;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod storage;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dohost::config::{EventLimits, HostConfig};
-use dohost::server::{self, Host};
+use dohost::server::{self, Host, Timeouts};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ struct ServeArgs {
     /// millisecond).
     #[arg(long, default_value_t = 30_000)]
     cpu_limit: u64,
+    /// Wall-clock seconds one event may take, time inside host calls included; past it the event
+    /// fails with `time_limit_exceeded`.
+    #[arg(long, default_value_t = 30.0)]
+    event_timeout: f64,
     /// Largest linear memory of one instance, in MiB.
     #[arg(long, default_value_t = 128)]
     memory_limit: u64,
@@ -54,9 +58,21 @@ struct ServeArgs {
     /// Largest request body delivered to an object, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_request_body: usize,
+    /// Largest response body an object may return, in bytes; a larger one fails the event with
+    /// `response_too_large`.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_response_body: usize,
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
     #[arg(long, default_value_t = 1 << 20)]
     max_ws_message: usize,
+    /// Seconds a client may take to send a request's head; past it the connection is closed.
+    /// An idle keep-alive connection is closed after this long too.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client may take to send a request's body, after its head; past it the answer
+    /// is 408 `body_timeout`.
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
 }
 
 #[derive(Args)]
@@ -108,14 +124,33 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
         bail!("--idle-timeout must be a positive number of seconds");
     }
+    // Up to a year: `Duration::from_secs_f64` panics on values it cannot hold.
+    if !(args.event_timeout.is_finite() && args.event_timeout > 0.0 && args.event_timeout <= 3.2e7)
+    {
+        bail!("--event-timeout must be a positive number of seconds, at most a year");
+    }
+    for (flag, seconds) in [
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ] {
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3.2e7) {
+            bail!("{flag} must be a positive number of seconds, at most a year");
+        }
+    }
+    let timeouts = Timeouts {
+        header: Duration::from_secs_f64(args.header_timeout),
+        body: Duration::from_secs_f64(args.body_timeout),
+    };
     let mut config = HostConfig::new(args.data.clone(), token);
     config.idle_timeout = Duration::from_secs_f64(args.idle_timeout);
     config.max_live_objects = args.max_live_objects;
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
+    config.event.timeout = Duration::from_secs_f64(args.event_timeout);
+    config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
-    let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
+    let host = tokio::task::spawn_blocking(move || Host::start_with(&config, timeouts)).await??;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -129,15 +164,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
     let sockets = host.sockets.clone();
-    axum::serve(listener, host.router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Upgraded connections are not the server's to drain: close them, 1001 "going away",
-            // and give the writers a moment to send the frames.
-            sockets.close_all(1001, "host shutting down");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        })
-        .await?;
+    server::serve(listener, host.router, host.timeouts, async move {
+        shutdown_signal().await;
+        // Upgraded connections are not the server's to drain: close them, 1001 "going away",
+        // and give the writers a moment to send the frames.
+        sockets.close_all(1001, "host shutting down");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
     Ok(())
 }
 

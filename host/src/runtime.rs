@@ -4,6 +4,12 @@
 //! A guest gets exactly the imports of the `durable-object` world plus the WASI interfaces a Rust
 //! std guest links against; WASI grants nothing: no files, no environment, no network, a closed
 //! stdin and discarded stdout/stderr.
+//!
+//! Limits of one event: fuel for guest instructions ([`EventLimits::fuel`]), a wall-clock
+//! deadline for everything else ([`EventLimits::timeout`], enforced with epoch interruption, so
+//! it also stops a guest that spends its time inside host calls), the linear memory cap, the
+//! response body cap, and a token bucket on log lines ([`LOG_BURST`], [`LOG_LINES_PER_SEC`],
+//! [`MAX_LOG_LINE`]).
 
 use crate::config::EventLimits;
 use crate::names::{self, ObjectId};
@@ -11,7 +17,7 @@ use crate::storage::{self, ObjectStorage};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -28,10 +34,29 @@ use self::exports::dohost::object::websocket_handler::Message as WitMessage;
 use crate::websockets::{Accepted, Outgoing, SocketError, SocketEvent, Sockets};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Guest instructions between yields to the async runtime, so a busy guest cannot starve other
 /// objects on the same worker thread (about a millisecond of guest work).
 const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+/// How often the engine's epoch advances. At every tick a running guest checks its event's
+/// deadline and yields to the async runtime, so the time limit is enforced within about a tick,
+/// and a guest that spends its time in host calls (which burn no fuel, so never reach the fuel
+/// yield) still lets other objects on its worker thread run about every millisecond.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Log lines an instance may write at once; then [`LOG_LINES_PER_SEC`] more each second. Lines
+/// over the budget are dropped and counted, and the count is reported in one warning when the
+/// next line gets through (or the instance ends). The host's log cannot be flooded by a guest.
+pub const LOG_BURST: f64 = 100.0;
+
+/// Log lines per second an instance may write once its burst is spent.
+pub const LOG_LINES_PER_SEC: f64 = 10.0;
+
+/// Longest log line, in bytes; a longer message is cut there and marked as truncated.
+pub const MAX_LOG_LINE: usize = 16 << 10;
 
 /// Why an event failed. Every variant discards the event's writes and the instance.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +67,10 @@ pub enum EventError {
     MemoryLimit(usize),
     #[error("the object overflowed its stack")]
     StackOverflow,
+    #[error("the object exceeded its time limit ({0:?} of wall-clock time)")]
+    TimeLimit(Duration),
+    #[error("the object returned a response body over the limit ({limit} bytes): {size} bytes")]
+    ResponseTooLarge { size: usize, limit: usize },
     #[error("the object trapped: {0}")]
     Trap(String),
     #[error("the object failed: {0}")]
@@ -57,6 +86,8 @@ impl EventError {
             EventError::CpuLimit(_) => "cpu_limit_exceeded",
             EventError::MemoryLimit(_) => "memory_limit_exceeded",
             EventError::StackOverflow => "stack_overflow",
+            EventError::TimeLimit(_) => "time_limit_exceeded",
+            EventError::ResponseTooLarge { .. } => "response_too_large",
             EventError::Trap(_) => "trap",
             EventError::Failed(_) => "object_error",
             EventError::Instantiate(_) => "instantiate_failed",
@@ -101,6 +132,138 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// The token bucket of an instance's log lines: see [`LOG_BURST`].
+struct LogBucket {
+    tokens: f64,
+    refilled: Instant,
+    /// Lines dropped since the last one written.
+    dropped: u64,
+    /// Who logs, for the warning about dropped lines.
+    namespace: String,
+    id: String,
+}
+
+impl LogBucket {
+    fn new(identity: &ObjectIdentity) -> Self {
+        LogBucket {
+            tokens: LOG_BURST,
+            refilled: Instant::now(),
+            dropped: 0,
+            namespace: identity.namespace.clone(),
+            id: identity.id.to_hex()[..16].to_owned(),
+        }
+    }
+
+    /// Whether one more line may be written at `now`; if so, reports the lines dropped before it.
+    fn admit(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.refilled).as_secs_f64() * LOG_LINES_PER_SEC;
+        self.tokens = (self.tokens + earned).min(LOG_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return false;
+        }
+        self.tokens -= 1.0;
+        self.report_dropped();
+        true
+    }
+
+    fn report_dropped(&mut self) {
+        if self.dropped > 0 {
+            let (ns, id) = (self.namespace.as_str(), self.id.as_str());
+            tracing::warn!(
+                ns,
+                id,
+                "{} log lines dropped (an object may log {LOG_BURST} lines at once, then \
+                 {LOG_LINES_PER_SEC} a second)",
+                self.dropped
+            );
+            self.dropped = 0;
+        }
+    }
+}
+
+impl Drop for LogBucket {
+    fn drop(&mut self) {
+        self.report_dropped();
+    }
+}
+
+/// `message` cut to [`MAX_LOG_LINE`] bytes (at a character boundary), saying so.
+fn truncate_line(mut message: String) -> String {
+    let size = message.len();
+    if size > MAX_LOG_LINE {
+        let mut end = MAX_LOG_LINE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!("... [truncated, {size} bytes]"));
+    }
+    message
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while some guest code runs, until dropped.
+///
+/// An idle host has no guest to interrupt, so the thread parks instead of waking a thousand
+/// times a second for nothing: [`EpochTicker::busy`] marks guest code running and wakes it.
+struct EpochTicker {
+    /// Guest calls in progress (events and instantiations).
+    busy: AtomicUsize,
+    stop: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<EpochTicker>>();
+        let handle = std::thread::Builder::new()
+            .name("dohost-epoch".into())
+            .spawn(move || {
+                let Ok(ticker) = rx.recv() else { return };
+                while !ticker.stop.load(Ordering::Acquire) {
+                    if ticker.busy.load(Ordering::Acquire) == 0 {
+                        // An unpark between the check and here makes this return at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        let ticker = Arc::new(EpochTicker {
+            busy: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            thread: handle.thread().clone(),
+        });
+        // The thread holds the ticker only once it exists; it ends when `stop` is set.
+        let _ = tx.send(ticker.clone());
+        Ok(ticker)
+    }
+
+    /// Marks guest code running until the guard is dropped.
+    fn busy(self: &Arc<Self>) -> Busy {
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        Busy(self.clone())
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Guest code is running: the epoch must advance.
+struct Busy(Arc<EpochTicker>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What one event did with WebSockets, handed to the object's event loop when it ends.
 #[derive(Default)]
 pub struct SocketIo {
@@ -121,6 +284,11 @@ pub struct HostState {
     sockets: Arc<Sockets>,
     io: SocketIo,
     memory: MemoryCap,
+    log: LogBucket,
+    /// When the running event must end.
+    deadline: Instant,
+    /// Whether the event was stopped at its deadline, to name the cause of the trap.
+    timed_out: bool,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -142,6 +310,13 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: EventLimits,
+    ticker: Arc<EpochTicker>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
 }
 
 /// Address space the pool of linear memories may reserve, in all (16 TiB of the 128 TiB a 64-bit
@@ -187,6 +362,7 @@ impl Runtime {
     pub fn new(limits: EventLimits, max_instances: usize) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        config.epoch_interruption(true);
         let max_instances = u32::try_from(max_instances.max(1)).unwrap_or(u32::MAX);
         pooling(&mut config, max_instances, limits.memory_bytes);
         // A pooled stack is reused by other objects, possibly other tenants': zero it, which also
@@ -196,10 +372,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         DurableObject::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        let ticker = EpochTicker::start(engine.clone())?;
         Ok(Runtime {
             engine,
             linker,
             limits,
+            ticker,
         })
     }
 
@@ -230,6 +408,7 @@ impl Runtime {
         sockets: Arc<Sockets>,
     ) -> Result<Instance, (EventError, ObjectStorage)> {
         let state = HostState {
+            log: LogBucket::new(&identity),
             identity,
             storage,
             sockets,
@@ -238,11 +417,30 @@ impl Runtime {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
             },
-            wasi: WasiCtx::builder().build(),
+            deadline: Instant::now() + self.limits.timeout,
+            timed_out: false,
+            // No preopened dirs, no environment, no arguments, and no network: the default
+            // address check already refuses every address; switching the socket kinds off too
+            // means no socket can even be created.
+            wasi: WasiCtx::builder()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
+        // Instantiation counts against the first event's time, like its fuel.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if Instant::now() >= state.deadline {
+                state.timed_out = true;
+                return Err(wasmtime::Error::msg("the event's time limit passed"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         let setup = store
             .set_fuel(self.limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
@@ -252,11 +450,15 @@ impl Runtime {
                 store.into_data().storage,
             ));
         }
-        match pre.instantiate_async(&mut store).await {
+        let busy = self.ticker.busy();
+        let instantiated = pre.instantiate_async(&mut store).await;
+        drop(busy);
+        match instantiated {
             Ok(bindings) => Ok(Instance {
                 store,
                 bindings,
                 limits: self.limits,
+                ticker: self.ticker.clone(),
             }),
             Err(e) => {
                 let err = classify(&e, &store, self.limits);
@@ -275,13 +477,19 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: DurableObject,
     limits: EventLimits,
+    ticker: Arc<EpochTicker>,
 }
 
 impl Instance {
-    fn refuel(&mut self) -> Result<(), EventError> {
+    /// Gives the next event its CPU and time budgets; the guard keeps the epoch ticking until
+    /// the event ends.
+    fn start_event(&mut self) -> Result<Busy, EventError> {
+        self.store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(self.limits.fuel)
-            .map_err(|e| EventError::Trap(format!("{e:#}")))
+            .map_err(|e| EventError::Trap(format!("{e:#}")))?;
+        Ok(self.ticker.busy())
     }
 
     /// Names the outcome of a call into the guest.
@@ -300,11 +508,21 @@ impl Instance {
         request: &Request,
         upgrade: bool,
     ) -> Result<Response, EventError> {
-        self.refuel()?;
+        let _busy = self.start_event()?;
         self.store.data_mut().io.upgrade = upgrade;
         let handler = self.bindings.dohost_object_http_handler();
         let called = handler.call_fetch(&mut self.store, request).await;
-        self.outcome(called)
+        let response = self.outcome(called)?;
+        // The body is already a host copy by now (the bindings lift it whole), but that copy is
+        // bounded by the guest's memory limit, and it goes no further.
+        let limit = self.limits.max_response_body;
+        if response.body.len() > limit {
+            return Err(EventError::ResponseTooLarge {
+                size: response.body.len(),
+                limit,
+            });
+        }
+        Ok(response)
     }
 
     /// Delivers an event of one of the object's sockets.
@@ -313,7 +531,7 @@ impl Instance {
         socket: u64,
         event: SocketEvent,
     ) -> Result<(), EventError> {
-        self.refuel()?;
+        let _busy = self.start_event()?;
         let handler = self.bindings.dohost_object_websocket_handler();
         let called = match event {
             SocketEvent::Text(t) => {
@@ -342,7 +560,7 @@ impl Instance {
 
     /// Delivers the alarm; `retries` is how many deliveries failed before.
     pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
-        self.refuel()?;
+        let _busy = self.start_event()?;
         let info = AlarmInfo {
             retry_count: retries,
             is_retry: retries > 0,
@@ -373,6 +591,7 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: EventLimits) 
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => EventError::CpuLimit(limits.fuel / crate::config::FUEL_PER_MS),
         Some(Trap::StackOverflow) => EventError::StackOverflow,
+        _ if store.data().timed_out => EventError::TimeLimit(limits.timeout),
         _ if store.data().memory.hit => EventError::MemoryLimit(limits.memory_bytes >> 20),
         _ => EventError::Trap(format!("{e:#}")),
     }
@@ -398,6 +617,19 @@ impl identity::Host for HostState {
 
 impl logging::Host for HostState {
     fn log(&mut self, level: logging::Level, message: String) {
+        use tracing::Level;
+        // Lines the host's filter drops anyway cost nothing and spend no budget.
+        let enabled = match level {
+            logging::Level::Trace => tracing::enabled!(target: "dohost::guest", Level::TRACE),
+            logging::Level::Debug => tracing::enabled!(target: "dohost::guest", Level::DEBUG),
+            logging::Level::Info => tracing::enabled!(target: "dohost::guest", Level::INFO),
+            logging::Level::Warn => tracing::enabled!(target: "dohost::guest", Level::WARN),
+            logging::Level::Error => tracing::enabled!(target: "dohost::guest", Level::ERROR),
+        };
+        if !enabled || !self.log.admit(Instant::now()) {
+            return;
+        }
+        let message = truncate_line(message);
         let ns = self.identity.namespace.as_str();
         let id = self.identity.id.to_hex();
         let id = &id[..16];
@@ -607,5 +839,45 @@ impl wit_ws::Host for HostState {
             self.own(s)
                 .and_then(|()| self.sockets.auto_response_timestamp(&self.identity.id, s)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_line_is_cut_at_a_character_boundary() {
+        let short = "short".to_owned();
+        assert_eq!(truncate_line(short.clone()), short);
+        // 'é' is two bytes: the cut must not split it.
+        let long = format!("x{}", "é".repeat(MAX_LOG_LINE));
+        let cut = truncate_line(long.clone());
+        assert!(cut.len() <= MAX_LOG_LINE + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("... [truncated, {} bytes]", long.len())));
+        assert!(long.starts_with(cut.split("... [truncated").next().unwrap()));
+    }
+
+    #[test]
+    fn the_log_bucket_admits_a_burst_then_drops_and_counts() {
+        let identity = ObjectIdentity {
+            namespace: "ns".into(),
+            name: "o".into(),
+            id: ObjectId::new("ns", "o"),
+        };
+        let mut bucket = LogBucket::new(&identity);
+        let start = bucket.refilled;
+        let admitted = (0..1000).filter(|_| bucket.admit(start)).count();
+        assert_eq!((admitted, bucket.dropped), (100, 900));
+        // A second later ten more get through; the first reports and resets the count.
+        let later = start + Duration::from_secs(1);
+        assert!(bucket.admit(later));
+        assert_eq!(bucket.dropped, 0);
+        let more = (0..100).filter(|_| bucket.admit(later)).count();
+        assert_eq!((more, bucket.dropped), (9, 91));
+        // Never more than the burst, however long the quiet.
+        let much_later = later + Duration::from_secs(3600);
+        let burst = (0..1000).filter(|_| bucket.admit(much_later)).count();
+        assert_eq!(burst, 100);
     }
 }

@@ -12,6 +12,7 @@ use crate::websockets::Sockets;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The file in the data dir that holds the generated admin token.
 pub const TOKEN_FILE: &str = "admin-token";
@@ -29,18 +30,52 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+/// How long a client may take to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For a request's head (request line and headers), from when the connection waits for it:
+    /// a client that sends part of a head and stalls is cut off, without an answer. An idle
+    /// keep-alive connection is closed after this long too.
+    pub header: Duration,
+    /// For a request's body, from the end of its head: a body that has not all arrived by then is
+    /// answered 408 `body_timeout`.
+    pub body: Duration,
+}
+
+/// How long a request head may take by default: a slow link sends a few KiB in well under this.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request body may take by default: the largest default body, 16 MiB, makes it at
+/// 0.6 MB/s. The deadline is for the whole body, so trickling cannot stretch it.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: DEFAULT_HEADER_TIMEOUT,
+            body: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
+
 /// A running host's parts.
 pub struct Host {
     pub router: axum::Router,
     pub objects: Objects,
     pub registry: Arc<Registry>,
     pub sockets: Arc<Sockets>,
+    pub timeouts: Timeouts,
 }
 
 impl Host {
+    /// [`Host::start_with`] the default [`Timeouts`].
+    pub fn start(config: &HostConfig) -> Result<Host, StartError> {
+        Host::start_with(config, Timeouts::default())
+    }
+
     /// Opens the data dir, brings back every deployed namespace and starts the alarm loop.
     /// Blocking; call it within a tokio runtime (e.g. from `spawn_blocking`).
-    pub fn start(config: &HostConfig) -> Result<Host, StartError> {
+    pub fn start_with(config: &HostConfig, timeouts: Timeouts) -> Result<Host, StartError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let db = Arc::new(Db::open(&dir.join("dohost.redb"))?);
@@ -85,12 +120,14 @@ impl Host {
             admin_token: config.admin_token.as_str().into(),
             max_request_body: config.max_request_body,
             max_component_bytes: config.max_component_bytes,
+            body_timeout: timeouts.body,
         });
         Ok(Host {
             router,
             objects,
             registry,
             sockets,
+            timeouts,
         })
     }
 }
@@ -103,7 +140,7 @@ impl Host {
 async fn hand_back_memory(objects: Objects) {
     let mut trimmed_at = 0;
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let dropped = objects.dropped_instances();
         if dropped != trimmed_at {
             trimmed_at = dropped;
@@ -137,4 +174,65 @@ pub fn read_token(data_dir: &Path) -> std::io::Result<Option<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Serves `router` on `listener` over HTTP/1.1 until `shutdown` completes, then lets every
+/// connection finish the request it is on (upgraded WebSockets are not its to wait for).
+///
+/// This is hyper driven directly rather than `axum::serve`, which gives hyper no timer, so hyper's
+/// header-read timeout would never fire: a client sending half a request head and stalling would
+/// hold its connection and a file descriptor for ever. hyper answers what it cannot parse with
+/// the bare status (400, 414, 431) and closes; a head not complete within
+/// [`Timeouts::header`] closes the connection without an answer.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    timeouts: Timeouts,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    // Dropped at shutdown: every connection's `changed()` then returns.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    // Each connection holds a sender; `recv` returns `None` once the last one has finished.
+    let (alive, mut finished) = tokio::sync::mpsc::channel::<()>(1);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to be freed rather
+                    // than spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
+            .with_upgrades();
+        let (mut stopped, alive) = (stopped.clone(), alive.clone());
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(stop);
+    drop(alive);
+    let _ = finished.recv().await;
 }

@@ -5,18 +5,24 @@
 //! and its attachment stay. Each socket has one task, which turns frames into events on the
 //! object's queue (or answers the auto-response itself, without waking the object) and writes
 //! what the object sends once the output gate opens, from a queue that costs nothing while empty.
-//! Idle sockets are most sockets, so what one costs at rest is kept small: one task, a 512-byte
+//! Idle sockets are most sockets, so what one costs at rest is kept small: one task, a 256-byte
 //! read buffer, no preallocated channel.
+//!
+//! A peer that breaks the protocol is answered with a close frame and then dropped, and its object
+//! gets an error event: 1009 for a message over the limit, 1007 for a text message that is not
+//! UTF-8, 1002 for any other violation (an unmasked frame, reserved bits, a bad continuation).
+//! A connection lost without a close frame, even mid-frame, is a 1006 close event.
 
 use crate::alarms::now_ms;
 use crate::names::ObjectId;
 use crate::objects::Objects;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::task::Poll;
 
 /// Most tags on one socket.
 pub const MAX_TAGS: usize = 10;
@@ -59,21 +65,28 @@ pub enum SocketError {
     InvalidArgument(String),
 }
 
-/// What waits to be written to one socket, and the bell its task listens for.
+/// What waits to be written to one socket, and the waker of its task.
+///
+/// An `AtomicWaker` rather than a `Notify`: the task registers its waker in place, so a resting
+/// socket's task holds no waiter node of its own.
 #[derive(Default)]
 pub struct Outbox {
     queue: Mutex<VecDeque<Outgoing>>,
-    ready: Notify,
+    waker: AtomicWaker,
 }
 
 impl Outbox {
     fn push(&self, out: Outgoing) {
         self.queue.lock().unwrap().push_back(out);
-        self.ready.notify_one();
+        self.waker.wake();
     }
 
     fn take(&self) -> VecDeque<Outgoing> {
         std::mem::take(&mut *self.queue.lock().unwrap())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.lock().unwrap().is_empty()
     }
 }
 
@@ -329,17 +342,18 @@ pub struct Owner {
     pub id: ObjectId,
 }
 
-/// Turns a frame (or the end of the stream) into an event for the object.
+/// Turns a frame (or the end of the stream) into an event for the object, and, when the peer
+/// broke the protocol, the close frame the host answers with before it drops the connection.
 fn event_of(
     frame: Option<Result<Message, axum::Error>>,
     max_message: usize,
-) -> Option<SocketEvent> {
+) -> Option<(SocketEvent, Option<Outgoing>)> {
     let lost = SocketEvent::Close {
         code: 1006,
         reason: String::new(),
         was_clean: false,
     };
-    Some(match frame {
+    let event = match frame {
         Some(Ok(Message::Text(text))) => SocketEvent::Text(text.as_str().to_owned()),
         Some(Ok(Message::Binary(data))) => SocketEvent::Binary(data.to_vec()),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
@@ -353,19 +367,50 @@ fn event_of(
                 was_clean: true,
             }
         }
-        Some(Err(e)) => match e
-            .into_inner()
-            .downcast::<tokio_tungstenite::tungstenite::Error>()
-        {
-            Ok(e) if matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
-                SocketEvent::Error(format!(
-                    "{e}; the limit is {max_message} bytes, so the host closed the socket with 1009"
-                ))
-            }
-            _ => lost,
-        },
+        Some(Err(e)) => {
+            return Some(match violation(e, max_message) {
+                Some((code, reason, error)) => (
+                    SocketEvent::Error(error),
+                    Some(Outgoing::Close(code, reason.to_owned())),
+                ),
+                None => (lost, None),
+            });
+        }
         None => lost,
-    })
+    };
+    Some((event, None))
+}
+
+/// What the peer got wrong, if a read error is its fault rather than a lost connection: the
+/// close code (RFC 6455, section 7.4.1), its reason, and the error the object is told.
+fn violation(e: axum::Error, max_message: usize) -> Option<(u16, &'static str, String)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let e = e.into_inner().downcast::<WsError>().ok()?;
+    match *e {
+        WsError::Capacity(_) => Some((
+            1009,
+            "message too big",
+            format!(
+                "{e}; the limit is {max_message} bytes, so the host closed the socket with 1009"
+            ),
+        )),
+        WsError::Utf8(_) => Some((
+            1007,
+            "invalid UTF-8",
+            format!(
+                "{e}: a text message that is not UTF-8, so the host closed the socket with 1007"
+            ),
+        )),
+        // The connection was lost (mid-frame or not): a 1006 close, with nobody to send a frame to.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((
+            1002,
+            "protocol error",
+            format!("{e}, so the host closed the socket with 1002"),
+        )),
+        _ => None,
+    }
 }
 
 fn message_of(out: Outgoing) -> Message {
@@ -380,63 +425,109 @@ fn message_of(out: Outgoing) -> Message {
 }
 
 /// Runs an upgraded socket until it closes: frames in become events, output goes out.
-pub async fn serve(
+///
+/// Not an `async fn`: those keep their arguments twice in the future (as arguments, and as the
+/// locals they are moved into; rust-lang/rust#62958), which for the socket alone is 368 bytes of
+/// every idle connection. The `async move` block below uses its captures in place.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+pub fn serve(
     mut ws: WebSocket,
     sockets: Arc<Sockets>,
     objects: Objects,
-    owner: Owner,
+    owner: Arc<Owner>,
     accepted: Accepted,
-) {
-    let Accepted { socket, outbox } = accepted;
-    let deliver =
-        |event: SocketEvent| objects.websocket_event(&owner.namespace, &owner.name, socket, event);
-    // Once a close frame is sent, only the peer's answer is awaited.
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            frame = ws.next() => {
-                if let Some(Ok(Message::Text(text))) = &frame
-                    && sockets.try_auto_response(&owner.id, socket, text.as_str())
-                {
-                    continue;
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let socket = accepted.socket;
+        let outbox = &*accepted.outbox;
+        let deliver = |event: SocketEvent| {
+            objects.websocket_event(&owner.namespace, &owner.name, socket, event)
+        };
+        // Once a close frame is sent, only the peer's answer is awaited.
+        let mut closing = false;
+        loop {
+            // Most sockets spend their life here, so what is held across this wait is kept small:
+            // the socket, the owner, and a future of two references. Writing happens in a boxed
+            // future that exists only while there is something to write.
+            let wake = std::future::poll_fn(|cx| {
+                if let Poll::Ready(frame) = ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Frame(frame));
                 }
-                let Some(event) = event_of(frame, sockets.max_message) else {
-                    continue;
-                };
-                if let SocketEvent::Text(_) | SocketEvent::Binary(_) = event {
-                    // After the object closed the socket, what the client still sends is dropped.
-                    if sockets.exists(&owner.id, socket) {
+                if !closing {
+                    outbox.waker.register(cx.waker());
+                    if !outbox.is_empty() {
+                        return Poll::Ready(Wake::Output);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Frame(frame) => {
+                    if let Some(Ok(Message::Text(text))) = &frame
+                        && sockets.try_auto_response(&owner.id, socket, text.as_str())
+                    {
+                        continue;
+                    }
+                    let Some((event, answer)) = event_of(frame, sockets.max_message) else {
+                        continue;
+                    };
+                    if let SocketEvent::Text(_) | SocketEvent::Binary(_) = event {
+                        // After the object closed the socket, what the client still sends is dropped.
+                        if sockets.exists(&owner.id, socket) {
+                            deliver(event);
+                        }
+                        continue;
+                    }
+                    if let Some(close) = answer {
+                        let _ = Box::pin(ws.send(message_of(close))).await;
+                    }
+                    // Only a socket still open reports how it ended: one the object closed has gone.
+                    if sockets.remove(&owner.id, socket) {
                         deliver(event);
                     }
-                    continue;
-                }
-                if let SocketEvent::Error(_) = event {
-                    let frame = message_of(Outgoing::Close(1009, "message too big".into()));
-                    let _ = ws.send(frame).await;
-                }
-                // Only a socket still open reports how it ended: one the object closed has gone.
-                if sockets.remove(&owner.id, socket) {
-                    deliver(event);
-                }
-                break;
-            }
-            () = outbox.ready.notified(), if !closing => {
-                for out in outbox.take() {
-                    closing |= matches!(out, Outgoing::Close(..));
-                    if ws.feed(message_of(out)).await.is_err() {
-                        break;
-                    }
-                    if closing {
-                        break;
-                    }
-                }
-                if ws.flush().await.is_err() {
-                    if sockets.remove(&owner.id, socket) {
-                        deliver(SocketEvent::Close { code: 1006, reason: String::new(), was_clean: false });
-                    }
                     break;
+                }
+                Wake::Output => {
+                    let written = Box::pin(write_out(&mut ws, outbox)).await;
+                    match written {
+                        Ok(closed) => closing = closed,
+                        Err(()) => {
+                            if sockets.remove(&owner.id, socket) {
+                                deliver(SocketEvent::Close {
+                                    code: 1006,
+                                    reason: String::new(),
+                                    was_clean: false,
+                                });
+                            }
+                            break;
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Why a socket's task woke up.
+enum Wake {
+    Frame(Option<Result<Message, axum::Error>>),
+    Output,
+}
+
+/// Writes what the outbox holds, up to and including a close frame; returns whether it sent
+/// one, or `Err` if the connection failed.
+async fn write_out(ws: &mut WebSocket, outbox: &Outbox) -> Result<bool, ()> {
+    let mut closing = false;
+    for out in outbox.take() {
+        closing = matches!(out, Outgoing::Close(..));
+        if ws.feed(message_of(out)).await.is_err() || closing {
+            break;
+        }
+    }
+    ws.flush().await.map_err(drop)?;
+    Ok(closing)
 }

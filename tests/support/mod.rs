@@ -424,3 +424,60 @@ pub async fn ws_close(ws: &mut Ws, code: u16, reason: &str) {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A host whose log the test reads.
+// ---------------------------------------------------------------------------------------------
+
+/// The lines a host wrote to standard error so far, collected by a thread that keeps draining
+/// the pipe (so a chatty host never blocks on it).
+pub type StderrLines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts a host like [`Host::start`], with `RUST_LOG=rust_log`, and captures its standard
+/// error instead of passing it through.
+pub fn start_capturing_stderr(
+    args: &[&str],
+    rust_log: &str,
+) -> (Host, tempfile::TempDir, StderrLines) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dohost"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(args)
+        .args(["--admin-token", TOKEN])
+        .env_remove("DOHOST_ADMIN_TOKEN")
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dohost");
+    let lines = StderrLines::default();
+    let stderr = child.stderr.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dohost did not start within 60 s");
+    let host = Host {
+        child,
+        url,
+        data: dir.path().to_owned(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        token: Some(TOKEN.to_owned()),
+    };
+    (host, dir, lines)
+}

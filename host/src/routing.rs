@@ -1,0 +1,109 @@
+//! Routing: which object a request path addresses, and the path that object sees.
+//!
+//! `/{namespace}/{object-name}/{rest...}` goes to `object-name` of `namespace`, which sees
+//! `/{rest}` with the query kept as sent. This is pure (no I/O, no HTTP types) so that it can be
+//! unit-tested and fuzzed on its own (`fuzz/fuzz_targets/routing.rs`); [`crate::http`] maps its
+//! errors to responses.
+
+use crate::names::{self, NameError};
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The namespace: it passed [`names::check_namespace`].
+    pub namespace: &'a str,
+    /// The object name, percent-decoded: it passed [`names::decode_object_name`].
+    pub name: String,
+    /// The path the object sees: `/{rest}` (still percent-encoded, as sent) and `?query` if the
+    /// request had one.
+    pub path: String,
+}
+
+/// Why a path addresses no object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The first segment cannot be a namespace. Answered like a namespace that is not deployed
+    /// (404), since to the client the two are the same thing. Holds at most 80 characters of it.
+    #[error("no namespace {0:?} is deployed; objects live at /{{namespace}}/{{object-name}}/...")]
+    UnknownNamespace(String),
+    /// The object name is empty, too long or not UTF-8.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// Splits a request path (and its query) into the object it addresses and the path it sees.
+pub fn parse_target<'a>(path: &'a str, query: Option<&str>) -> Result<Target<'a>, RouteError> {
+    let mut segments = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
+    let namespace = segments.next().unwrap_or_default();
+    if names::check_namespace(namespace).is_err() {
+        return Err(RouteError::UnknownNamespace(
+            namespace.chars().take(80).collect(),
+        ));
+    }
+    let name = names::decode_object_name(segments.next().unwrap_or_default())?;
+    let mut path = format!("/{}", segments.next().unwrap_or_default());
+    if let Some(q) = query {
+        path.push('?');
+        path.push_str(q);
+    }
+    Ok(Target {
+        namespace,
+        name,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("/counter/alice", None).unwrap();
+        assert_eq!(
+            (t.namespace, t.name.as_str(), t.path.as_str()),
+            ("counter", "alice", "/")
+        );
+        let t = parse_target("/counter/alice/", Some("x=1")).unwrap();
+        assert_eq!(t.path, "/?x=1");
+        let t = parse_target("/counter/a%20b/x/y%2Fz", Some("q=%20")).unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.path.as_str()),
+            ("a b", "/x/y%2Fz?q=%20")
+        );
+        assert!(matches!(
+            parse_target("/", None),
+            Err(RouteError::UnknownNamespace(_))
+        ));
+        assert!(matches!(
+            parse_target("/Counter/a", None),
+            Err(RouteError::UnknownNamespace(_))
+        ));
+        assert_eq!(
+            parse_target("/counter", None),
+            Err(RouteError::Name(NameError::ObjectLength(0)))
+        );
+        assert_eq!(
+            parse_target("/counter/", None),
+            Err(RouteError::Name(NameError::ObjectLength(0)))
+        );
+        assert_eq!(
+            parse_target("/counter/%FF", None),
+            Err(RouteError::Name(NameError::ObjectUtf8))
+        );
+        let long = format!("/counter/{}", "a".repeat(257));
+        assert_eq!(
+            parse_target(&long, None),
+            Err(RouteError::Name(NameError::ObjectLength(257)))
+        );
+    }
+
+    #[test]
+    fn unknown_namespace_is_truncated() {
+        let long = "X".repeat(1000);
+        match parse_target(&format!("/{long}/a"), None) {
+            Err(RouteError::UnknownNamespace(shown)) => assert_eq!(shown.len(), 80),
+            other => panic!("expected UnknownNamespace, got {other:?}"),
+        }
+    }
+}
