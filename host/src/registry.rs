@@ -129,18 +129,7 @@ impl Registry {
     /// old.
     pub fn deploy(&self, namespace: &str, bytes: &[u8]) -> Result<DeploymentInfo, DeployError> {
         names::check_namespace(namespace)?;
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(DeployError::NotWasm);
-        }
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(DeployError::CoreModule);
-        }
-        let component = Component::new(self.runtime.engine(), bytes)
-            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
-        let pre = self
-            .runtime
-            .prepare(&component)
-            .map_err(DeployError::WrongWorld)?;
+        let (component, pre) = validate(&self.runtime, bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         self.write_cache(&sha256, &component);
 
@@ -211,6 +200,26 @@ impl Registry {
             tracing::warn!("cannot cache compiled component at {}: {e}", path.display());
         }
     }
+}
+
+/// Checks and compiles an uploaded component without storing anything: everything a deploy
+/// checks before it changes what a namespace runs. A separate function so that the checks can be
+/// exercised (and fuzzed: `fuzz/fuzz_targets/deploy.rs`) without a database or a server.
+///
+/// Blocking: compiling takes from tens of milliseconds to seconds.
+pub fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(Component, ObjectPre), DeployError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(DeployError::NotWasm);
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(DeployError::CoreModule);
+    }
+    let component = Component::new(runtime.engine(), bytes)
+        .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+    let pre = runtime
+        .prepare(&component)
+        .map_err(DeployError::WrongWorld)?;
+    Ok((component, pre))
 }
 
 fn now_ms() -> u64 {

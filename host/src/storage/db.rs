@@ -144,19 +144,20 @@ fn decode_alarm(v: &[u8]) -> Option<Alarm> {
     })
 }
 
-/// `id ++ key`.
-pub(crate) fn full_key(id: &ObjectId, key: &[u8]) -> Vec<u8> {
+/// The database key of an object's entry: `id ++ key`.
+pub fn full_key(id: &ObjectId, key: &[u8]) -> Vec<u8> {
     let mut full = Vec::with_capacity(32 + key.len());
     full.extend_from_slice(id.as_bytes());
     full.extend_from_slice(key);
     full
 }
 
-/// A range of keys, owned.
-pub(crate) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+/// A range of keys, owned: `(lower, upper)`.
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-/// The bounds of the object's keys within `(lower, upper)`, as full keys.
-pub(crate) fn object_range(id: &ObjectId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> KeyRange {
+/// The bounds of the object's keys within `(lower, upper)`, as full keys: every full key in the
+/// result is one of this object's, whatever the user keys (unbounded ends stop at the id's edges).
+pub fn object_range(id: &ObjectId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> KeyRange {
     let lo = match lower {
         Bound::Included(k) => Bound::Included(full_key(id, k)),
         Bound::Excluded(k) => Bound::Excluded(full_key(id, k)),
@@ -174,7 +175,7 @@ pub(crate) fn object_range(id: &ObjectId, lower: Bound<&[u8]>, upper: Bound<&[u8
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if there is one.
-pub(crate) fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut next = prefix.to_vec();
     while let Some(last) = next.pop() {
         if last < 0xff {
@@ -186,7 +187,7 @@ pub(crate) fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Borrows a bound on an owned key.
-pub(crate) fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+pub fn bound_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     match b {
         Bound::Included(v) => Bound::Included(v.as_slice()),
         Bound::Excluded(v) => Bound::Excluded(v.as_slice()),

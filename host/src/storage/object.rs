@@ -481,8 +481,8 @@ fn emit(out: &mut Entries, limit: usize, key: &[u8], value: Option<&[u8]>) -> bo
     out.len() < limit
 }
 
-/// The key range `list` covers, from its options.
-fn list_bounds(o: &ListOptions) -> Result<KeyRange, StorageError> {
+/// The key range `list` covers, from its options; `start` with `start_after` is refused.
+pub fn list_bounds(o: &ListOptions) -> Result<KeyRange, StorageError> {
     let mut lower = match (&o.start, &o.start_after) {
         (Some(_), Some(_)) => {
             return Err(StorageError::InvalidArgument(
@@ -520,7 +520,7 @@ fn list_bounds(o: &ListOptions) -> Result<KeyRange, StorageError> {
 }
 
 /// Whether no key lies between the bounds (so that no range is built the wrong way round).
-fn range_is_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+pub fn range_is_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
     match (lower, upper) {
         (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
         (Bound::Included(l), Bound::Included(u)) => l > u,
