@@ -71,18 +71,7 @@ impl Host {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn dohost");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("dohost did not start within 60 s");
+        let url = listening_url(&mut child);
         Host {
             child,
             url,
@@ -425,6 +414,22 @@ pub async fn ws_close(ws: &mut Ws, code: u16, reason: &str) {
     .await;
 }
 
+/// Waits (at most 60 s) for a starting host to print `listening on URL` and returns the URL;
+/// a thread keeps draining its stdout afterwards.
+fn listening_url(child: &mut std::process::Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("dohost did not start within 60 s")
+}
+
 // ---------------------------------------------------------------------------------------------
 // A host whose log the test reads.
 // ---------------------------------------------------------------------------------------------
@@ -460,18 +465,7 @@ pub fn start_capturing_stderr(
             sink.lock().unwrap().push(line);
         }
     });
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("dohost did not start within 60 s");
+    let url = listening_url(&mut child);
     let host = Host {
         child,
         url,
