@@ -474,22 +474,12 @@ pub async fn redeploy(
     tokio::time::sleep(s.redeploy_before).await;
     let auth = format!("Bearer {token}");
     let call_start = Instant::now();
-    let (status, body) = request_once(
-        target.addr,
-        Method::PUT,
-        "/_admin/namespaces/counter",
-        &[("authorization", &auth)],
-        new_code,
-    )
-    .await?;
+    let deployed = deploy_counter(target, &auth, new_code).await;
     let returned = Instant::now();
     let deploy_call = returned - call_start;
-    if status != 200 {
+    if let Err(e) = deployed {
         stop.store(true, Ordering::Relaxed);
-        bail!(
-            "deploy answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        return Err(e.context("deploying the new code"));
     }
     tokio::time::sleep(s.redeploy_after).await;
     stop.store(true, Ordering::Relaxed);
@@ -511,19 +501,27 @@ pub async fn redeploy(
         let returned_at = returned.duration_since(t_zero).as_secs_f64();
         result.switch_ms = (Duration::from_nanos(first).as_secs_f64() - returned_at) * 1000.0;
     }
+    deploy_counter(target, &auth, restore)
+        .await
+        .context("deploying counter back")?;
+    Ok(result)
+}
+
+/// Deploys `code` as the `counter` namespace through the admin API (`auth`: the header value).
+async fn deploy_counter(target: &Target, auth: &str, code: Bytes) -> Result<()> {
     let (status, body) = request_once(
         target.addr,
         Method::PUT,
         "/_admin/namespaces/counter",
-        &[("authorization", &auth)],
-        restore,
+        &[("authorization", auth)],
+        code,
     )
     .await?;
     if status != 200 {
         bail!(
-            "deploying counter back answered {status}: {}",
+            "deploy answered {status}: {}",
             String::from_utf8_lossy(&body)
         );
     }
-    Ok(result)
+    Ok(())
 }

@@ -51,6 +51,17 @@ impl Host {
     }
 }
 
+/// Reopens the database at `path` and checks that object `id` holds exactly `expected`, of
+/// `size` bytes: what survived is what was committed.
+fn assert_reopened(path: &Path, id: ObjectId, expected: &[(String, Vec<u8>)], size: u64) {
+    let host = Host::start(path);
+    let s = host.object(id, StorageLimits::default());
+    assert_eq!(all(&s), expected);
+    assert_eq!(s.size(), size);
+    drop(s);
+    host.stop();
+}
+
 /// A database file in a fresh temporary directory.
 fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -932,12 +943,7 @@ fn open_transaction_is_rolled_back_at_finish_event() {
 
     drop(s);
     host.stop();
-    let host = Host::start(&path);
-    let s = host.object(id, StorageLimits::default());
-    assert_eq!(all(&s), expected);
-    assert_eq!(s.size(), 7);
-    drop(s);
-    host.stop();
+    assert_reopened(&path, id, &expected, 7);
 }
 
 #[test]
@@ -1043,12 +1049,7 @@ fn delete_all_then_puts_and_list_across_pending_clear() {
     assert_eq!(all(&s), expected);
     drop(s);
     host.stop();
-    let host = Host::start(&path);
-    let s = host.object(id, StorageLimits::default());
-    assert_eq!(all(&s), expected);
-    assert_eq!(s.size(), 16);
-    drop(s);
-    host.stop();
+    assert_reopened(&path, id, &expected, 16);
 }
 
 #[test]
