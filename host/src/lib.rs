@@ -22,6 +22,7 @@
 pub mod alarms;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod names;
 pub mod objects;
 pub mod registry;

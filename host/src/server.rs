@@ -111,7 +111,7 @@ impl Host {
         );
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
-        runtime.spawn(hand_back_memory(objects.clone()));
+        runtime.spawn(crate::memory::hand_back(objects.clone()));
         let router = http::router(AppState {
             objects: objects.clone(),
             sockets: sockets.clone(),
@@ -129,24 +129,6 @@ impl Host {
             sockets,
             timeouts,
         })
-    }
-}
-
-/// After instances are dropped, hands the memory they freed back to the kernel.
-///
-/// glibc keeps what its per-thread arenas free, so after a burst of thousands of objects went to
-/// sleep the host would stay as big as at the peak. `malloc_trim` returns the free pages; it runs
-/// at most once a second, and only when some instance was dropped since the last time.
-async fn hand_back_memory(objects: Objects) {
-    let mut trimmed_at = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let dropped = objects.dropped_instances();
-        if dropped != trimmed_at {
-            trimmed_at = dropped;
-            // SAFETY: malloc_trim only releases free memory of the allocator in use (glibc's).
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-        }
     }
 }
 
