@@ -25,10 +25,10 @@ const SAMPLES: usize = 300;
 /// descheduling of the test or the host by anything else on the box costs a few ms, so a bound
 /// of 2x a 1 ms baseline would measure the box, not the host. The attacks also cost the debug
 /// host several times what they cost a release build (instantiating and tearing down instances,
-/// copying bodies and log lines), and that work competes for the same two cores. Measured there:
-/// bystander p99s of 2 to 7.6 ms under the attacks against 0.8 to 1.5 ms baselines, where a
-/// release host stays under 5 ms against 0.3 to 1.5 ms. A host
-/// that let an attack block its workers shows tens to hundreds of ms, far above the bound.
+/// copying bodies and log lines), and that work competes for the same two cores. A release host
+/// keeps the bystander between 0.4 and 0.9 ms against 0.25 to 0.4 ms baselines (RELIABILITY.md,
+/// `cargo test --release`); that run's printed ratios are where the 2x is read. A host that let
+/// an attack block its workers shows tens to hundreds of ms, above this bound in any build.
 const NOISE_FLOOR_MS: f64 = 5.0;
 
 /// Every test holds this while it runs: their attacks would otherwise overlap each other's

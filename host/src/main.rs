@@ -107,6 +107,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Before the runtime's threads exist: they inherit it.
+    dohost::scheduling::use_short_slices();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),

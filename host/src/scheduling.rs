@@ -1,0 +1,193 @@
+//! Hints to the kernel's CPU scheduler, so that a thread woken to answer a request does not wait
+//! behind a thread running guest code.
+//!
+//! Guest code runs on the same threads that answer requests. Between its yields (every
+//! [`crate::runtime`] epoch tick) it cannot be interrupted by the host, and some of what it does
+//! cannot yield at all: one `memory.fill` of 64 MiB, copying a large response out of its memory,
+//! tearing down an instance of 128 MiB. On a busy machine the kernel queues a woken thread behind
+//! such a run and, protecting the running thread's time slice, lets it wait until the next
+//! scheduler tick (4 ms at 250 Hz): measured as 4 ms of p99 latency for well-behaved objects
+//! while another object attacks, against a 0.3 ms baseline.
+//!
+//! Linux 6.12 and later let a thread ask for its own slice length (`sched_setattr`'s
+//! `sched_runtime` for `SCHED_OTHER`, no privilege needed), and a woken thread with a shorter
+//! slice than the running one preempts it at once. So every host thread asks for the shortest
+//! slice ([`use_short_slices`], inherited by threads created later), and a thread takes a long one
+//! only while it runs guest code ([`run_guest`]) or tears an instance down ([`with_long_slice`]). Older kernels ignore the request; the epoch
+//! tick's yield then bounds the wait.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The slice of host code: the shortest the kernel grants.
+const SHORT_SLICE_NS: u64 = 100_000;
+/// The slice of guest code: long enough that every host thread's is shorter.
+const LONG_SLICE_NS: u64 = 3_000_000;
+
+/// Cleared when the kernel refuses a slice, so no thread asks again.
+static SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    /// Whether this thread holds the long slice now.
+    static LONG: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `struct sched_attr` of `sched_setattr(2)`, in its first (48-byte) version.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// Asks the kernel for a slice of `ns` for the calling thread; the policy stays `SCHED_OTHER`
+/// (0) at nice 0, which is what every dohost thread runs at.
+fn set_slice(ns: u64) {
+    if !SUPPORTED.load(Ordering::Relaxed) {
+        return;
+    }
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice: 0,
+        priority: 0,
+        runtime: ns,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: `attr` is a valid sched_attr of the size it states, for the calling thread (pid 0),
+    // and the kernel only reads it.
+    let refused = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) } != 0;
+    if refused {
+        SUPPORTED.store(false, Ordering::Relaxed);
+        tracing::debug!(
+            "the kernel refused a scheduling slice ({}); latency under load is bounded by the epoch tick",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Gives the calling thread, and every thread it creates from now on, the short slice. Called
+/// once at start, before the runtime's threads exist.
+pub fn use_short_slices() {
+    set_slice(SHORT_SLICE_NS);
+}
+
+/// Holds the long slice on this thread until dropped (nested holds are free).
+struct LongSlice {
+    outermost: bool,
+}
+
+impl LongSlice {
+    fn enter() -> Self {
+        let outermost = !LONG.replace(true);
+        if outermost {
+            set_slice(LONG_SLICE_NS);
+        }
+        LongSlice { outermost }
+    }
+}
+
+impl Drop for LongSlice {
+    fn drop(&mut self) {
+        if self.outermost {
+            LONG.set(false);
+            set_slice(SHORT_SLICE_NS);
+        }
+    }
+}
+
+/// Runs `f` with the long slice: for work an instance causes outside its calls, like tearing down
+/// its memory.
+pub fn with_long_slice<T>(f: impl FnOnce() -> T) -> T {
+    let _slice = LongSlice::enter();
+    f()
+}
+
+/// Runs `guest` (a call into guest code) with the long slice during each of its polls: a task
+/// can move between threads, so the slice follows the polls, not the task.
+pub async fn run_guest<F: Future>(guest: F) -> F::Output {
+    let mut guest = std::pin::pin!(guest);
+    std::future::poll_fn(|cx| {
+        let _slice = LongSlice::enter();
+        guest.as_mut().poll(cx)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's slice, as the kernel reports it.
+    fn slice_ns() -> u64 {
+        let mut attr = SchedAttr {
+            size: 0,
+            policy: 0,
+            flags: 0,
+            nice: 0,
+            priority: 0,
+            runtime: 0,
+            deadline: 0,
+            period: 0,
+        };
+        let size = size_of::<SchedAttr>() as u32;
+        // SAFETY: `attr` is writable for `size` bytes, for the calling thread (pid 0).
+        let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, size, 0) };
+        assert_eq!(r, 0, "sched_getattr: {}", std::io::Error::last_os_error());
+        attr.runtime
+    }
+
+    #[test]
+    fn guest_code_runs_with_the_long_slice_and_host_code_with_the_short_one() {
+        // A thread of its own: the slice is per thread, and the test harness's are shared.
+        std::thread::spawn(|| {
+            use_short_slices();
+            if slice_ns() != SHORT_SLICE_NS {
+                // Before Linux 6.12 the kernel keeps its own slice; nothing here applies.
+                eprintln!("this kernel does not take custom slices: {} ns", slice_ns());
+                return;
+            }
+            let inherited = std::thread::spawn(slice_ns).join().unwrap();
+            assert_eq!(
+                inherited, SHORT_SLICE_NS,
+                "threads created later inherit it"
+            );
+
+            let during = with_long_slice(|| (slice_ns(), with_long_slice(slice_ns), slice_ns()));
+            assert_eq!(during, (LONG_SLICE_NS, LONG_SLICE_NS, LONG_SLICE_NS));
+            assert_eq!(
+                slice_ns(),
+                SHORT_SLICE_NS,
+                "back to short after the outermost hold"
+            );
+
+            // Each poll of a guest call holds the long slice; between polls the thread is short.
+            let polls = std::cell::RefCell::new(Vec::new());
+            let guest = run_guest(std::future::poll_fn(|cx| {
+                polls.borrow_mut().push(slice_ns());
+                if polls.borrow().len() < 3 {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            }));
+            let mut guest = std::pin::pin!(guest);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            while guest.as_mut().poll(&mut cx).is_pending() {
+                assert_eq!(slice_ns(), SHORT_SLICE_NS, "between polls");
+            }
+            assert_eq!(*polls.borrow(), vec![LONG_SLICE_NS; 3]);
+        })
+        .join()
+        .unwrap();
+    }
+}
