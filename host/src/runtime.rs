@@ -13,7 +13,7 @@
 
 use crate::config::EventLimits;
 use crate::names::{self, ObjectId};
-use crate::scheduling::{run_guest, with_long_slice};
+use crate::scheduling::{Heavy, run_guest, with_long_slice};
 use crate::storage::{self, ObjectStorage};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -112,7 +112,14 @@ pub struct ObjectIdentity {
 struct MemoryCap {
     max_bytes: usize,
     hit: bool,
+    /// The linear memory's size now.
+    bytes: usize,
+    heavy: Heavy,
 }
+
+/// Linear memory from which an instance's code takes the long time slice: see [`Heavy`]. A
+/// `memory.fill` or a copy of this much takes about a millisecond.
+const HEAVY_MEMORY_BYTES: usize = 16 << 20;
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
@@ -123,6 +130,12 @@ impl ResourceLimiter for MemoryCap {
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_bytes;
         self.hit |= !ok;
+        if ok {
+            self.bytes = desired;
+            if desired >= HEAVY_MEMORY_BYTES {
+                self.heavy.mark();
+            }
+        }
         Ok(ok)
     }
 
@@ -411,6 +424,9 @@ impl Runtime {
         storage: ObjectStorage,
         sockets: Arc<Sockets>,
     ) -> Result<Instance, (EventError, ObjectStorage)> {
+        // Instantiating may first reset memory a big instance left in the pool: it starts heavy.
+        let heavy = Heavy::default();
+        heavy.reset(true);
         let state = HostState {
             log: LogBucket::new(&identity),
             identity,
@@ -420,6 +436,8 @@ impl Runtime {
             memory: MemoryCap {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
+                bytes: 0,
+                heavy: heavy.clone(),
             },
             deadline: Instant::now() + self.limits.timeout,
             timed_out: false,
@@ -443,6 +461,8 @@ impl Runtime {
                 state.timed_out = true;
                 return Err(wasmtime::Error::msg("the event's time limit passed"));
             }
+            // An event still running at a tick may be a long one.
+            state.memory.heavy.mark();
             // See EPOCH_TICK: the kernel's share of the yield.
             std::thread::yield_now();
             Ok(UpdateDeadline::Yield(1))
@@ -457,7 +477,7 @@ impl Runtime {
             ));
         }
         let busy = self.ticker.busy();
-        let instantiated = run_guest(pre.instantiate_async(&mut store)).await;
+        let instantiated = run_guest(&heavy, pre.instantiate_async(&mut store)).await;
         drop(busy);
         match instantiated {
             Ok(bindings) => Ok(Instance {
@@ -465,6 +485,7 @@ impl Runtime {
                 bindings,
                 limits: self.limits,
                 ticker: self.ticker.clone(),
+                heavy,
             }),
             Err(e) => {
                 let err = classify(&e, &store, self.limits);
@@ -484,6 +505,8 @@ pub struct Instance {
     bindings: DurableObject,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
+    /// Shared with the store's memory limiter and epoch callback, which mark it.
+    heavy: Heavy,
 }
 
 impl Instance {
@@ -491,6 +514,8 @@ impl Instance {
     /// the event ends.
     fn start_event(&mut self) -> Result<Busy, EventError> {
         self.store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        self.heavy
+            .reset(self.store.data().memory.bytes >= HEAVY_MEMORY_BYTES);
         self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(self.limits.fuel)
@@ -517,7 +542,7 @@ impl Instance {
         let _busy = self.start_event()?;
         self.store.data_mut().io.upgrade = upgrade;
         let handler = self.bindings.dohost_object_http_handler();
-        let called = run_guest(handler.call_fetch(&mut self.store, request)).await;
+        let called = run_guest(&self.heavy, handler.call_fetch(&mut self.store, request)).await;
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
         // bounded by the guest's memory limit, and it goes no further.
@@ -539,7 +564,7 @@ impl Instance {
     ) -> Result<(), EventError> {
         let _busy = self.start_event()?;
         let handler = self.bindings.dohost_object_websocket_handler();
-        let called = run_guest(async {
+        let called = run_guest(&self.heavy, async {
             match event {
                 SocketEvent::Text(t) => {
                     handler
@@ -575,7 +600,7 @@ impl Instance {
             is_retry: retries > 0,
         };
         let handler = self.bindings.dohost_object_alarm_handler();
-        let called = run_guest(handler.call_on_alarm(&mut self.store, info)).await;
+        let called = run_guest(&self.heavy, handler.call_on_alarm(&mut self.store, info)).await;
         self.outcome(called)
     }
 
@@ -591,8 +616,12 @@ impl Instance {
 
     /// Drops the instance, keeping its storage (with any commits still in flight).
     pub fn into_storage(self) -> ObjectStorage {
-        // Unmapping or zeroing up to --memory-limit of linear memory does not yield.
-        with_long_slice(|| self.store.into_data().storage)
+        // Unmapping or zeroing a big linear memory does not yield.
+        if self.store.data().memory.bytes >= HEAVY_MEMORY_BYTES {
+            with_long_slice(|| self.store.into_data().storage)
+        } else {
+            self.store.into_data().storage
+        }
     }
 }
 

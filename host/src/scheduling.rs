@@ -13,11 +13,13 @@
 //! `sched_runtime` for `SCHED_OTHER`, no privilege needed), and a woken thread with a shorter
 //! slice than the running one preempts it at once. So every host thread asks for the shortest
 //! slice ([`use_short_slices`], inherited by threads created later), and a thread takes a long one
-//! only while it runs guest code ([`run_guest`]) or tears an instance down ([`with_long_slice`]). Older kernels ignore the request; the epoch
+//! only while it runs guest code that may not yield for long ([`run_guest`], [`Heavy`]) or tears
+//! a big instance down ([`with_long_slice`]). Older kernels ignore the request; the epoch
 //! tick's yield then bounds the wait.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The slice of host code: the shortest the kernel grants.
@@ -80,44 +82,67 @@ pub fn use_short_slices() {
     set_slice(SHORT_SLICE_NS);
 }
 
-/// Holds the long slice on this thread until dropped (nested holds are free).
-struct LongSlice {
-    outermost: bool,
-}
-
-impl LongSlice {
-    fn enter() -> Self {
-        let outermost = !LONG.replace(true);
-        if outermost {
-            set_slice(LONG_SLICE_NS);
-        }
-        LongSlice { outermost }
+/// Takes the long slice for this thread, until [`release_long_slice`].
+fn hold_long_slice() {
+    if !LONG.replace(true) {
+        set_slice(LONG_SLICE_NS);
     }
 }
 
-impl Drop for LongSlice {
-    fn drop(&mut self) {
-        if self.outermost {
-            LONG.set(false);
-            set_slice(SHORT_SLICE_NS);
-        }
+fn release_long_slice() {
+    if LONG.replace(false) {
+        set_slice(SHORT_SLICE_NS);
+    }
+}
+
+/// Whether an instance's guest code takes the long slice. Most events are short and small, and
+/// asking the kernel twice per poll cost a fifth of the increment benchmark's throughput, so only
+/// the ones that can run long without yielding do: those of an instance whose memory is big (they
+/// can fill, copy or tear down that much at once), and an event that already ran past a tick.
+#[derive(Clone, Default)]
+pub struct Heavy(Arc<AtomicBool>);
+
+impl Heavy {
+    /// From inside guest code (a host call, the memory limiter, the epoch callback): this event
+    /// is heavy, from now on.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+        hold_long_slice();
+    }
+
+    /// Sets whether the next event starts heavy.
+    pub fn reset(&self, heavy: bool) {
+        self.0.store(heavy, Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Runs `f` with the long slice: for work an instance causes outside its calls, like tearing down
 /// its memory.
 pub fn with_long_slice<T>(f: impl FnOnce() -> T) -> T {
-    let _slice = LongSlice::enter();
-    f()
+    let outermost = !LONG.get();
+    hold_long_slice();
+    let value = f();
+    if outermost {
+        release_long_slice();
+    }
+    value
 }
 
-/// Runs `guest` (a call into guest code) with the long slice during each of its polls: a task
-/// can move between threads, so the slice follows the polls, not the task.
-pub async fn run_guest<F: Future>(guest: F) -> F::Output {
+/// Runs `guest` (a call into guest code), with the long slice during each poll once `heavy` is
+/// set. A task can move between threads, so the slice follows the polls, not the task.
+pub async fn run_guest<F: Future>(heavy: &Heavy, guest: F) -> F::Output {
     let mut guest = std::pin::pin!(guest);
     std::future::poll_fn(|cx| {
-        let _slice = LongSlice::enter();
-        guest.as_mut().poll(cx)
+        if heavy.is_set() {
+            hold_long_slice();
+        }
+        let polled = guest.as_mut().poll(cx);
+        release_long_slice();
+        polled
     })
     .await
 }
@@ -169,23 +194,36 @@ mod tests {
                 "back to short after the outermost hold"
             );
 
-            // Each poll of a guest call holds the long slice; between polls the thread is short.
+            // A light event stays short. Once marked heavy (here in its second poll), every
+            // poll of it holds the long slice; between polls the thread is short.
+            let heavy = Heavy::default();
             let polls = std::cell::RefCell::new(Vec::new());
-            let guest = run_guest(std::future::poll_fn(|cx| {
-                polls.borrow_mut().push(slice_ns());
-                if polls.borrow().len() < 3 {
-                    cx.waker().wake_by_ref();
-                    std::task::Poll::Pending
-                } else {
-                    std::task::Poll::Ready(())
-                }
-            }));
+            let guest = run_guest(
+                &heavy,
+                std::future::poll_fn(|cx| {
+                    polls.borrow_mut().push(slice_ns());
+                    if polls.borrow().len() == 2 {
+                        heavy.mark();
+                        polls.borrow_mut().push(slice_ns());
+                    }
+                    if polls.borrow().len() < 5 {
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                }),
+            );
             let mut guest = std::pin::pin!(guest);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             while guest.as_mut().poll(&mut cx).is_pending() {
                 assert_eq!(slice_ns(), SHORT_SLICE_NS, "between polls");
             }
-            assert_eq!(*polls.borrow(), vec![LONG_SLICE_NS; 3]);
+            let long = LONG_SLICE_NS;
+            assert_eq!(
+                *polls.borrow(),
+                [SHORT_SLICE_NS, SHORT_SLICE_NS, long, long, long]
+            );
         })
         .join()
         .unwrap();
