@@ -108,13 +108,24 @@ pub struct ObjectIdentity {
 }
 
 /// Caps an instance's linear memory, remembering that it did so to name the cause of the trap
-/// that usually follows (a Rust guest aborts when allocation fails).
+/// that usually follows (a Rust guest aborts when allocation fails). It also sees the memory grow
+/// big, which makes the instance's code heavy (see [`Heavy`]).
 struct MemoryCap {
     max_bytes: usize,
     hit: bool,
     /// The linear memory's size now.
     bytes: usize,
+    /// The instance's; kept here because the limiter is all the store hands the growth hook (the
+    /// epoch callback marks it too).
     heavy: Heavy,
+}
+
+impl MemoryCap {
+    /// Whether the memory is big enough that one fill, copy or teardown of it does not yield for
+    /// a while.
+    fn is_big(&self) -> bool {
+        self.bytes >= HEAVY_MEMORY_BYTES
+    }
 }
 
 /// Linear memory from which an instance's code takes the long time slice: see [`Heavy`]. A
@@ -132,7 +143,7 @@ impl ResourceLimiter for MemoryCap {
         self.hit |= !ok;
         if ok {
             self.bytes = desired;
-            if desired >= HEAVY_MEMORY_BYTES {
+            if self.is_big() {
                 self.heavy.mark();
             }
         }
@@ -514,8 +525,7 @@ impl Instance {
     /// the event ends.
     fn start_event(&mut self) -> Result<Busy, EventError> {
         self.store.data_mut().deadline = Instant::now() + self.limits.timeout;
-        self.heavy
-            .reset(self.store.data().memory.bytes >= HEAVY_MEMORY_BYTES);
+        self.heavy.reset(self.store.data().memory.is_big());
         self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(self.limits.fuel)
@@ -617,7 +627,7 @@ impl Instance {
     /// Drops the instance, keeping its storage (with any commits still in flight).
     pub fn into_storage(self) -> ObjectStorage {
         // Unmapping or zeroing a big linear memory does not yield.
-        if self.store.data().memory.bytes >= HEAVY_MEMORY_BYTES {
+        if self.store.data().memory.is_big() {
             with_long_slice(|| self.store.into_data().storage)
         } else {
             self.store.into_data().storage
