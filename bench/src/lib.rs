@@ -354,6 +354,30 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// What `set_up` leaves in the server: waits until the server is idle and reads its RSS, runs
+    /// `set_up` (which says how many items it made, and hands back what must stay alive, such as
+    /// open sockets), reads the RSS, waits until the items hibernate, and reads it a last time.
+    pub async fn measure<T>(
+        target: &Target,
+        s: &Settings,
+        set_up: impl AsyncFnOnce() -> Result<(usize, T)>,
+    ) -> Result<(Memory, T)> {
+        target.wait_idle(s).await?;
+        let before_kib = rss_kib(target.pid)?;
+        let (count, kept) = set_up().await?;
+        let awake_kib = rss_kib(target.pid)?;
+        let idle = target.wait_idle(s).await?;
+        let after_kib = rss_kib(target.pid)?;
+        let memory = Memory {
+            count,
+            before_kib,
+            awake_kib,
+            after_kib,
+            idle,
+        };
+        Ok((memory, kept))
+    }
+
     /// `(after - before) / count`, in bytes: what each one costs once hibernated.
     pub fn per_item_bytes(&self) -> f64 {
         (self.after_kib as f64 - self.before_kib as f64) * 1024.0 / self.count.max(1) as f64

@@ -2,7 +2,7 @@
 //! connection over a `TcpStream`), each sending its next request as soon as the previous answer
 //! is read; latencies in an HDR histogram. And the HTTP scenarios built on it.
 
-use crate::{Memory, Settings, Target, median_ms, nonce, percentile_ms, rss_kib};
+use crate::{Memory, Settings, Target, median_ms, nonce, percentile_ms};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -382,26 +382,19 @@ pub async fn cold_start(target: &Target, s: &Settings) -> Result<ColdStart> {
 /// `POST` to each of `s.memory_objects` fresh counter objects (over `s.conns` connections),
 /// reads the RSS again, waits until the objects hibernate, and reads it a last time.
 pub async fn memory_objects(target: &Target, s: &Settings) -> Result<Memory> {
-    target.wait_idle(s).await?;
-    let before_kib = rss_kib(target.pid)?;
-    let run = nonce();
-    let count = s.memory_objects;
-    let paths = (0..count)
-        .map(|i| format!("/counter/mem-{run}-{i}/"))
-        .collect();
-    touch_all(target, s.conns, Method::POST, paths)
-        .await
-        .context("touching the objects")?;
-    let awake_kib = rss_kib(target.pid)?;
-    let idle = target.wait_idle(s).await?;
-    let after_kib = rss_kib(target.pid)?;
-    Ok(Memory {
-        count,
-        before_kib,
-        awake_kib,
-        after_kib,
-        idle,
+    let (memory, ()) = Memory::measure(target, s, async || {
+        let run = nonce();
+        let count = s.memory_objects;
+        let paths = (0..count)
+            .map(|i| format!("/counter/mem-{run}-{i}/"))
+            .collect();
+        touch_all(target, s.conns, Method::POST, paths)
+            .await
+            .context("touching the objects")?;
+        Ok((count, ()))
     })
+    .await?;
+    Ok(memory)
 }
 
 /// What the redeploy scenario measured.

@@ -8,7 +8,7 @@
 //! orders the keys alphabetically, workerd as written, and the client's CPU is shared with the
 //! server on this machine.
 
-use crate::{Memory, Settings, Target, cpu_time, median_ms, nonce, rss_kib};
+use crate::{Memory, Settings, Target, cpu_time, median_ms, nonce};
 use anyhow::{Context, Result, anyhow, bail};
 use futures::SinkExt;
 use futures::stream::{self, SplitSink, StreamExt};
@@ -329,24 +329,16 @@ pub async fn throughput(target: &Target, s: &Settings) -> Result<Throughput> {
 pub async fn memory_sockets(target: &Target, s: &Settings) -> Result<Memory> {
     let run = nonce();
     let rooms = s.memory_rooms.max(1);
-    target.wait_idle(s).await?;
-    let before_kib = rss_kib(target.pid)?;
-    let sockets = join_many(target, s.memory_sockets, s.setup_concurrency, |i| {
-        format!("mem-{run}-{}", i % rooms)
+    let (memory, sockets) = Memory::measure(target, s, async || {
+        let sockets = join_many(target, s.memory_sockets, s.setup_concurrency, |i| {
+            format!("mem-{run}-{}", i % rooms)
+        })
+        .await?;
+        Ok((sockets.len(), sockets))
     })
     .await?;
-    let awake_kib = rss_kib(target.pid)?;
-    let idle = target.wait_idle(s).await?;
-    let after_kib = rss_kib(target.pid)?;
-    let count = sockets.len();
     close_all(sockets, s.setup_concurrency).await;
-    Ok(Memory {
-        count,
-        before_kib,
-        awake_kib,
-        after_kib,
-        idle,
-    })
+    Ok(memory)
 }
 
 /// File descriptors workerd holds per WebSocket connection (measured: 2, the socket and one
