@@ -1,7 +1,7 @@
 //! Hostile guests (`tests/guests/hostile`), one attack per test: an infinite loop, a memory bomb,
 //! deep recursion, a huge response body, a flood of storage keys past the quota, a log flood,
-//! reaching for files, environment and network through WASI, and a loop over an expensive host
-//! import.
+//! reaching for files, environment and network through WASI, a loop over an expensive host
+//! import, and sleeping in a WASI call.
 //!
 //! Each test checks that the attacker gets its precise status and error code, that the write it
 //! made earlier in the same event is gone, that the host keeps serving (the attacker itself
@@ -262,6 +262,25 @@ async fn a_loop_over_an_expensive_host_import_gets_time_limit_exceeded() {
         "{took:?}"
     );
     check_failing_attack(&host, "host import loop", "/host-loop", expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_in_a_wasi_call_gets_time_limit_exceeded() {
+    let _turn = serial().await;
+    let (host, _dir) = start(&["--event-timeout", "1"]).await;
+    // No guest code runs while it waits: only the host's own deadline on the call can end it.
+    let started = Instant::now();
+    let expect = Expect {
+        code: "time_limit_exceeded",
+        says: "time limit (1s",
+    };
+    attack(&host, "attacker", "/sleep", &expect).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    check_failing_attack(&host, "wasi sleep", "/sleep", expect).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -488,7 +488,8 @@ impl Runtime {
             ));
         }
         let busy = self.ticker.busy();
-        let instantiated = run_guest(&heavy, pre.instantiate_async(&mut store)).await;
+        let deadline = store.data().deadline;
+        let instantiated = call_guest(deadline, &heavy, pre.instantiate_async(&mut store)).await;
         drop(busy);
         match instantiated {
             Ok(bindings) => Ok(Instance {
@@ -523,14 +524,15 @@ pub struct Instance {
 impl Instance {
     /// Gives the next event its CPU and time budgets; the guard keeps the epoch ticking until
     /// the event ends.
-    fn start_event(&mut self) -> Result<Busy, EventError> {
-        self.store.data_mut().deadline = Instant::now() + self.limits.timeout;
+    fn start_event(&mut self) -> Result<(Busy, Instant), EventError> {
+        let deadline = Instant::now() + self.limits.timeout;
+        self.store.data_mut().deadline = deadline;
         self.heavy.reset(self.store.data().memory.is_big());
         self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(self.limits.fuel)
             .map_err(|e| EventError::Trap(format!("{e:#}")))?;
-        Ok(self.ticker.busy())
+        Ok((self.ticker.busy(), deadline))
     }
 
     /// Names the outcome of a call into the guest.
@@ -549,10 +551,15 @@ impl Instance {
         request: &Request,
         upgrade: bool,
     ) -> Result<Response, EventError> {
-        let _busy = self.start_event()?;
+        let (_busy, deadline) = self.start_event()?;
         self.store.data_mut().io.upgrade = upgrade;
         let handler = self.bindings.dohost_object_http_handler();
-        let called = run_guest(&self.heavy, handler.call_fetch(&mut self.store, request)).await;
+        let called = call_guest(
+            deadline,
+            &self.heavy,
+            handler.call_fetch(&mut self.store, request),
+        )
+        .await;
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
         // bounded by the guest's memory limit, and it goes no further.
@@ -572,9 +579,9 @@ impl Instance {
         socket: u64,
         event: SocketEvent,
     ) -> Result<(), EventError> {
-        let _busy = self.start_event()?;
+        let (_busy, deadline) = self.start_event()?;
         let handler = self.bindings.dohost_object_websocket_handler();
-        let called = run_guest(&self.heavy, async {
+        let called = call_guest(deadline, &self.heavy, async {
             match event {
                 SocketEvent::Text(t) => {
                     handler
@@ -604,13 +611,18 @@ impl Instance {
 
     /// Delivers the alarm; `retries` is how many deliveries failed before.
     pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
-        let _busy = self.start_event()?;
+        let (_busy, deadline) = self.start_event()?;
         let info = AlarmInfo {
             retry_count: retries,
             is_retry: retries > 0,
         };
         let handler = self.bindings.dohost_object_alarm_handler();
-        let called = run_guest(&self.heavy, handler.call_on_alarm(&mut self.store, info)).await;
+        let called = call_guest(
+            deadline,
+            &self.heavy,
+            handler.call_on_alarm(&mut self.store, info),
+        )
+        .await;
         self.outcome(called)
     }
 
@@ -635,12 +647,35 @@ impl Instance {
     }
 }
 
+/// Runs a call into guest code: under the event's deadline, and with the long time slice once it
+/// is heavy (see [`crate::scheduling`]).
+///
+/// The epoch callback enforces the deadline while guest code runs; this enforces it while the
+/// guest waits in a host call (a WASI sleep, or a poll on a clock), where no guest code runs to
+/// check it. Dropping the call there is safe: an event that failed drops its instance.
+async fn call_guest<T>(
+    deadline: Instant,
+    heavy: &Heavy,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::time::timeout_at(deadline.into(), run_guest(heavy, call))
+        .await
+        .unwrap_or_else(|_| Err(wasmtime::Error::new(WaitedPastDeadline)))
+}
+
+/// An event's deadline passed while it waited in a host call.
+#[derive(Debug, thiserror::Error)]
+#[error("the event's time limit passed while it waited in a host call")]
+struct WaitedPastDeadline;
+
 /// Names the cause of a failed call into the guest.
 fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: EventLimits) -> EventError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => EventError::CpuLimit(limits.fuel / crate::config::FUEL_PER_MS),
         Some(Trap::StackOverflow) => EventError::StackOverflow,
-        _ if store.data().timed_out => EventError::TimeLimit(limits.timeout),
+        _ if store.data().timed_out || e.is::<WaitedPastDeadline>() => {
+            EventError::TimeLimit(limits.timeout)
+        }
         _ if store.data().memory.hit => EventError::MemoryLimit(limits.memory_bytes >> 20),
         _ => EventError::Trap(format!("{e:#}")),
     }

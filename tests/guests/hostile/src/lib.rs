@@ -14,6 +14,8 @@
 //! - `POST /fill`: stores 64 values of 16 KiB under `big:` (no attack; sets up the next one).
 //! - `GET /host-loop`: lists those 1 MiB of values, for ever (the time limit: time inside host
 //!   calls burns no fuel).
+//! - `GET /sleep`: sleeps for an hour through WASI (the time limit: waiting in a host call runs
+//!   no guest code, so neither fuel nor an epoch check can stop it).
 //! - `GET /wasi?port=P`: tries files, environment, arguments, stdin and the network through
 //!   WASI, including a TCP connection to 127.0.0.1:P, and answers what each attempt got:
 //!   `{"<attempt>": {"got": bool, "detail": "..."}}`; `got` is whether it obtained anything.
@@ -156,6 +158,10 @@ impl DurableObject for Hostile {
                             let all = storage.list_bytes(ListOptions::new().prefix("big:"))?;
                             listed = black_box(listed.wrapping_add(all.len()));
                         }
+                    }
+                    "/sleep" => {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                        Ok(Response::empty())
                     }
                     _ => Ok(Response::error("no such attack", 404)),
                 }
