@@ -20,15 +20,19 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 /// The slice of host code: the shortest the kernel grants.
 const SHORT_SLICE_NS: u64 = 100_000;
 /// The slice of guest code: long enough that every host thread's is shorter.
 const LONG_SLICE_NS: u64 = 3_000_000;
 
-/// Cleared when the kernel refuses a slice, so no thread asks again.
-static SUPPORTED: AtomicBool = AtomicBool::new(true);
+/// Whether slices are asked for: set by [`use_short_slices`] once the kernel took one.
+static SUPPORTED: AtomicBool = AtomicBool::new(false);
+/// The policy and nice value the host was started with, kept in every request: the slice is all
+/// that changes (a host started under `nice` stays nice).
+static POLICY: AtomicU32 = AtomicU32::new(0);
+static NICE: AtomicI32 = AtomicI32::new(0);
 
 thread_local! {
     /// Whether this thread holds the long slice now.
@@ -36,6 +40,7 @@ thread_local! {
 }
 
 /// `struct sched_attr` of `sched_setattr(2)`, in its first (48-byte) version.
+#[derive(Default)]
 #[repr(C)]
 struct SchedAttr {
     size: u32,
@@ -48,38 +53,69 @@ struct SchedAttr {
     period: u64,
 }
 
-/// Asks the kernel for a slice of `ns` for the calling thread; the policy stays `SCHED_OTHER`
-/// (0) at nice 0, which is what every dohost thread runs at.
-fn set_slice(ns: u64) {
-    if !SUPPORTED.load(Ordering::Relaxed) {
-        return;
-    }
-    let attr = SchedAttr {
-        size: size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        flags: 0,
-        nice: 0,
-        priority: 0,
-        runtime: ns,
-        deadline: 0,
-        period: 0,
-    };
-    // SAFETY: `attr` is a valid sched_attr of the size it states, for the calling thread (pid 0),
-    // and the kernel only reads it.
-    let refused = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) } != 0;
-    if refused {
-        SUPPORTED.store(false, Ordering::Relaxed);
-        tracing::debug!(
-            "the kernel refused a scheduling slice ({}); latency under load is bounded by the epoch tick",
-            std::io::Error::last_os_error()
-        );
+/// The calling thread's scheduling attributes.
+fn get_attr() -> std::io::Result<SchedAttr> {
+    let mut attr = SchedAttr::default();
+    let size = size_of::<SchedAttr>() as u32;
+    // SAFETY: `attr` is writable for `size` bytes, for the calling thread (pid 0).
+    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, size, 0) };
+    if r == 0 {
+        Ok(attr)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
-/// Gives the calling thread, and every thread it creates from now on, the short slice. Called
-/// once at start, before the runtime's threads exist.
+/// Asks the kernel for a slice of `ns` for the calling thread, keeping its policy and nice value.
+fn request_slice(ns: u64) -> std::io::Result<()> {
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy: POLICY.load(Ordering::Relaxed),
+        nice: NICE.load(Ordering::Relaxed),
+        runtime: ns,
+        ..SchedAttr::default()
+    };
+    // SAFETY: `attr` is a valid sched_attr of the size it states, for the calling thread (pid 0),
+    // and the kernel only reads it.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn set_slice(ns: u64) {
+    if SUPPORTED.load(Ordering::Relaxed) && request_slice(ns).is_err() {
+        SUPPORTED.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Gives the calling thread, and every thread it creates from now on, the short slice, and turns
+/// the long one on, if the kernel takes custom slices for the host's policy (`SCHED_OTHER` or
+/// `SCHED_BATCH`, Linux 6.12 and later; older kernels accept the request and ignore it, so the
+/// slice is read back). Called once at start, before the runtime's threads exist.
 pub fn use_short_slices() {
-    set_slice(SHORT_SLICE_NS);
+    let outcome = get_attr().and_then(|attr| {
+        let fair = [libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.policy as i32));
+        if !fair {
+            return Err(std::io::Error::other(format!("policy {}", attr.policy)));
+        }
+        POLICY.store(attr.policy, Ordering::Relaxed);
+        NICE.store(attr.nice, Ordering::Relaxed);
+        request_slice(SHORT_SLICE_NS)?;
+        let took = get_attr()?.runtime;
+        if took != SHORT_SLICE_NS {
+            return Err(std::io::Error::other(format!("the slice stayed {took} ns")));
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => SUPPORTED.store(true, Ordering::Relaxed),
+        Err(e) => tracing::debug!(
+            "no custom scheduling slices ({e}); a busy guest yields to others every epoch tick"
+        ),
+    }
 }
 
 /// Takes the long slice for this thread, until [`release_long_slice`].
@@ -153,33 +189,22 @@ mod tests {
 
     /// The calling thread's slice, as the kernel reports it.
     fn slice_ns() -> u64 {
-        let mut attr = SchedAttr {
-            size: 0,
-            policy: 0,
-            flags: 0,
-            nice: 0,
-            priority: 0,
-            runtime: 0,
-            deadline: 0,
-            period: 0,
-        };
-        let size = size_of::<SchedAttr>() as u32;
-        // SAFETY: `attr` is writable for `size` bytes, for the calling thread (pid 0).
-        let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, size, 0) };
-        assert_eq!(r, 0, "sched_getattr: {}", std::io::Error::last_os_error());
-        attr.runtime
+        get_attr().expect("sched_getattr").runtime
     }
 
     #[test]
     fn guest_code_runs_with_the_long_slice_and_host_code_with_the_short_one() {
         // A thread of its own: the slice is per thread, and the test harness's are shared.
         std::thread::spawn(|| {
+            let nice = get_attr().unwrap().nice;
             use_short_slices();
-            if slice_ns() != SHORT_SLICE_NS {
+            if !SUPPORTED.load(Ordering::Relaxed) {
                 // Before Linux 6.12 the kernel keeps its own slice; nothing here applies.
                 eprintln!("this kernel does not take custom slices: {} ns", slice_ns());
                 return;
             }
+            assert_eq!(slice_ns(), SHORT_SLICE_NS);
+            assert_eq!(get_attr().unwrap().nice, nice, "the nice value is kept");
             let inherited = std::thread::spawn(slice_ns).join().unwrap();
             assert_eq!(
                 inherited, SHORT_SLICE_NS,
