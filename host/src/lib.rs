@@ -18,13 +18,11 @@
 //! - [`http`]: routing requests (and WebSocket upgrades) to objects, and the admin API.
 //! - [`server`]: assembling a host from its data dir; the admin token.
 //! - [`config`]: the knobs of a host.
-//! - [`memory`]: the allocator, and handing memory back once objects sleep.
 //! - [`scheduling`]: time-slice hints to the kernel, so busy guests do not delay other objects.
 
 pub mod alarms;
 pub mod config;
 pub mod http;
-pub mod memory;
 pub mod names;
 pub mod objects;
 pub mod registry;

@@ -121,8 +121,6 @@ struct Inner {
     instances: Arc<Semaphore>,
     /// Live instances between events, least recently used first.
     idle: Mutex<IdleList>,
-    /// Instances dropped since start, so the host knows when memory may be handed back.
-    dropped: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -151,7 +149,6 @@ impl Objects {
                 config,
                 loops: Mutex::new(HashMap::new()),
                 idle: Mutex::new(IdleList::default()),
-                dropped: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -246,13 +243,6 @@ impl Objects {
     /// How many objects have a live instance right now.
     pub fn live_instances(&self) -> usize {
         self.inner.config.max_live_objects.max(1) - self.inner.instances.available_permits()
-    }
-
-    /// How many instances have been dropped since start (hibernated, evicted, failed, replaced).
-    pub fn dropped_instances(&self) -> u64 {
-        self.inner
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many objects have an event loop (a live instance, queued events or commits in
@@ -448,11 +438,7 @@ impl EventLoop {
     fn hibernate(&mut self) {
         self.leave_idle_list();
         self.slot = self.slot.take().map(|slot| match slot {
-            Slot::Live { instance, .. } => {
-                let dropped = &self.inner.dropped;
-                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Slot::Asleep(instance.into_storage())
-            }
+            Slot::Live { instance, .. } => Slot::Asleep(instance.into_storage()),
             asleep => asleep,
         });
     }

@@ -111,7 +111,6 @@ impl Host {
         );
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
-        runtime.spawn(crate::memory::hand_back(objects.clone()));
         let router = http::router(AppState {
             objects: objects.clone(),
             sockets: sockets.clone(),
