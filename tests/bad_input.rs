@@ -841,3 +841,31 @@ async fn broken_websocket_frames_close_the_socket_precisely() {
     assert_eq!(keys, ["closes", "errors", "marker"], "{stored}");
     assert_eq!(stored[2][1], "before");
 }
+
+/// A duration flag out of range is refused by name before anything starts (a huge value used to
+/// panic converting to a `Duration`).
+#[test]
+fn out_of_range_durations_on_the_command_line_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    for flag in [
+        "--idle-timeout",
+        "--event-timeout",
+        "--header-timeout",
+        "--body-timeout",
+    ] {
+        for value in ["1e300", "0", "-1", "inf", "NaN", "soon"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_dohost"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                .arg(data.path())
+                .arg(format!("{flag}={value}"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag}={value}: {stderr}");
+            assert!(
+                stderr.contains(flag) && stderr.contains("positive number of seconds"),
+                "{flag}={value}: {stderr}"
+            );
+        }
+    }
+}

@@ -36,8 +36,8 @@ struct ServeArgs {
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Seconds an instance may sit idle before it is dropped (its storage stays).
-    #[arg(long, default_value_t = 30.0)]
-    idle_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    idle_timeout: Duration,
     /// Most live instances; past it the least recently used idle ones are dropped.
     #[arg(long, default_value_t = 10_000)]
     max_live_objects: usize,
@@ -47,8 +47,8 @@ struct ServeArgs {
     cpu_limit: u64,
     /// Wall-clock seconds one event may take, time inside host calls included; past it the event
     /// fails with `time_limit_exceeded`.
-    #[arg(long, default_value_t = 30.0)]
-    event_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    event_timeout: Duration,
     /// Largest linear memory of one instance, in MiB.
     #[arg(long, default_value_t = 128)]
     memory_limit: u64,
@@ -67,12 +67,12 @@ struct ServeArgs {
     max_ws_message: usize,
     /// Seconds a client may take to send a request's head; past it the connection is closed.
     /// An idle keep-alive connection is closed after this long too.
-    #[arg(long, default_value_t = 10.0)]
-    header_timeout: f64,
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
     /// Seconds a client may take to send a request's body, after its head; past it the answer
     /// is 408 `body_timeout`.
-    #[arg(long, default_value_t = 30.0)]
-    body_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    body_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -117,6 +117,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
+/// A duration given in seconds on the command line: positive, and at most a year (so that it
+/// fits every deadline computed from it).
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 3.2e7 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{text:?} is not a positive number of seconds, at most a year"
+        )),
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -141,33 +152,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ => server::load_or_create_token(&args.data)
             .with_context(|| format!("admin token in {}", args.data.display()))?,
     };
-    if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
-        bail!("--idle-timeout must be a positive number of seconds");
-    }
-    // Up to a year: `Duration::from_secs_f64` panics on values it cannot hold.
-    if !(args.event_timeout.is_finite() && args.event_timeout > 0.0 && args.event_timeout <= 3.2e7)
-    {
-        bail!("--event-timeout must be a positive number of seconds, at most a year");
-    }
-    for (flag, seconds) in [
-        ("--header-timeout", args.header_timeout),
-        ("--body-timeout", args.body_timeout),
-    ] {
-        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3.2e7) {
-            bail!("{flag} must be a positive number of seconds, at most a year");
-        }
-    }
     let timeouts = Timeouts {
-        header: Duration::from_secs_f64(args.header_timeout),
-        body: Duration::from_secs_f64(args.body_timeout),
+        header: args.header_timeout,
+        body: args.body_timeout,
     };
     let mut config = HostConfig::new(args.data.clone(), token);
-    config.idle_timeout = Duration::from_secs_f64(args.idle_timeout);
+    config.idle_timeout = args.idle_timeout;
     config.max_live_objects = args.max_live_objects;
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
-    config.event.timeout = Duration::from_secs_f64(args.event_timeout);
+    config.event.timeout = args.event_timeout;
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
     let host = tokio::task::spawn_blocking(move || Host::start_with(&config, timeouts)).await??;
