@@ -69,6 +69,16 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
     pub max_ws_message: usize,
+    /// How long a client may take to send a request's head (request line and headers), from when
+    /// the connection waits for it: a client that sends part of a head and stalls is cut off,
+    /// without an answer. An idle keep-alive connection is closed after this long too. The default,
+    /// 10 s: a slow link sends a few KiB in well under that.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from the end of its head; a body not
+    /// all arrived by then is answered 408 `body_timeout`. The deadline is for the whole body, so
+    /// trickling cannot stretch it. The default, 30 s, takes the largest default request body,
+    /// 16 MiB, at 0.6 MB/s.
+    pub body_timeout: Duration,
     pub event: EventLimits,
     pub storage: StorageLimits,
 }
@@ -84,6 +94,8 @@ impl HostConfig {
             max_request_body: 16 << 20,
             max_component_bytes: 128 << 20,
             max_ws_message: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             event: EventLimits::default(),
             storage: StorageLimits::default(),
         }

@@ -2,8 +2,9 @@
 //!
 //! - `ANY /{namespace}/{object-name}/{rest...}` is delivered to the object; it sees `/{rest}`
 //!   with the query kept.
-//! - `GET /_admin/namespaces`, `GET|PUT /_admin/namespaces/{namespace}` and `GET /_admin/stats`
-//!   need the admin token as `Authorization: Bearer <token>`. Namespaces can never start with `_`, so the two never meet.
+//! - `GET /_admin/namespaces`, `GET|PUT|POST /_admin/namespaces/{namespace}` (PUT and POST
+//!   deploy) and `GET /_admin/stats` need the admin token as `Authorization: Bearer <token>`.
+//!   Namespaces can never start with `_`, so the two never meet.
 //!
 //! Every answer the host makes itself is JSON, `{"error": message, "code": code}`, including the
 //! refusals of malformed requests: a request target over [`MAX_TARGET_BYTES`] (414), headers over

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dohost::config::{EventLimits, HostConfig};
-use dohost::server::{self, Host, Timeouts};
+use dohost::server::{self, Host};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -152,20 +152,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ => server::load_or_create_token(&args.data)
             .with_context(|| format!("admin token in {}", args.data.display()))?,
     };
-    let timeouts = Timeouts {
-        header: args.header_timeout,
-        body: args.body_timeout,
-    };
     let mut config = HostConfig::new(args.data.clone(), token);
     config.idle_timeout = args.idle_timeout;
     config.max_live_objects = args.max_live_objects;
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
+    config.header_timeout = args.header_timeout;
+    config.body_timeout = args.body_timeout;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
     config.event.timeout = args.event_timeout;
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
-    let host = tokio::task::spawn_blocking(move || Host::start_with(&config, timeouts)).await??;
+    let header_timeout = config.header_timeout;
+    let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -179,7 +178,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
     let sockets = host.sockets.clone();
-    server::serve(listener, host.router, host.timeouts, async move {
+    server::serve(listener, host.router, header_timeout, async move {
         shutdown_signal().await;
         // Upgraded connections are not the server's to drain: close them, 1001 "going away",
         // and give the writers a moment to send the frames.

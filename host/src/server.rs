@@ -30,52 +30,18 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// How long a client may take to send a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// For a request's head (request line and headers), from when the connection waits for it:
-    /// a client that sends part of a head and stalls is cut off, without an answer. An idle
-    /// keep-alive connection is closed after this long too.
-    pub header: Duration,
-    /// For a request's body, from the end of its head: a body that has not all arrived by then is
-    /// answered 408 `body_timeout`.
-    pub body: Duration,
-}
-
-/// How long a request head may take by default: a slow link sends a few KiB in well under this.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a request body may take by default: the largest default body, 16 MiB, makes it at
-/// 0.6 MB/s. The deadline is for the whole body, so trickling cannot stretch it.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            header: DEFAULT_HEADER_TIMEOUT,
-            body: DEFAULT_BODY_TIMEOUT,
-        }
-    }
-}
-
 /// A running host's parts.
 pub struct Host {
     pub router: axum::Router,
     pub objects: Objects,
     pub registry: Arc<Registry>,
     pub sockets: Arc<Sockets>,
-    pub timeouts: Timeouts,
 }
 
 impl Host {
-    /// [`Host::start_with`] the default [`Timeouts`].
-    pub fn start(config: &HostConfig) -> Result<Host, StartError> {
-        Host::start_with(config, Timeouts::default())
-    }
-
     /// Opens the data dir, brings back every deployed namespace and starts the alarm loop.
     /// Blocking; call it within a tokio runtime (e.g. from `spawn_blocking`).
-    pub fn start_with(config: &HostConfig, timeouts: Timeouts) -> Result<Host, StartError> {
+    pub fn start(config: &HostConfig) -> Result<Host, StartError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let db = Arc::new(Db::open(&dir.join("dohost.redb"))?);
@@ -119,14 +85,13 @@ impl Host {
             admin_token: config.admin_token.as_str().into(),
             max_request_body: config.max_request_body,
             max_component_bytes: config.max_component_bytes,
-            body_timeout: timeouts.body,
+            body_timeout: config.body_timeout,
         });
         Ok(Host {
             router,
             objects,
             registry,
             sockets,
-            timeouts,
         })
     }
 }
@@ -164,11 +129,11 @@ pub fn read_token(data_dir: &Path) -> std::io::Result<Option<String>> {
 /// header-read timeout would never fire: a client sending half a request head and stalling would
 /// hold its connection and a file descriptor for ever. hyper answers what it cannot parse with
 /// the bare status (400, 414, 431) and closes; a head not complete within
-/// [`Timeouts::header`] closes the connection without an answer.
+/// `header_timeout` ([`HostConfig::header_timeout`]) closes the connection without an answer.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    timeouts: Timeouts,
+    header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -180,17 +145,21 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header);
+        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to be freed rather
-                    // than spin.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors or memory: wait for some to be freed rather than
+                    // spin. Any other error (a connection reset before it was accepted) is that
+                    // client's alone.
+                    let exhausted = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+                    if e.raw_os_error().is_some_and(|code| exhausted.contains(&code)) {
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     continue;
                 }
             },
