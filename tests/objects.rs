@@ -43,7 +43,7 @@ async fn counter_deployed_with_the_cli_counts_and_reads() {
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listing.contains("counter") && listing.contains(" 1 "),
+        listing.contains("counter") && listing.contains(" 1 ") && listing.contains("foreground"),
         "{listing}"
     );
 }

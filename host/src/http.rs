@@ -16,7 +16,7 @@
 
 use crate::names::{self, NameError};
 use crate::objects::{ObjectError, Objects};
-use crate::registry::{DeployError, Registry};
+use crate::registry::{DeployError, DeploymentInfo, Registry};
 use crate::routing::{RouteError, parse_target};
 use crate::runtime;
 use crate::websockets::{self, Sockets};
@@ -465,7 +465,25 @@ async fn list_namespaces(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    Ok(axum::Json(json!({ "namespaces": app.registry.list() })).into_response())
+    let namespaces: Vec<_> = app
+        .registry
+        .list()
+        .iter()
+        .map(|info| namespace_json(&app, info))
+        .collect();
+    Ok(axum::Json(json!({ "namespaces": namespaces })).into_response())
+}
+
+/// A deployed namespace as the admin API shows it: its deployment, and for how many more
+/// milliseconds its objects run in the background after one hit a limit (`null`: they do not).
+fn namespace_json(app: &AppState, info: &DeploymentInfo) -> serde_json::Value {
+    let mut value = json!(info);
+    value["background_for_ms"] = json!(
+        app.objects
+            .background_left(&info.namespace)
+            .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    );
+    value
 }
 
 /// What the host holds in memory right now.
@@ -496,7 +514,7 @@ async fn show_namespace(
             format!("no namespace {namespace:?} is deployed"),
         )
     })?;
-    Ok(axum::Json(&deployment.info).into_response())
+    Ok(axum::Json(namespace_json(&app, &deployment.info)).into_response())
 }
 
 async fn deploy(

@@ -18,9 +18,12 @@
 //! - [`http`]: routing requests (and WebSocket upgrades) to objects, and the admin API.
 //! - [`server`]: assembling a host from its data dir; the admin token.
 //! - [`config`]: the knobs of a host.
-//! - [`scheduling`]: time-slice hints to the kernel, so busy guests do not delay other objects.
+//! - [`scheduling`]: time-slice hints to the kernel, so busy guests do not delay other objects;
+//!   the background class's threads.
+//! - [`classes`]: which namespaces run in the background, after failing on a limit.
 
 pub mod alarms;
+pub mod classes;
 pub mod config;
 pub mod http;
 pub mod names;

@@ -265,13 +265,20 @@ async fn namespaces(args: AdminArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<32} {:>8}  {:<24}  {:>10}",
+        "{:<32} {:>8}  {:<24}  {:>10}  CLASS",
         "NAMESPACE", "VERSION", "DEPLOYED (UTC)", "BYTES"
     );
     for ns in list {
         let at = ns["deployed_at_ms"].as_u64().unwrap_or(0);
+        let class = match ns["background_for_ms"].as_u64() {
+            Some(ms) => format!(
+                "background ({:.1} s more: an event hit a limit)",
+                ms as f64 / 1e3
+            ),
+            None => "foreground".to_owned(),
+        };
         println!(
-            "{:<32} {:>8}  {:<24}  {:>10}",
+            "{:<32} {:>8}  {:<24}  {:>10}  {class}",
             ns["namespace"].as_str().unwrap_or("?"),
             ns["version"],
             format_time(at),

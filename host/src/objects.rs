@@ -13,6 +13,7 @@
 //! one). The loop does not wait for the disk itself; it runs the next event while the commit
 //! flushes. WebSocket output goes through the object's outbox, which releases it in event order.
 
+use crate::classes::Classes;
 use crate::names::ObjectId;
 use crate::registry::Registry;
 use crate::runtime::{EventError, Instance, ObjectIdentity, Request, Response, Runtime};
@@ -110,6 +111,8 @@ pub struct Objects {
 
 struct Inner {
     runtime: Arc<Runtime>,
+    /// Which runtime each namespace's event loops run on.
+    classes: Classes,
     sockets: Arc<Sockets>,
     registry: Arc<Registry>,
     db: Arc<Db>,
@@ -132,6 +135,7 @@ struct IdleList {
 impl Objects {
     pub fn new(
         runtime: Arc<Runtime>,
+        classes: Classes,
         sockets: Arc<Sockets>,
         registry: Arc<Registry>,
         db: Arc<Db>,
@@ -141,6 +145,7 @@ impl Objects {
         Objects {
             inner: Arc::new(Inner {
                 runtime,
+                classes,
                 sockets,
                 registry,
                 db,
@@ -151,6 +156,12 @@ impl Objects {
                 idle: Mutex::new(IdleList::default()),
             }),
         }
+    }
+
+    /// How much longer the objects of `namespace` run in the background, if they do (see
+    /// [`Classes`]).
+    pub fn background_left(&self, namespace: &str) -> Option<Duration> {
+        self.inner.classes.background_left(namespace)
     }
 
     /// Queues an event for the object `name` of `namespace`, starting its event loop if needed.
@@ -169,11 +180,13 @@ impl Objects {
                 name: name.to_owned(),
                 id,
             };
-            tokio::spawn(EventLoop::run(
+            let background = self.inner.classes.in_background(namespace);
+            self.inner.classes.runtime(background).spawn(EventLoop::run(
                 self.inner.clone(),
                 identity,
                 tx.downgrade(),
                 rx,
+                background,
             ));
             tx
         });
@@ -293,6 +306,8 @@ struct EventLoop {
     idle_ticket: Option<u64>,
     /// WebSocket output waiting for its gate, in event order; started on first use.
     outbox: Option<mpsc::UnboundedSender<GatedOutput>>,
+    /// Whether the loop runs on the background runtime (see [`Classes`]).
+    background: bool,
 }
 
 /// An event's WebSocket output and the commit it waits for.
@@ -304,6 +319,7 @@ impl EventLoop {
         identity: ObjectIdentity,
         me: mpsc::WeakUnboundedSender<Event>,
         mut rx: mpsc::UnboundedReceiver<Event>,
+        background: bool,
     ) {
         let storage = {
             let db = inner.db.clone();
@@ -335,34 +351,43 @@ impl EventLoop {
                 return;
             }
         };
-        let mut this = EventLoop {
+        let this = EventLoop {
             inner,
             identity,
             me,
             slot: Some(Slot::Asleep(storage)),
             idle_ticket: None,
             outbox: None,
+            background,
         };
+        this.serve(rx, None).await;
+    }
+
+    /// Delivers `next`, then the queued events as they come, until the loop ends; or, once its
+    /// namespace changed class, goes on from the next event on the other class's runtime.
+    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Event>, mut next: Option<Event>) {
         loop {
-            let event = match this.slot {
-                Some(Slot::Live { .. }) => {
+            let live = matches!(self.slot, Some(Slot::Live { .. }));
+            let event = match (next.take(), live) {
+                (Some(event), _) => Some(event),
+                (None, true) => {
                     tokio::select! {
                         event = rx.recv() => event,
-                        () = tokio::time::sleep(this.inner.config.idle_timeout) => {
-                            this.hibernate();
+                        () = tokio::time::sleep(self.inner.config.idle_timeout) => {
+                            self.hibernate();
                             continue;
                         }
                     }
                 }
-                _ => match rx.try_recv() {
+                (None, false) => match rx.try_recv() {
                     Ok(event) => Some(event),
                     Err(_) => {
                         // Asleep with nothing queued: let in-flight commits land, then end.
-                        let settled = this.storage().settle();
+                        let settled = self.storage().settle();
                         tokio::select! {
                             event = rx.recv() => event,
                             () = settled => {
-                                if this.try_end(&rx) {
+                                if self.try_end(&rx) {
                                     return;
                                 }
                                 continue;
@@ -371,31 +396,47 @@ impl EventLoop {
                     }
                 },
             };
+            let background = self.inner.classes.in_background(&self.identity.namespace);
+            if event.is_some() && background != self.background {
+                self.background = background;
+                let runtime = self.inner.classes.runtime(background).clone();
+                runtime.spawn(self.serve_boxed(rx, event));
+                return;
+            }
             match event {
                 Some(Event::Fetch {
                     request,
                     upgrade,
                     reply,
                 }) => {
-                    let outcome = this.fetch(request, upgrade).await;
+                    let outcome = self.fetch(request, upgrade).await;
                     let _ = reply.send(outcome);
                 }
-                Some(Event::Socket { socket, event }) => this.socket_event(socket, event).await,
+                Some(Event::Socket { socket, event }) => self.socket_event(socket, event).await,
                 Some(Event::Alarm {
                     due_at,
                     retries,
                     reply,
                 }) => {
-                    let outcome = this.alarm(due_at, retries).await;
+                    let outcome = self.alarm(due_at, retries).await;
                     let _ = reply.send(outcome);
                 }
                 Some(Event::DropAlarm { due_at, reply }) => {
-                    let _ = reply.send(this.drop_alarm(due_at));
+                    let _ = reply.send(self.drop_alarm(due_at));
                 }
-                Some(Event::Evict) => this.hibernate(),
+                Some(Event::Evict) => self.hibernate(),
                 None => return,
             }
         }
+    }
+
+    /// [`Self::serve`] with a named type, so that `serve` can spawn itself.
+    fn serve_boxed(
+        self,
+        rx: mpsc::UnboundedReceiver<Event>,
+        next: Option<Event>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.serve(rx, next))
     }
 
     fn storage(&mut self) -> &mut ObjectStorage {
@@ -489,6 +530,9 @@ impl EventLoop {
                 }
                 Err((e, storage)) => {
                     tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "{e}");
+                    if e.is_limit() {
+                        self.inner.classes.demote(&self.identity.namespace, &e);
+                    }
                     let gate = storage.last_commit();
                     self.slot = Some(Slot::Asleep(storage));
                     return Err((e.into(), gate));
@@ -524,6 +568,9 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "event failed: {e}");
+                if e.is_limit() || self.instance().storage().hit_quota() {
+                    self.inner.classes.demote(&self.identity.namespace, &e);
+                }
                 if let Some(accepted) = io.accepted {
                     self.inner
                         .sockets

@@ -16,6 +16,18 @@
 //! only while it runs guest code that may not yield for long ([`run_guest`], [`Heavy`]) or tears
 //! a big instance down ([`with_long_slice`]). Older kernels ignore the request; the epoch
 //! tick's yield then bounds the wait.
+//!
+//! Slices cannot help against a guest that keeps failing on a limit: the runs the kernel cannot
+//! interrupt are then the host's own (unwinding a stack overflow, tearing down and instantiating
+//! again, discarding a quota's worth of writes), hundreds of times a second, and the threads
+//! answering well-behaved objects, being peers of the one doing that work, are often not yet
+//! owed the CPU when they wake. So such objects run on threads of the background class
+//! ([`enter_background_class`], `SCHED_IDLE`): the kernel gives them what other threads leave (a
+//! weight of 3 against 1,024), a thread of any other class that wakes preempts them, and the
+//! kernel even counts a CPU running only them as idle when it places a woken thread. While they
+//! run guest code they also give their CPU back every 50 µs (the runtime's epoch ticks that fast
+//! then), for a woken thread the kernel did not yet owe it. [`crate::classes`] decides which
+//! objects run there.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -37,6 +49,9 @@ static NICE: AtomicI32 = AtomicI32::new(0);
 thread_local! {
     /// Whether this thread holds the long slice now.
     static LONG: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread is in the background class: it never asks for a slice, since asking
+    /// would also name a policy, and an unprivileged thread cannot leave `SCHED_IDLE`.
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
 }
 
 /// `struct sched_attr` of `sched_setattr(2)`, in its first (48-byte) version.
@@ -86,6 +101,9 @@ fn request_slice(ns: u64) -> std::io::Result<()> {
 }
 
 fn set_slice(ns: u64) {
+    if BACKGROUND.get() {
+        return;
+    }
     if SUPPORTED.load(Ordering::Relaxed) && request_slice(ns).is_err() {
         SUPPORTED.store(false, Ordering::Relaxed);
     }
@@ -116,6 +134,30 @@ pub fn use_short_slices() {
             "no custom scheduling slices ({e}); a busy guest yields to others every epoch tick"
         ),
     }
+}
+
+/// Puts the calling thread in the background class for good: `SCHED_IDLE`, or nice 19 where that
+/// is refused. No privilege is needed to lower one's own priority (only to raise it back, which
+/// is why these threads are dedicated to it). Called at the start of each background thread.
+pub fn enter_background_class() {
+    BACKGROUND.set(true);
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid sched_param, for the calling thread (pid 0).
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } == 0 {
+        return;
+    }
+    let refused = std::io::Error::last_os_error();
+    // SAFETY: plain syscalls on the calling thread.
+    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    tracing::debug!(
+        "background thread: SCHED_IDLE refused ({refused}); nice 19: {}",
+        if niced == 0 { "taken" } else { "refused too" }
+    );
+}
+
+/// Whether the calling thread is in the background class.
+pub fn in_background() -> bool {
+    BACKGROUND.get()
 }
 
 /// Takes the long slice for this thread, until [`release_long_slice`].
@@ -249,6 +291,27 @@ mod tests {
                 *polls.borrow(),
                 [SHORT_SLICE_NS, SHORT_SLICE_NS, long, long, long]
             );
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_background_thread_is_idle_class_and_asks_for_no_slice() {
+        std::thread::spawn(|| {
+            enter_background_class();
+            let attr = get_attr().unwrap();
+            assert_eq!(attr.policy, libc::SCHED_IDLE as u32);
+            let runtime = attr.runtime;
+            // Asking would name SCHED_OTHER: refused without privilege, undone with it.
+            with_long_slice(|| {
+                let attr = get_attr().unwrap();
+                assert_eq!(
+                    (attr.policy, attr.runtime),
+                    (libc::SCHED_IDLE as u32, runtime)
+                );
+            });
+            assert_eq!(get_attr().unwrap().policy, libc::SCHED_IDLE as u32);
         })
         .join()
         .unwrap();

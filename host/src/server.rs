@@ -2,6 +2,7 @@
 //! namespaces, the live objects and the routes; and the admin token kept beside them.
 
 use crate::alarms::Alarms;
+use crate::classes::{Classes, DEMOTION};
 use crate::config::HostConfig;
 use crate::http::{self, AppState};
 use crate::objects::{LifecycleConfig, Objects};
@@ -28,6 +29,8 @@ pub enum StartError {
     Engine(String),
     #[error("starting the commit thread: {0}")]
     Thread(std::io::Error),
+    #[error("starting the background threads: {0}")]
+    Background(std::io::Error),
 }
 
 /// A running host's parts.
@@ -63,8 +66,10 @@ impl Host {
             dir.join("cache"),
         )?);
         let sockets = Arc::new(Sockets::new(config.max_ws_message));
+        let classes = Classes::start(DEMOTION).map_err(StartError::Background)?;
         let objects = Objects::new(
             runtime,
+            classes,
             sockets.clone(),
             registry.clone(),
             db,

@@ -120,6 +120,8 @@ pub struct ObjectStorage {
     event_size: u64,
     /// Open explicit transactions: the event's writes and size when each began.
     savepoints: Vec<(Changeset, u64)>,
+    /// Whether the current event was refused a write for the quota.
+    hit_quota: bool,
 }
 
 type Entries = Vec<(String, Vec<u8>)>;
@@ -137,6 +139,7 @@ impl ObjectStorage {
             event: Changeset::default(),
             event_size: committed_size,
             savepoints: Vec::new(),
+            hit_quota: false,
         })
     }
 
@@ -242,7 +245,10 @@ impl ObjectStorage {
             size += (k.len() + v.len()) as u64;
             batch.insert(k, v.len());
         }
-        self.check_quota(size)?;
+        if let Err(e) = self.check_quota(size) {
+            self.hit_quota = true;
+            return Err(e);
+        }
         for (k, v) in entries {
             self.event.writes.insert(k.into_bytes(), Some(v));
         }
@@ -406,6 +412,7 @@ impl ObjectStorage {
 
     /// Forgets the current event's writes (the event failed).
     pub fn discard_event(&mut self) {
+        self.hit_quota = false;
         self.event = Changeset::default();
         self.event_size = self.committed_size;
         self.savepoints.clear();
@@ -415,6 +422,7 @@ impl ObjectStorage {
     /// must wait for: the commit of its own writes or, for an event that wrote nothing, the newest
     /// earlier commit it may have read from. Transactions left open are rolled back.
     pub fn finish_event(&mut self, committer: &Committer) -> Option<CommitOutcome> {
+        self.hit_quota = false;
         if let Some((event, size)) = self.savepoints.drain(..).next() {
             self.event = event;
             self.event_size = size;
@@ -430,6 +438,11 @@ impl ObjectStorage {
             outcome: outcome.clone(),
         });
         Some(outcome)
+    }
+
+    /// Whether the current event was refused a write for exceeding the object's quota.
+    pub fn hit_quota(&self) -> bool {
+        self.hit_quota
     }
 
     /// The newest commit not yet known to be durable: what an output of the object must wait for.
