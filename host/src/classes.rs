@@ -1,45 +1,116 @@
 //! Scheduling classes of namespaces: which threads an object's events run on.
 //!
 //! Every object starts in the foreground: its event loop runs on the host's main runtime, beside
-//! the tasks that answer HTTP and WebSocket clients. A namespace one of whose events is stopped
-//! for exceeding a limit (CPU, memory, stack, wall-clock time, response size, storage quota) goes
-//! to the background class for [`DEMOTION`] after that failure: its objects' event loops move,
-//! each before its next event, to a runtime of background threads
-//! ([`crate::scheduling::enter_background_class`]), which the kernel gives only the CPU time
-//! foreground threads leave. A failing guest otherwise costs well-behaved objects latency through
-//! host work no time slice can interrupt (see [`crate::scheduling`]); in the background it
-//! costs them next to nothing, and it still runs at full speed on a machine with CPU to spare.
+//! the tasks that answer HTTP and WebSocket clients. A namespace goes to the background class
+//! when its code costs others latency, for one of two reasons:
+//!
+//! - one of its events is stopped for exceeding a limit (CPU, memory, stack, wall-clock time,
+//!   response size, storage quota): for [`DEMOTION`] after that failure. A failing guest costs
+//!   well-behaved objects latency through host work no time slice can interrupt (see
+//!   [`crate::scheduling`]), hundreds of times a second if it fails at once;
+//! - its guests ran more than [`SHARE`] of a CPU in one [`WINDOW`] while another namespace's
+//!   objects ran too: for [`SHARE_DEMOTION`], renewed while that lasts. A guest that fails
+//!   nothing but runs long events back to back (or is simply the busiest) otherwise takes the
+//!   cores from the objects that answer in microseconds.
+//!
+//! Its objects' event loops then move, each before its next event, to a runtime of background
+//! threads ([`crate::scheduling::enter_background_class`]), which the kernel gives only the CPU
+//! time foreground threads leave: there it costs the others next to nothing, and it still runs
+//! at full speed on a machine with CPU to spare.
 //!
 //! The class is per namespace, not per object, because object names are free: an attacker
-//! could give every attack a fresh object. A namespace is one deployed class of objects, so the
-//! background is where the code that failed runs, with every object of it, until it has run
-//! [`DEMOTION`] without another such failure.
+//! could give every attack a fresh object, or spread its load over many. A namespace is one
+//! deployed class of objects, so the background is where the code that failed (or took more
+//! than its share) runs, with every object of it.
 
+use crate::config::FUEL_PER_MS;
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 /// How long a namespace stays in the background after its last event stopped on a limit.
 pub const DEMOTION: Duration = Duration::from_secs(10);
+
+/// How long a namespace stays in the background after a [`WINDOW`] in which it ran more than
+/// [`SHARE`]: short, because taking the CPU is not a fault; it is renewed at every window in
+/// which the namespace still does.
+pub const SHARE_DEMOTION: Duration = Duration::from_secs(1);
+
+/// The windows in which each namespace's guest instructions are counted.
+pub const WINDOW: Duration = Duration::from_millis(20);
+
+/// Guest instructions a namespace may run in one [`WINDOW`] while another namespace's objects
+/// also run (as fuel counts them, see [`FUEL_PER_MS`]): a twentieth of one CPU. The counter
+/// example (about 6,000 instructions a `GET`) stays below it up to 80,000 requests a second;
+/// a guest that spends 20 µs on each request goes past it at about 2,500. A namespace alone on
+/// the host may use every core in the foreground.
+pub const SHARE: u64 = WINDOW.as_millis() as u64 * FUEL_PER_MS / 20;
+
+/// Why a namespace is in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// One of its events stopped on a limit ([`DEMOTION`]).
+    Limit,
+    /// It ran more than [`SHARE`] beside other namespaces ([`SHARE_DEMOTION`]).
+    Share,
+}
+
+impl Cause {
+    /// The name the admin API gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Limit => "limit",
+            Cause::Share => "share",
+        }
+    }
+}
 
 /// The two runtimes, and which namespaces are in the background until when.
 pub struct Classes {
     foreground: Handle,
     /// `Some` until dropped.
     background: Option<tokio::runtime::Runtime>,
-    demoted: RwLock<HashMap<String, Instant>>,
+    state: Arc<State>,
+    /// After a limit: [`DEMOTION`] (shorter in tests).
+    demotion: Duration,
+}
+
+struct State {
+    demoted: RwLock<HashMap<String, (Instant, Cause)>>,
     /// When the last demotion ends, in nanoseconds since `started`: past it no namespace is in
     /// the background, and [`Classes::in_background`] (asked at every event) takes no lock.
     last_until: AtomicU64,
     started: Instant,
-    demotion: Duration,
+    /// Guest instructions of each namespace in the current window; event loops hold their
+    /// namespace's counter (see [`Meter`]).
+    meters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Wakes the review of shares when guest code runs: a host where none does is not woken.
+    wake: Arc<Notify>,
+}
+
+/// Counts the guest instructions of one namespace's events, for [`SHARE`].
+pub struct Meter {
+    fuel: Arc<AtomicU64>,
+    wake: Arc<Notify>,
+}
+
+impl Meter {
+    /// Counts one event's instructions.
+    pub fn add(&self, fuel: u64) {
+        if self.fuel.fetch_add(fuel, Ordering::Relaxed) == 0 && fuel > 0 {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl Classes {
-    /// Starts the background threads, as many as the CPUs the host may use. The foreground is
-    /// the runtime this is called within.
+    /// Starts the background threads, as many as the CPUs the host may use, and the review of
+    /// shares (a [`WINDOW`] after guest code first runs in each). The foreground is the runtime
+    /// this is called within.
+    /// `demotion` is how long a limit sends a namespace to the background ([`DEMOTION`]).
     pub fn start(demotion: Duration) -> std::io::Result<Classes> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let background = tokio::runtime::Builder::new_multi_thread()
@@ -48,31 +119,37 @@ impl Classes {
             .on_thread_start(crate::scheduling::enter_background_class)
             .enable_all()
             .build()?;
-        Ok(Classes {
-            foreground: Handle::current(),
-            background: Some(background),
+        let state = Arc::new(State {
             demoted: RwLock::new(HashMap::new()),
             last_until: AtomicU64::new(0),
             started: Instant::now(),
+            meters: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+        });
+        tokio::spawn(review_shares(Arc::downgrade(&state), state.wake.clone()));
+        Ok(Classes {
+            foreground: Handle::current(),
+            background: Some(background),
+            state,
             demotion,
         })
     }
 
     /// Whether the objects of `namespace` run in the background now.
     pub fn in_background(&self, namespace: &str) -> bool {
-        if self.nanos(Instant::now()) >= self.last_until.load(Ordering::Acquire) {
+        let now = self.state.nanos(Instant::now());
+        if now >= self.state.last_until.load(Ordering::Acquire) {
             return false;
         }
         self.background_left(namespace).is_some()
     }
 
-    /// How much longer `namespace` stays in the background, if it is there.
-    pub fn background_left(&self, namespace: &str) -> Option<Duration> {
-        let demoted = self.demoted.read().unwrap_or_else(|e| e.into_inner());
-        let left = demoted
-            .get(namespace)?
-            .saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+    /// How much longer `namespace` stays in the background, and why, if it is there.
+    pub fn background_left(&self, namespace: &str) -> Option<(Duration, Cause)> {
+        let demoted = self.state.demoted.read().unwrap_or_else(|e| e.into_inner());
+        let (until, cause) = demoted.get(namespace)?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some((left, *cause))
     }
 
     /// The runtime of the background class, or of the foreground.
@@ -83,16 +160,10 @@ impl Classes {
         }
     }
 
-    /// Puts `namespace` in the background until [`DEMOTION`] from now, because one of its events
-    /// stopped on a limit (`why`).
+    /// Puts `namespace` in the background for the demotion from now (or longer, if it already
+    /// is), because one of its events stopped on a limit (`why`).
     pub fn demote(&self, namespace: &str, why: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        let mut demoted = self.demoted.write().unwrap_or_else(|e| e.into_inner());
-        demoted.retain(|_, until| *until > now);
-        let until = now + self.demotion;
-        self.last_until
-            .fetch_max(self.nanos(until), Ordering::AcqRel);
-        if demoted.insert(namespace.to_owned(), until).is_none() {
+        if self.state.demote(namespace, self.demotion, Cause::Limit) {
             tracing::warn!(
                 namespace,
                 "runs in the background for {:?} (its events get only the CPU time others leave): {why}",
@@ -101,8 +172,83 @@ impl Classes {
         }
     }
 
+    /// The counter of `namespace`'s guest instructions, for its event loops.
+    pub fn meter(&self, namespace: &str) -> Meter {
+        let mut meters = self.state.meters.lock().unwrap_or_else(|e| e.into_inner());
+        Meter {
+            fuel: meters.entry(namespace.to_owned()).or_default().clone(),
+            wake: self.state.wake.clone(),
+        }
+    }
+}
+
+impl State {
+    /// Puts `namespace` in the background until `demotion` from now for `cause`, unless it
+    /// already is for longer; whether it was in the foreground.
+    fn demote(&self, namespace: &str, demotion: Duration, cause: Cause) -> bool {
+        let now = Instant::now();
+        let mut demoted = self.demoted.write().unwrap_or_else(|e| e.into_inner());
+        demoted.retain(|_, (until, _)| *until > now);
+        let until = now + demotion;
+        self.last_until
+            .fetch_max(self.nanos(until), Ordering::AcqRel);
+        match demoted.get_mut(namespace) {
+            Some(current) => {
+                if until > current.0 {
+                    *current = (until, cause);
+                }
+                false
+            }
+            None => {
+                demoted.insert(namespace.to_owned(), (until, cause));
+                true
+            }
+        }
+    }
+
+    /// Ends a [`WINDOW`]: when more than one namespace ran guest code in it, sends each that ran
+    /// more than [`SHARE`] to the background for [`SHARE_DEMOTION`].
+    fn review(&self) {
+        let used: Vec<(String, u64)> = {
+            let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
+            // Namespaces none of whose objects has an event loop are forgotten.
+            meters.retain(|_, m| Arc::strong_count(m) > 1 || m.load(Ordering::Relaxed) > 0);
+            meters
+                .iter()
+                .map(|(namespace, m)| (namespace.clone(), m.swap(0, Ordering::Relaxed)))
+                .filter(|(_, fuel)| *fuel > 0)
+                .collect()
+        };
+        if used.len() < 2 {
+            return;
+        }
+        for (namespace, fuel) in &used {
+            if *fuel > SHARE && self.demote(namespace, SHARE_DEMOTION, Cause::Share) {
+                tracing::info!(
+                    namespace,
+                    "runs in the background for {SHARE_DEMOTION:?} (its events get only the CPU time others leave): its guests ran {}% of a CPU in {WINDOW:?} (more than {}%) while other namespaces' objects ran too",
+                    fuel * 100 / (WINDOW.as_millis() as u64 * FUEL_PER_MS),
+                    SHARE * 100 / (WINDOW.as_millis() as u64 * FUEL_PER_MS),
+                );
+            }
+        }
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Reviews the shares until the host's classes are gone: a [`WINDOW`] after the first event
+/// that ran guest code since the last review.
+async fn review_shares(state: Weak<State>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(WINDOW).await;
+        match state.upgrade() {
+            Some(state) => state.review(),
+            None => return,
+        }
     }
 }
 
@@ -112,6 +258,8 @@ impl Drop for Classes {
         if let Some(runtime) = self.background.take() {
             runtime.shutdown_background();
         }
+        // The review of shares sees the state gone, and ends.
+        self.state.wake.notify_one();
     }
 }
 
@@ -125,8 +273,9 @@ mod tests {
         assert!(!classes.in_background("a"));
         classes.demote("a", &"a test");
         assert!(classes.in_background("a"));
-        let left = classes.background_left("a").unwrap();
+        let (left, cause) = classes.background_left("a").unwrap();
         assert!(left > Duration::ZERO && left <= Duration::from_millis(600));
+        assert_eq!(cause, Cause::Limit);
         assert_eq!(classes.background_left("b"), None);
         assert!(!classes.in_background("b"), "other namespaces stay");
 
@@ -150,5 +299,45 @@ mod tests {
         assert!(!classes.in_background("b"), "back once the demotion passed");
         // Dropped within the runtime, as a host is: must not panic.
         drop(classes);
+    }
+
+    // The review of shares runs only when the test awaits (a current-thread runtime), so each
+    // window here is what the test counted into it.
+    #[tokio::test]
+    async fn a_namespace_that_runs_more_than_its_share_beside_others_goes_to_the_background() {
+        let classes = Classes::start(DEMOTION).unwrap();
+        let (busy, light) = (classes.meter("busy"), classes.meter("light"));
+
+        busy.add(SHARE * 10);
+        classes.state.review();
+        assert!(
+            !classes.in_background("busy"),
+            "alone, it may use every core"
+        );
+
+        busy.add(SHARE + 1);
+        light.add(SHARE / 100);
+        classes.state.review();
+        assert!(classes.in_background("busy"));
+        let (left, cause) = classes.background_left("busy").unwrap();
+        assert!(left > Duration::ZERO && left <= SHARE_DEMOTION);
+        assert_eq!(cause, Cause::Share);
+        assert!(!classes.in_background("light"), "within its share");
+
+        // A demotion for a limit is not cut short by a later one for the share.
+        classes.demote("light", &"a test");
+        light.add(SHARE + 1);
+        busy.add(1);
+        classes.state.review();
+        let (left, cause) = classes.background_left("light").unwrap();
+        assert!(left > SHARE_DEMOTION && cause == Cause::Limit);
+
+        // Each window counts afresh, and a namespace none of whose event loops is left is
+        // forgotten.
+        assert_eq!(busy.fuel.load(Ordering::Relaxed), 0);
+        drop(busy);
+        classes.state.review();
+        let meters = classes.state.meters.lock().unwrap();
+        assert!(!meters.contains_key("busy") && meters.contains_key("light"));
     }
 }

@@ -474,15 +474,16 @@ async fn list_namespaces(
     Ok(axum::Json(json!({ "namespaces": namespaces })).into_response())
 }
 
-/// A deployed namespace as the admin API shows it: its deployment, and for how many more
-/// milliseconds its objects run in the background after one hit a limit (`null`: they do not).
+/// A deployed namespace as the admin API shows it: its deployment, for how many more
+/// milliseconds its objects run in the background, and why (`"limit"`: one of its events hit a
+/// limit; `"share"`: it ran more than its share of the CPU beside others); both `null` in the
+/// foreground.
 fn namespace_json(app: &AppState, info: &DeploymentInfo) -> serde_json::Value {
     let mut value = json!(info);
-    value["background_for_ms"] = json!(
-        app.objects
-            .background_left(&info.namespace)
-            .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
-    );
+    let background = app.objects.background_left(&info.namespace);
+    value["background_for_ms"] =
+        json!(background.map(|(left, _)| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)));
+    value["background_cause"] = json!(background.map(|(_, cause)| cause.as_str()));
     value
 }
 

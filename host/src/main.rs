@@ -271,10 +271,13 @@ async fn namespaces(args: AdminArgs) -> Result<()> {
     for ns in list {
         let at = ns["deployed_at_ms"].as_u64().unwrap_or(0);
         let class = match ns["background_for_ms"].as_u64() {
-            Some(ms) => format!(
-                "background ({:.1} s more: an event hit a limit)",
-                ms as f64 / 1e3
-            ),
+            Some(ms) => {
+                let why = match ns["background_cause"].as_str() {
+                    Some("share") => "it ran more than its share of the CPU",
+                    _ => "an event hit a limit",
+                };
+                format!("background ({:.1} s more: {why})", ms as f64 / 1e3)
+            }
             None => "foreground".to_owned(),
         };
         println!(

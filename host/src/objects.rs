@@ -13,7 +13,7 @@
 //! one). The loop does not wait for the disk itself; it runs the next event while the commit
 //! flushes. WebSocket output goes through the object's outbox, which releases it in event order.
 
-use crate::classes::Classes;
+use crate::classes::{Cause, Classes, Meter};
 use crate::names::ObjectId;
 use crate::registry::Registry;
 use crate::runtime::{EventError, Instance, ObjectIdentity, Request, Response, Runtime};
@@ -158,9 +158,9 @@ impl Objects {
         }
     }
 
-    /// How much longer the objects of `namespace` run in the background, if they do (see
-    /// [`Classes`]).
-    pub fn background_left(&self, namespace: &str) -> Option<Duration> {
+    /// How much longer the objects of `namespace` run in the background, and why, if they do
+    /// (see [`Classes`]).
+    pub fn background_left(&self, namespace: &str) -> Option<(Duration, Cause)> {
         self.inner.classes.background_left(namespace)
     }
 
@@ -308,6 +308,8 @@ struct EventLoop {
     outbox: Option<mpsc::UnboundedSender<GatedOutput>>,
     /// Whether the loop runs on the background runtime (see [`Classes`]).
     background: bool,
+    /// Counts its events' guest instructions toward its namespace's share.
+    meter: Meter,
 }
 
 /// An event's WebSocket output and the commit it waits for.
@@ -351,6 +353,7 @@ impl EventLoop {
                 return;
             }
         };
+        let meter = inner.classes.meter(&identity.namespace);
         let this = EventLoop {
             inner,
             identity,
@@ -359,6 +362,7 @@ impl EventLoop {
             idle_ticket: None,
             outbox: None,
             background,
+            meter,
         };
         this.serve(rx, None).await;
     }
@@ -552,6 +556,8 @@ impl EventLoop {
     /// Ends an event: on success commits its writes and queues its WebSocket output behind the
     /// gate; on failure discards both, and the instance.
     fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
+        let fuel = self.instance().fuel_used();
+        self.meter.add(fuel);
         let io = self.instance().take_socket_io();
         match result {
             Ok(value) => {

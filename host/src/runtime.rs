@@ -606,6 +606,13 @@ impl Instance {
         Ok((self.ticker.busy(), deadline))
     }
 
+    /// The guest instructions the last event ran, as fuel counts them.
+    pub fn fuel_used(&self) -> u64 {
+        self.limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+    }
+
     /// Names the outcome of a call into the guest.
     fn outcome<T>(&self, called: wasmtime::Result<Result<T, String>>) -> Result<T, EventError> {
         match called {

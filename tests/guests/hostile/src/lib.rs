@@ -19,6 +19,8 @@
 //! - `GET /wasi?port=P`: tries files, environment, arguments, stdin and the network through
 //!   WASI, including a TCP connection to 127.0.0.1:P, and answers what each attempt got:
 //!   `{"<attempt>": {"got": bool, "detail": "..."}}`; `got` is whether it obtained anything.
+//! - `GET /spin?n=N`: counts to N and answers `{"counted": N}` (no attack: a busy but honest
+//!   request, about 1 ms of CPU for N = 1,000,000).
 //! - `GET /get?key=K`: `{"value": V}` (`null` if absent), the way the test reads storage.
 
 use std::hint::black_box;
@@ -105,6 +107,17 @@ impl DurableObject for Hostile {
                     storage.put_bytes(&format!("big:{i:02}"), &value)?;
                 }
                 Ok(Response::empty())
+            }
+            "/spin" => {
+                let n: u64 = req
+                    .query_param("n")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("the query parameter `n` is missing")?;
+                let mut counted = 0u64;
+                for _ in 0..n {
+                    counted = black_box(counted + 1);
+                }
+                Response::from_json(&json!({ "counted": counted }))
             }
             "/wasi" => {
                 let port = req
