@@ -563,6 +563,34 @@ async fn slow_bodies_get_408_and_run_nothing() {
     )
     .await;
     assert_eq!(after, info);
+
+    // An upload that keeps coming deploys, however long it takes in all: here in 8 parts 300 ms
+    // apart, over 2 s against the 1 s the body of a request to an object gets.
+    let component = std::fs::read(wasm("counter")).unwrap();
+    let mut tcp = connect(&host).await;
+    let started = Instant::now();
+    tcp.write_all(
+        format!(
+            "PUT /_admin/namespaces/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            component.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for part in component.chunks(component.len().div_ceil(8)) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if tcp.write_all(part).await.is_err() {
+            break; // the host answered early: the answer says why
+        }
+    }
+    let answer = read_to_close(&mut tcp).await.expect("an answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(answer.json()["version"], 1, "{answer:?}");
+    let (status, _) = json(fresh_client().get(host.at("/slow/o/"))).await;
+    assert_eq!(status, 200, "the slowly uploaded counter serves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,9 +75,11 @@ pub struct HostConfig {
     /// 10 s: a slow link sends a few KiB in well under that.
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body, from the end of its head; a body not
-    /// all arrived by then is answered 408 `body_timeout`. The deadline is for the whole body, so
-    /// trickling cannot stretch it. The default, 30 s, takes the largest default request body,
-    /// 16 MiB, at 0.6 MB/s.
+    /// all arrived by then is answered 408 `body_timeout`. For requests to objects the deadline
+    /// is for the whole body, so trickling cannot stretch it: the default, 30 s, takes the
+    /// largest default request body, 16 MiB, at 0.6 MB/s. A deploy upload (up to 128 MiB, from
+    /// the admin only) may take as long as it keeps coming: this is the longest wait for each
+    /// next part of it.
     pub body_timeout: Duration,
     pub event: EventLimits,
     pub storage: StorageLimits,

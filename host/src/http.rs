@@ -227,15 +227,47 @@ impl From<DeployError> for ApiError {
     }
 }
 
-/// Reads a whole body of at most `limit` bytes within `timeout`: a larger one is a 413, a slower
+/// How long a request body may take to arrive.
+#[derive(Debug, Clone, Copy)]
+enum BodyDeadline {
+    /// All of it within this, from the end of the head: requests to objects, which anyone may
+    /// send, so a client trickling a byte at a time holds its connection no longer than one
+    /// that stalls.
+    Whole(Duration),
+    /// Each part within this of the one before: deploy uploads, which come from the admin
+    /// (authorized before the body is read) and may be 128 MiB over a slow link.
+    Progress(Duration),
+}
+
+impl BodyDeadline {
+    /// The 408 of a body that did not make it.
+    fn passed(self) -> ApiError {
+        let message = match self {
+            BodyDeadline::Whole(d) => {
+                format!(
+                    "the request body did not arrive within {} s",
+                    d.as_secs_f64()
+                )
+            }
+            BodyDeadline::Progress(d) => {
+                format!(
+                    "no part of the request body arrived for {} s",
+                    d.as_secs_f64()
+                )
+            }
+        };
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within `deadline`: a larger one is a 413, a slower
 /// one a 408, one cut short (the client closed before its `Content-Length`, or sent broken
-/// chunks) a 400. The deadline covers the whole body, so a client trickling a byte at a time
-/// holds its connection no longer than one that stalls.
+/// chunks) a 400.
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
-    timeout: Duration,
+    deadline: BodyDeadline,
 ) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -251,31 +283,37 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    timeout.as_secs_f64()
-                ),
-            )
-        })?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => {
-            // hyper's own words are one level down: "end of file before message length
-            // reached", "invalid chunk size line".
-            let mut message = format!("the request body is incomplete or malformed: {e}");
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
-                cause = c.source();
+    let started = tokio::time::Instant::now();
+    let mut body = Limited::new(body, limit);
+    // Not sized by `Content-Length`: a client may declare the limit and send nothing.
+    let mut bytes = Vec::new();
+    loop {
+        let until = match deadline {
+            BodyDeadline::Whole(d) => started + d,
+            BodyDeadline::Progress(d) => tokio::time::Instant::now() + d,
+        };
+        let frame = tokio::time::timeout_at(until, body.frame())
+            .await
+            .map_err(|_| deadline.passed())?;
+        match frame {
+            None => return Ok(bytes),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
             }
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))
+            Some(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Some(Err(e)) => {
+                // hyper's own words are one level down: "end of file before message length
+                // reached", "invalid chunk size line".
+                let mut message = format!("the request body is incomplete or malformed: {e}");
+                let mut cause = e.source();
+                while let Some(c) = cause {
+                    message.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message));
+            }
         }
     }
 }
@@ -320,7 +358,8 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     } else {
         None
     };
-    let body = read_body(body, &parts.headers, app.max_request_body, app.body_timeout).await?;
+    let deadline = BodyDeadline::Whole(app.body_timeout);
+    let body = read_body(body, &parts.headers, app.max_request_body, deadline).await?;
     let headers = parts
         .headers
         .iter()
@@ -526,7 +565,8 @@ async fn deploy(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
-    let bytes = read_body(body, &headers, app.max_component_bytes, app.body_timeout).await?;
+    let deadline = BodyDeadline::Progress(app.body_timeout);
+    let bytes = read_body(body, &headers, app.max_component_bytes, deadline).await?;
     let registry = app.registry.clone();
     let info = tokio::task::spawn_blocking(move || registry.deploy(&namespace, &bytes))
         .await

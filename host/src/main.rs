@@ -70,7 +70,7 @@ struct ServeArgs {
     #[arg(long, default_value = "10", value_parser = seconds)]
     header_timeout: Duration,
     /// Seconds a client may take to send a request's body, after its head; past it the answer
-    /// is 408 `body_timeout`.
+    /// is 408 `body_timeout`. For a deploy upload, seconds it may go without sending more.
     #[arg(long, default_value = "30", value_parser = seconds)]
     body_timeout: Duration,
 }
