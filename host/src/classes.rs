@@ -206,9 +206,10 @@ impl State {
         }
     }
 
-    /// Ends a [`WINDOW`]: when more than one namespace ran guest code in it, sends each that ran
-    /// more than [`SHARE`] to the background for [`SHARE_DEMOTION`].
-    fn review(&self) {
+    /// Ends a window that lasted `elapsed` (a [`WINDOW`], or longer when the review ran late):
+    /// when more than one namespace ran guest code in it, sends each that ran more than
+    /// [`SHARE`] for that long to the background for [`SHARE_DEMOTION`].
+    fn review(&self, elapsed: Duration) {
         let used: Vec<(String, u64)> = {
             let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
             // Namespaces none of whose objects has an event loop are forgotten.
@@ -222,13 +223,20 @@ impl State {
         if used.len() < 2 {
             return;
         }
+        // A share is a rate: a review delayed by a busy foreground saw a longer window.
+        let elapsed_ns = elapsed.as_nanos().max(1);
+        let percent_of_a_cpu = |fuel: u64, ns: u128| {
+            u128::from(fuel) * 100 * 1_000_000 / (ns * u128::from(FUEL_PER_MS))
+        };
         for (namespace, fuel) in &used {
-            if *fuel > SHARE && self.demote(namespace, SHARE_DEMOTION, Cause::Share) {
+            let over = u128::from(*fuel) * WINDOW.as_nanos() > u128::from(SHARE) * elapsed_ns;
+            if over && self.demote(namespace, SHARE_DEMOTION, Cause::Share) {
                 tracing::info!(
                     namespace,
-                    "runs in the background for {SHARE_DEMOTION:?} (its events get only the CPU time others leave): its guests ran {}% of a CPU in {WINDOW:?} (more than {}%) while other namespaces' objects ran too",
-                    fuel * 100 / (WINDOW.as_millis() as u64 * FUEL_PER_MS),
-                    SHARE * 100 / (WINDOW.as_millis() as u64 * FUEL_PER_MS),
+                    "runs in the background for {SHARE_DEMOTION:?} (its events get only the CPU time others leave): its guests ran {}% of a CPU for {:.0} ms (more than {}%) while other namespaces' objects ran too",
+                    percent_of_a_cpu(*fuel, elapsed_ns),
+                    elapsed.as_secs_f64() * 1e3,
+                    percent_of_a_cpu(SHARE, WINDOW.as_nanos()),
                 );
             }
         }
@@ -244,9 +252,10 @@ impl State {
 async fn review_shares(state: Weak<State>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
+        let opened = Instant::now();
         tokio::time::sleep(WINDOW).await;
         match state.upgrade() {
-            Some(state) => state.review(),
+            Some(state) => state.review(opened.elapsed()),
             None => return,
         }
     }
@@ -309,15 +318,24 @@ mod tests {
         let (busy, light) = (classes.meter("busy"), classes.meter("light"));
 
         busy.add(SHARE * 10);
-        classes.state.review();
+        classes.state.review(WINDOW);
         assert!(
             !classes.in_background("busy"),
             "alone, it may use every core"
         );
 
+        // A window the review reached late: the share is a rate.
+        busy.add(SHARE * 3 / 2);
+        light.add(SHARE / 100);
+        classes.state.review(WINDOW * 2);
+        assert!(
+            !classes.in_background("busy"),
+            "3.75% of a CPU is within the share"
+        );
+
         busy.add(SHARE + 1);
         light.add(SHARE / 100);
-        classes.state.review();
+        classes.state.review(WINDOW);
         assert!(classes.in_background("busy"));
         let (left, cause) = classes.background_left("busy").unwrap();
         assert!(left > Duration::ZERO && left <= SHARE_DEMOTION);
@@ -328,7 +346,7 @@ mod tests {
         classes.demote("light", &"a test");
         light.add(SHARE + 1);
         busy.add(1);
-        classes.state.review();
+        classes.state.review(WINDOW);
         let (left, cause) = classes.background_left("light").unwrap();
         assert!(left > SHARE_DEMOTION && cause == Cause::Limit);
 
@@ -336,7 +354,7 @@ mod tests {
         // forgotten.
         assert_eq!(busy.fuel.load(Ordering::Relaxed), 0);
         drop(busy);
-        classes.state.review();
+        classes.state.review(WINDOW);
         let meters = classes.state.meters.lock().unwrap();
         assert!(!meters.contains_key("busy") && meters.contains_key("light"));
     }
