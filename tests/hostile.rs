@@ -532,7 +532,8 @@ async fn wasi_grants_no_files_environment_or_network() {
 /// Not a failure at all: requests that each keep the guest busy for about a millisecond, back
 /// to back. Alone on the host the namespace keeps the foreground; beside the bystander it takes
 /// more than its share of the CPU and goes to the background, and the bystander's p99 stays
-/// within 2x.
+/// within 2x. (In the suite's debug build the p99 bound is the 5 ms floor's, which the busy
+/// neighbour stays under even in the foreground: there the class is what this checks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_namespace_gives_way_to_others() {
     let _turn = serial().await;
@@ -567,6 +568,33 @@ async fn a_busy_namespace_gives_way_to_others() {
         "{class:?}"
     );
     assert_eq!(background(&host, "counter").await, None);
+
+    // One long event (seconds of guest code) is counted as it runs: its namespace goes to the
+    // background while it runs, so that the next events run there. (Counted when it ended, the
+    // second's demotion would have passed before the next one started.)
+    tokio::time::sleep(dohost::classes::SHARE_DEMOTION + dohost::classes::WINDOW).await;
+    assert_eq!(background(&host, "h").await, None);
+    let mut c = Connection::open(&host.url).await;
+    let long = tokio::spawn(async move { c.get("/h/long/spin?n=3000000000").await });
+    let bystander = (client(), host.at("/counter/bystander/"));
+    let class = support::poll(
+        "the long event's namespace in the background",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            let read = bystander.0.get(&bystander.1).send().await.unwrap();
+            assert_eq!(read.status(), 200);
+            background(&host, "h").await
+        },
+    )
+    .await;
+    assert_eq!(class.1, "share");
+    assert!(!long.is_finished(), "demoted while its long event ran");
+    let (status, body) = long.await.unwrap();
+    assert_eq!(
+        (status, &body["counted"]),
+        (200, &Value::from(3_000_000_000u64))
+    );
 }
 
 /// Not an attack: a second client sending well-behaved requests (counter reads, which like the

@@ -25,7 +25,7 @@
 
 use crate::config::FUEL_PER_MS;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -87,21 +87,73 @@ struct State {
     /// Guest instructions of each namespace in the current window; event loops hold their
     /// namespace's counter (see [`Meter`]).
     meters: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    /// Wakes the review of shares when guest code runs: a host where none does is not woken.
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
+}
+
+/// What wakes the review of shares.
+struct Wake {
+    /// Guest code ran: a window opens. A host where none runs is never woken.
+    ran: Notify,
+    /// A namespace went past [`SHARE`] before its window ended, and another ran too: the
+    /// review need not wait for the end to see it, and objects that answer in microseconds no
+    /// longer wait behind it.
+    over: Notify,
+    /// Namespaces that ran guest code in this window (at least: see [`State::review`]).
+    active: AtomicUsize,
+    /// When guest code first ran in this window, in nanoseconds since `origin`, plus one (0: it
+    /// has not): the window's length is measured from there, not from when the review task
+    /// got to run.
+    opened: AtomicU64,
+    origin: Instant,
+}
+
+impl Wake {
+    fn new() -> Wake {
+        Wake {
+            ran: Notify::new(),
+            over: Notify::new(),
+            active: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    fn open(&self) {
+        let now = self.origin.elapsed().as_nanos() as u64 + 1;
+        let _ = self
+            .opened
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// When this window opened (now, if nothing ran in it yet).
+    fn opened(&self) -> Instant {
+        match self.opened.load(Ordering::Relaxed) {
+            0 => Instant::now(),
+            n => self.origin + Duration::from_nanos(n - 1),
+        }
+    }
 }
 
 /// Counts the guest instructions of one namespace's events, for [`SHARE`].
+#[derive(Clone)]
 pub struct Meter {
     fuel: Arc<AtomicU64>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl Meter {
-    /// Counts one event's instructions.
+    /// Counts guest instructions that ran.
     pub fn add(&self, fuel: u64) {
-        if self.fuel.fetch_add(fuel, Ordering::Relaxed) == 0 && fuel > 0 {
-            self.wake.notify_one();
+        let before = self.fuel.fetch_add(fuel, Ordering::Relaxed);
+        if before == 0 && fuel > 0 {
+            self.wake.open();
+            self.wake.active.fetch_add(1, Ordering::Relaxed);
+            self.wake.ran.notify_one();
+        }
+        let crossed = before <= SHARE && before + fuel > SHARE;
+        if crossed && self.wake.active.load(Ordering::Relaxed) > 1 {
+            // Only a review waiting now is woken: a stored permit would cut a later window short.
+            self.wake.over.notify_waiters();
         }
     }
 }
@@ -124,7 +176,7 @@ impl Classes {
             last_until: AtomicU64::new(0),
             started: Instant::now(),
             meters: Mutex::new(HashMap::new()),
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(Wake::new()),
         });
         tokio::spawn(review_shares(Arc::downgrade(&state), state.wake.clone()));
         Ok(Classes {
@@ -163,7 +215,9 @@ impl Classes {
     /// Puts `namespace` in the background for the demotion from now (or longer, if it already
     /// is), because one of its events stopped on a limit (`why`).
     pub fn demote(&self, namespace: &str, why: &dyn std::fmt::Display) {
-        if self.state.demote(namespace, self.demotion, Cause::Limit) {
+        // Logged once per demotion, and again when a limit comes on top of the share.
+        let was = self.state.demote(namespace, self.demotion, Cause::Limit);
+        if was != Some(Cause::Limit) {
             tracing::warn!(
                 namespace,
                 "runs in the background for {:?} (its events get only the CPU time others leave): {why}",
@@ -184,8 +238,8 @@ impl Classes {
 
 impl State {
     /// Puts `namespace` in the background until `demotion` from now for `cause`, unless it
-    /// already is for longer; whether it was in the foreground.
-    fn demote(&self, namespace: &str, demotion: Duration, cause: Cause) -> bool {
+    /// already is for longer; what it was in the background for until now, if it was.
+    fn demote(&self, namespace: &str, demotion: Duration, cause: Cause) -> Option<Cause> {
         let now = Instant::now();
         let mut demoted = self.demoted.write().unwrap_or_else(|e| e.into_inner());
         demoted.retain(|_, (until, _)| *until > now);
@@ -194,14 +248,15 @@ impl State {
             .fetch_max(self.nanos(until), Ordering::AcqRel);
         match demoted.get_mut(namespace) {
             Some(current) => {
+                let was = current.1;
                 if until > current.0 {
                     *current = (until, cause);
                 }
-                false
+                Some(was)
             }
             None => {
                 demoted.insert(namespace.to_owned(), (until, cause));
-                true
+                None
             }
         }
     }
@@ -212,6 +267,10 @@ impl State {
     fn review(&self, elapsed: Duration) {
         let used: Vec<(String, u64)> = {
             let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
+            // Before the counts: a namespace that starts the next window meanwhile is counted
+            // twice (a review too early, which finds it alone), never missed.
+            self.wake.active.store(0, Ordering::Relaxed);
+            self.wake.opened.store(0, Ordering::Relaxed);
             // Namespaces none of whose objects has an event loop are forgotten.
             meters.retain(|_, m| Arc::strong_count(m) > 1 || m.load(Ordering::Relaxed) > 0);
             meters
@@ -230,7 +289,11 @@ impl State {
         };
         for (namespace, fuel) in &used {
             let over = u128::from(*fuel) * WINDOW.as_nanos() > u128::from(SHARE) * elapsed_ns;
-            if over && self.demote(namespace, SHARE_DEMOTION, Cause::Share) {
+            if over
+                && self
+                    .demote(namespace, SHARE_DEMOTION, Cause::Share)
+                    .is_none()
+            {
                 tracing::info!(
                     namespace,
                     "runs in the background for {SHARE_DEMOTION:?} (its events get only the CPU time others leave): its guests ran {}% of a CPU for {:.0} ms (more than {}%) while other namespaces' objects ran too",
@@ -249,11 +312,14 @@ impl State {
 
 /// Reviews the shares until the host's classes are gone: a [`WINDOW`] after the first event
 /// that ran guest code since the last review.
-async fn review_shares(state: Weak<State>, wake: Arc<Notify>) {
+async fn review_shares(state: Weak<State>, wake: Arc<Wake>) {
     loop {
-        wake.notified().await;
-        let opened = Instant::now();
-        tokio::time::sleep(WINDOW).await;
+        wake.ran.notified().await;
+        let opened = wake.opened();
+        tokio::select! {
+            () = tokio::time::sleep_until((opened + WINDOW).into()) => {}
+            () = wake.over.notified() => {}
+        }
         match state.upgrade() {
             Some(state) => state.review(opened.elapsed()),
             None => return,
@@ -268,7 +334,7 @@ impl Drop for Classes {
             runtime.shutdown_background();
         }
         // The review of shares sees the state gone, and ends.
-        self.state.wake.notify_one();
+        self.state.wake.ran.notify_one();
     }
 }
 
@@ -342,6 +408,14 @@ mod tests {
         assert_eq!(cause, Cause::Share);
         assert!(!classes.in_background("light"), "within its share");
 
+        // A limit on top of the share: the limit's demotion and cause (and its warning).
+        assert_eq!(
+            classes.state.demote("busy", DEMOTION, Cause::Limit),
+            Some(Cause::Share)
+        );
+        let (left, cause) = classes.background_left("busy").unwrap();
+        assert!(left > SHARE_DEMOTION && cause == Cause::Limit);
+
         // A demotion for a limit is not cut short by a later one for the share.
         classes.demote("light", &"a test");
         light.add(SHARE + 1);
@@ -357,5 +431,21 @@ mod tests {
         classes.state.review(WINDOW);
         let meters = classes.state.meters.lock().unwrap();
         assert!(!meters.contains_key("busy") && meters.contains_key("light"));
+    }
+
+    #[tokio::test]
+    async fn going_past_the_share_beside_others_is_reviewed_at_once() {
+        let classes = Classes::start(DEMOTION).unwrap();
+        let (busy, light) = (classes.meter("busy"), classes.meter("light"));
+        light.add(1);
+        // The review task sees the window open, and waits for its end.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let crossed = Instant::now();
+        busy.add(SHARE + 1);
+        while !classes.in_background("busy") {
+            assert!(crossed.elapsed() < WINDOW / 2, "not reviewed at once");
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        assert!(!classes.in_background("light"));
     }
 }

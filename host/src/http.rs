@@ -289,12 +289,16 @@ async fn read_body(
     let mut bytes = Vec::new();
     loop {
         let until = match deadline {
-            BodyDeadline::Whole(d) => started + d,
-            BodyDeadline::Progress(d) => tokio::time::Instant::now() + d,
+            BodyDeadline::Whole(d) => started.checked_add(d),
+            BodyDeadline::Progress(d) => tokio::time::Instant::now().checked_add(d),
         };
-        let frame = tokio::time::timeout_at(until, body.frame())
-            .await
-            .map_err(|_| deadline.passed())?;
+        let frame = match until {
+            Some(until) => tokio::time::timeout_at(until, body.frame())
+                .await
+                .map_err(|_| deadline.passed())?,
+            // A timeout past what an `Instant` can hold: none.
+            None => body.frame().await,
+        };
         match frame {
             None => return Ok(bytes),
             Some(Ok(frame)) => {

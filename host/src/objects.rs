@@ -308,7 +308,8 @@ struct EventLoop {
     outbox: Option<mpsc::UnboundedSender<GatedOutput>>,
     /// Whether the loop runs on the background runtime (see [`Classes`]).
     background: bool,
-    /// Counts its events' guest instructions toward its namespace's share.
+    /// Handed to each of its instances, which count their guest instructions on it toward the
+    /// namespace's share.
     meter: Meter,
 }
 
@@ -522,6 +523,7 @@ impl EventLoop {
                     self.identity.clone(),
                     storage,
                     self.inner.sockets.clone(),
+                    self.meter.clone(),
                 )
                 .await;
             match created {
@@ -556,8 +558,7 @@ impl EventLoop {
     /// Ends an event: on success commits its writes and queues its WebSocket output behind the
     /// gate; on failure discards both, and the instance.
     fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
-        let fuel = self.instance().fuel_used();
-        self.meter.add(fuel);
+        self.instance().count_fuel();
         let io = self.instance().take_socket_io();
         match result {
             Ok(value) => {

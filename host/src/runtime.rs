@@ -11,14 +11,15 @@
 //! response body cap, and a token bucket on log lines ([`LOG_BURST`], [`LOG_LINES_PER_SEC`],
 //! [`MAX_LOG_LINE`]).
 
-use crate::config::EventLimits;
+use crate::classes::{Meter, WINDOW};
+use crate::config::{EventLimits, FUEL_PER_MS};
 use crate::names::{self, ObjectId};
 use crate::scheduling::{Heavy, run_guest, with_long_slice};
 use crate::storage::{self, ObjectStorage};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap, UpdateDeadline,
+    AsContextMut, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -374,6 +375,10 @@ pub struct HostState {
     next_yield: Instant,
     /// Whether the event was stopped at its deadline, to name the cause of the trap.
     timed_out: bool,
+    /// Counts the guest instructions toward the namespace's share of the CPU (see [`Meter`]).
+    meter: Meter,
+    /// What was counted of the running call into the guest (instantiation or event).
+    counted: GuestTime,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -484,13 +489,15 @@ impl Runtime {
         DurableObjectPre::new(pre).map_err(|e| format!("{e:#}"))
     }
 
-    /// Creates an instance of an object. On failure the storage is handed back.
+    /// Creates an instance of an object, counting its guest instructions (instantiation's
+    /// included) on `meter`. On failure the storage is handed back.
     pub async fn instantiate(
         &self,
         pre: &ObjectPre,
         identity: ObjectIdentity,
         storage: ObjectStorage,
         sockets: Arc<Sockets>,
+        meter: Meter,
     ) -> Result<Instance, (EventError, ObjectStorage)> {
         // Instantiating may first reset memory a big instance left in the pool: it starts heavy.
         let heavy = Heavy::default();
@@ -510,6 +517,8 @@ impl Runtime {
             deadline: Instant::now() + self.limits.timeout,
             next_yield: Instant::now() + EPOCH_TICK,
             timed_out: false,
+            meter,
+            counted: GuestTime::new(self.limits.fuel),
             // No preopened dirs, no environment, no arguments, and no network: the default
             // address check already refuses every address; switching the socket kinds off too
             // means no socket can even be created.
@@ -522,11 +531,12 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
-        // Instantiation counts against the first event's time, like its fuel.
+        // Instantiation has a time limit and a CPU budget of its own, as an event has.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut store| {
             let state = store.data_mut();
             let now = Instant::now();
+            state.counted.tick(now, &state.meter);
             if now >= state.deadline {
                 state.timed_out = true;
                 return Err(wasmtime::Error::msg("the event's time limit passed"));
@@ -559,6 +569,7 @@ impl Runtime {
         let deadline = store.data().deadline;
         let instantiated = call_guest(deadline, &heavy, pre.instantiate_async(&mut store)).await;
         drop(busy);
+        count_fuel(&mut store);
         match instantiated {
             Ok(bindings) => Ok(Instance {
                 store,
@@ -603,14 +614,14 @@ impl Instance {
         self.store
             .set_fuel(self.limits.fuel)
             .map_err(|e| EventError::Trap(format!("{e:#}")))?;
+        self.store.data_mut().counted = GuestTime::new(self.limits.fuel);
         Ok((self.ticker.busy(), deadline))
     }
 
-    /// The guest instructions the last event ran, as fuel counts them.
-    pub fn fuel_used(&self) -> u64 {
-        self.limits
-            .fuel
-            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+    /// Counts the guest instructions the event ran since the last epoch tick: called when it
+    /// ends, whatever its outcome.
+    pub fn count_fuel(&mut self) {
+        count_fuel(&mut self.store);
     }
 
     /// Names the outcome of a call into the guest.
@@ -723,6 +734,62 @@ impl Instance {
             self.store.into_data().storage
         }
     }
+}
+
+/// Counts a call into the guest on the namespace's [`Meter`]: by its fuel when it ends, and a
+/// call longer than a share's [`WINDOW`] also while it runs. A long event's namespace must go
+/// to the background during it, so that its next events run there (counted at its end, a short
+/// demotion would pass before they start). But the store's fuel is only brought up to date when
+/// guest code calls out or returns, not at the epoch ticks where a loop can be seen; so past a
+/// window the call is counted at every tick it is seen at, as the time since the last one in
+/// fuel ([`FUEL_PER_MS`]), and at its end by its fuel less what the ticks counted. (Counted by
+/// ticks from the start, short events would count their host work as guest code: a debug
+/// build's counter reads went past the share.)
+struct GuestTime {
+    /// The fuel the call started with.
+    budget: u64,
+    started: Instant,
+    /// Fuel counted at ticks.
+    ticked: u64,
+    /// The last tick the call was seen at.
+    last: Option<Instant>,
+}
+
+impl GuestTime {
+    fn new(budget: u64) -> GuestTime {
+        GuestTime {
+            budget,
+            started: Instant::now(),
+            ticked: 0,
+            last: None,
+        }
+    }
+
+    /// An epoch tick found the guest running: it ran since the last one, up to a tick's length
+    /// (longer gaps are waits: a yield to the runtime, or the thread preempted).
+    fn tick(&mut self, now: Instant, meter: &Meter) {
+        if now.saturating_duration_since(self.started) < WINDOW {
+            return;
+        }
+        let Some(last) = self.last.replace(now) else {
+            return;
+        };
+        let ran = now.saturating_duration_since(last).min(EPOCH_TICK);
+        let fuel = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX) * FUEL_PER_MS / 1_000_000;
+        self.ticked += fuel;
+        meter.add(fuel);
+    }
+}
+
+/// Counts what the call into the guest that just ended ran, beyond what its ticks counted, and
+/// starts the count afresh from the fuel left.
+fn count_fuel(store: &mut impl AsContextMut<Data = HostState>) {
+    let mut store = store.as_context_mut();
+    let left = store.get_fuel().unwrap_or(0);
+    let state = store.data_mut();
+    let used = state.counted.budget.saturating_sub(left);
+    state.meter.add(used.saturating_sub(state.counted.ticked));
+    state.counted = GuestTime::new(left);
 }
 
 /// Runs a call into guest code: under the event's deadline, and with the long time slice once it
