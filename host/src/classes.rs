@@ -80,10 +80,9 @@ pub struct Classes {
 
 struct State {
     demoted: RwLock<HashMap<String, (Instant, Cause)>>,
-    /// When the last demotion ends, in nanoseconds since `started`: past it no namespace is in
+    /// When the last demotion ends (see [`Wake::nanos`]): past it no namespace is in
     /// the background, and [`Classes::in_background`] (asked at every event) takes no lock.
     last_until: AtomicU64,
-    started: Instant,
     /// Guest instructions of each namespace in the current window; event loops hold their
     /// namespace's counter (see [`Meter`]).
     meters: Mutex<HashMap<String, Arc<AtomicU64>>>,
@@ -100,9 +99,8 @@ struct Wake {
     over: Notify,
     /// Namespaces that ran guest code in this window (at least: see [`State::review`]).
     active: AtomicUsize,
-    /// When guest code first ran in this window, in nanoseconds since `origin`, plus one (0: it
-    /// has not): the window's length is measured from there, not from when the review task
-    /// got to run.
+    /// When guest code first ran in this window ([`Wake::nanos`]), plus one (0: it has not):
+    /// the window's length is measured from there, not from when the review task got to run.
     opened: AtomicU64,
     origin: Instant,
 }
@@ -118,8 +116,13 @@ impl Wake {
         }
     }
 
+    /// `at` in nanoseconds since the host's classes started: an instant an atomic can hold.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn open(&self) {
-        let now = self.origin.elapsed().as_nanos() as u64 + 1;
+        let now = self.nanos(Instant::now()).saturating_add(1);
         let _ = self
             .opened
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
@@ -174,7 +177,6 @@ impl Classes {
         let state = Arc::new(State {
             demoted: RwLock::new(HashMap::new()),
             last_until: AtomicU64::new(0),
-            started: Instant::now(),
             meters: Mutex::new(HashMap::new()),
             wake: Arc::new(Wake::new()),
         });
@@ -306,7 +308,7 @@ impl State {
     }
 
     fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
+        self.wake.nanos(at)
     }
 }
 

@@ -518,7 +518,7 @@ impl Runtime {
             next_yield: Instant::now() + EPOCH_TICK,
             timed_out: false,
             meter,
-            counted: GuestTime::new(self.limits.fuel),
+            counted: GuestTime::new(self.limits.fuel, Instant::now()),
             // No preopened dirs, no environment, no arguments, and no network: the default
             // address check already refuses every address; switching the socket kinds off too
             // means no socket can even be created.
@@ -614,12 +614,12 @@ impl Instance {
         self.store
             .set_fuel(self.limits.fuel)
             .map_err(|e| EventError::Trap(format!("{e:#}")))?;
-        self.store.data_mut().counted = GuestTime::new(self.limits.fuel);
+        self.store.data_mut().counted = GuestTime::new(self.limits.fuel, now);
         Ok((self.ticker.busy(), deadline))
     }
 
-    /// Counts the guest instructions the event ran since the last epoch tick: called when it
-    /// ends, whatever its outcome.
+    /// Counts the guest instructions of the event that just ended, whatever its outcome (see
+    /// [`GuestTime`]).
     pub fn count_fuel(&mut self) {
         count_fuel(&mut self.store);
     }
@@ -756,10 +756,10 @@ struct GuestTime {
 }
 
 impl GuestTime {
-    fn new(budget: u64) -> GuestTime {
+    fn new(budget: u64, started: Instant) -> GuestTime {
         GuestTime {
             budget,
-            started: Instant::now(),
+            started,
             ticked: 0,
             last: None,
         }
@@ -782,14 +782,15 @@ impl GuestTime {
 }
 
 /// Counts what the call into the guest that just ended ran, beyond what its ticks counted, and
-/// starts the count afresh from the fuel left.
+/// starts the count afresh from the fuel left (the next event's start sets it anew).
 fn count_fuel(store: &mut impl AsContextMut<Data = HostState>) {
     let mut store = store.as_context_mut();
     let left = store.get_fuel().unwrap_or(0);
-    let state = store.data_mut();
-    let used = state.counted.budget.saturating_sub(left);
-    state.meter.add(used.saturating_sub(state.counted.ticked));
-    state.counted = GuestTime::new(left);
+    let counted = &mut store.data_mut().counted;
+    let used = counted.budget.saturating_sub(left);
+    let unticked = used.saturating_sub(counted.ticked);
+    *counted = GuestTime::new(left, counted.started);
+    store.data().meter.add(unticked);
 }
 
 /// Runs a call into guest code: under the event's deadline, and with the long time slice once it
