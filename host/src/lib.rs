@@ -20,7 +20,8 @@
 //! - [`config`]: the knobs of a host.
 //! - [`scheduling`]: time-slice hints to the kernel, so busy guests do not delay other objects;
 //!   the background class's threads.
-//! - [`classes`]: which namespaces run in the background, after failing on a limit.
+//! - [`classes`]: which namespaces run in the background: after failing on a limit, or while
+//!   taking more than their share of the CPU beside others.
 
 pub mod alarms;
 pub mod classes;

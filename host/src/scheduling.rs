@@ -27,7 +27,8 @@
 //! kernel even counts a CPU running only them as idle when it places a woken thread. While they
 //! run guest code they also give their CPU back every 50 µs (the runtime's epoch ticks that fast
 //! then), for a woken thread the kernel did not yet owe it. [`crate::classes`] decides which
-//! objects run there.
+//! objects run there: those of a namespace that failed on a limit, or that takes more than its
+//! share of the CPU beside others.
 
 use std::cell::Cell;
 use std::future::Future;
