@@ -618,8 +618,8 @@ impl Instance {
         Ok((self.ticker.busy(), deadline))
     }
 
-    /// Counts the guest instructions of the event that just ended, whatever its outcome (see
-    /// [`GuestTime`]).
+    /// Counts the guest instructions of the event that just ended, whatever its outcome, on the
+    /// namespace's [`Meter`].
     pub fn count_fuel(&mut self) {
         count_fuel(&mut self.store);
     }
