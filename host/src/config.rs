@@ -69,6 +69,12 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
     pub max_ws_message: usize,
+    /// Most bytes sent to one WebSocket and not yet written to its connection (behind the output
+    /// gate or waiting for the client to read); past it the socket is closed with 1008.
+    pub max_ws_backlog: usize,
+    /// Most such bytes for all sockets together; past it the sockets with the most waiting are
+    /// closed first.
+    pub max_ws_backlog_total: usize,
     /// How long a client may take to send a request's head (request line and headers), from when
     /// the connection waits for it: a client that sends part of a head and stalls is cut off,
     /// without an answer. An idle keep-alive connection is closed after this long too. The default,
@@ -96,10 +102,31 @@ impl HostConfig {
             max_request_body: 16 << 20,
             max_component_bytes: 128 << 20,
             max_ws_message: 1 << 20,
+            max_ws_backlog: 4 << 20,
+            max_ws_backlog_total: usize::try_from(machine_memory() / 16).unwrap_or(usize::MAX),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             event: EventLimits::default(),
             storage: StorageLimits::default(),
         }
     }
+}
+
+/// The memory the host may count on, in bytes: its cgroup's limit where one is set (a container,
+/// a systemd unit with `MemoryMax`), else the machine's RAM. Defaults that bound memory as a whole
+/// are shares of it.
+pub fn machine_memory() -> u64 {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        // Not Linux, or no /proc: assume a small machine.
+        .unwrap_or(4 << 30);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    cgroup.map_or(ram, |limit| limit.min(ram))
 }

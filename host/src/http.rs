@@ -538,6 +538,8 @@ async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Respon
         "awake_objects": app.objects.awake_objects(),
         "open_sockets": app.sockets.open_count(),
         "auto_responses": app.sockets.auto_response_count(),
+        "socket_bytes_waiting": app.sockets.bytes_waiting(),
+        "sockets_closed_slow": app.sockets.slow_close_count(),
         "pending_alarms": app.alarms.pending(),
         "namespaces": app.registry.list().len(),
     }))

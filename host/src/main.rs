@@ -65,6 +65,14 @@ struct ServeArgs {
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
     #[arg(long, default_value_t = 1 << 20)]
     max_ws_message: usize,
+    /// Most bytes sent to one WebSocket and not yet written to its client; past it the client is
+    /// too slow and the socket is closed with 1008. Default 4 MiB.
+    #[arg(long)]
+    max_ws_backlog: Option<usize>,
+    /// Most such bytes for all sockets together; past it the sockets with the most waiting are
+    /// closed first. Default a sixteenth of the machine's memory.
+    #[arg(long)]
+    max_ws_backlog_total: Option<usize>,
     /// Seconds a client may take to send a request's head; past it the connection is closed.
     /// An idle keep-alive connection is closed after this long too.
     #[arg(long, default_value = "10", value_parser = seconds)]
@@ -157,6 +165,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.max_live_objects = args.max_live_objects;
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
+    config.max_ws_backlog = args.max_ws_backlog.unwrap_or(config.max_ws_backlog);
+    config.max_ws_backlog_total = args
+        .max_ws_backlog_total
+        .unwrap_or(config.max_ws_backlog_total);
     config.header_timeout = args.header_timeout;
     config.body_timeout = args.body_timeout;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);

@@ -20,7 +20,7 @@ use crate::runtime::{EventError, Instance, ObjectIdentity, Request, Response, Ru
 use crate::storage::{
     CommitFailed, CommitOutcome, Committer, Db, DbError, ObjectStorage, StorageLimits,
 };
-use crate::websockets::{Accepted, Outgoing, SocketEvent, Sockets};
+use crate::websockets::{Accepted, Queued, SocketEvent, Sockets};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -314,7 +314,7 @@ struct EventLoop {
 }
 
 /// An event's WebSocket output and the commit it waits for.
-type GatedOutput = (Option<CommitOutcome>, Vec<(u64, Outgoing)>);
+type GatedOutput = (Option<CommitOutcome>, Vec<(u64, Queued)>);
 
 impl EventLoop {
     async fn run(
@@ -591,7 +591,7 @@ impl EventLoop {
         }
     }
 
-    fn send_to_outbox(&mut self, gate: Option<CommitOutcome>, outputs: Vec<(u64, Outgoing)>) {
+    fn send_to_outbox(&mut self, gate: Option<CommitOutcome>, outputs: Vec<(u64, Queued)>) {
         let outbox = self.outbox.get_or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<GatedOutput>();
             let (sockets, id) = (self.inner.sockets.clone(), self.identity.id);

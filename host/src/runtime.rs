@@ -33,7 +33,7 @@ pub use self::dohost::object::types::{Request, Response};
 use self::dohost::object::{identity, logging, storage as wit_storage, websockets as wit_ws};
 use self::exports::dohost::object::alarm_handler::AlarmInfo;
 use self::exports::dohost::object::websocket_handler::Message as WitMessage;
-use crate::websockets::{Accepted, Outgoing, SocketError, SocketEvent, Sockets};
+use crate::websockets::{Accepted, Outgoing, Queued, SocketError, SocketEvent, Sockets};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -356,7 +356,7 @@ pub struct SocketIo {
     /// The socket accepted by this request, if any.
     pub accepted: Option<Accepted>,
     /// Sends and closes, in order, held until the output gate opens.
-    pub outputs: Vec<(u64, Outgoing)>,
+    pub outputs: Vec<(u64, Queued)>,
     /// Sockets closed during the event, already hidden from `get-sockets`.
     closing: HashSet<u64>,
 }
@@ -978,9 +978,14 @@ impl HostState {
         }
     }
 
+    /// Queues `out` behind the output gate, counted in the socket's backlog from now on.
     fn send(&mut self, socket: u64, out: Outgoing) -> SocketResult<()> {
-        ws_wit(self.own(socket))?;
-        self.io.outputs.push((socket, out));
+        if self.io.closing.contains(&socket) {
+            return ws_wit(Err(SocketError::NotFound));
+        }
+        if let Some(queued) = ws_wit(self.sockets.queue(&self.identity.id, socket, out))? {
+            self.io.outputs.push((socket, queued));
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::storage::{Committer, Db, DbError};
-use crate::websockets::Sockets;
+use crate::websockets::{Backlog, Sockets};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,7 +65,8 @@ impl Host {
             db.clone(),
             dir.join("cache"),
         )?);
-        let sockets = Arc::new(Sockets::new(config.max_ws_message));
+        let backlog = Backlog::new(config.max_ws_backlog, config.max_ws_backlog_total);
+        let sockets = Arc::new(Sockets::new(config.max_ws_message, backlog));
         let classes = Classes::start(DEMOTION).map_err(StartError::Background)?;
         let objects = Objects::new(
             runtime,

@@ -20,7 +20,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -65,28 +65,176 @@ pub enum SocketError {
     InvalidArgument(String),
 }
 
+impl Outgoing {
+    /// What the message costs while it waits: its payload (a close frame's reason, plus its code).
+    fn size(&self) -> usize {
+        match self {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Binary(b) => b.len(),
+            Outgoing::Close(_, reason) => reason.len() + 2,
+        }
+    }
+}
+
+/// Why the host gave up on a client that did not read what was sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slow {
+    /// More than [`Backlog::per_socket`] bytes waited for this socket.
+    Socket = 1,
+    /// The host's sockets together had more than [`Backlog::total`] bytes waiting, and this
+    /// socket was among those with the most.
+    Host = 2,
+}
+
+/// Bytes sent to sockets and not yet handed to their connections (behind the output gate,
+/// queued, or being written), for each socket and across the host, with their bounds. A client
+/// that stops reading fills its TCP window; past its bound the host closes its socket, rather than
+/// keep everything sent to it.
+pub struct Backlog {
+    /// Most bytes waiting for one socket.
+    pub per_socket: usize,
+    /// Most bytes waiting for all sockets together.
+    pub total: usize,
+    waiting: AtomicUsize,
+    slow_closes: AtomicU64,
+    /// When the sockets were last scanned for the slowest, in ms since the Unix epoch.
+    last_shed_ms: AtomicU64,
+}
+
+/// The shortest time between two scans for the slowest sockets.
+const SHED_INTERVAL_MS: u64 = 10;
+
+impl Backlog {
+    pub fn new(per_socket: usize, total: usize) -> Self {
+        Backlog {
+            per_socket,
+            total,
+            waiting: AtomicUsize::new(0),
+            slow_closes: AtomicU64::new(0),
+            last_shed_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A message on its way to a socket. It counts in its socket's and the host's backlog until it is
+/// dropped, however that happens: written, discarded with a failed event, or abandoned with its
+/// socket.
+pub struct Queued {
+    out: Outgoing,
+    charge: Charge,
+}
+
+struct Charge {
+    outbox: Arc<Outbox>,
+    bytes: usize,
+    /// Past the output gate: waiting for the client rather than for a commit.
+    released: bool,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.outbox.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.released {
+            self.outbox.released.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+        self.outbox
+            .backlog
+            .waiting
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// What waits to be written to one socket, and the waker of its task.
 ///
 /// An `AtomicWaker` rather than a `Notify`: the task registers its waker in place, so a resting
 /// socket's task holds no waiter node of its own.
-#[derive(Default)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<VecDeque<Queued>>,
     waker: AtomicWaker,
+    /// What this socket's [`Queued`] messages add up to, wherever they are.
+    bytes: AtomicUsize,
+    /// The part of it past the output gate: what the client has not read yet.
+    released: AtomicUsize,
+    /// 0, or the [`Slow`] reason the socket's task must close it for.
+    slow: AtomicU8,
+    backlog: Arc<Backlog>,
 }
 
 impl Outbox {
-    fn push(&self, out: Outgoing) {
-        self.queue.lock().unwrap().push_back(out);
+    fn new(backlog: Arc<Backlog>) -> Self {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
+            bytes: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+            slow: AtomicU8::new(0),
+            backlog,
+        }
+    }
+
+    /// Counts `out` in the backlogs; `None` if the socket is being closed for being slow (what is
+    /// sent to it then is dropped, as for any socket that is closing).
+    fn charge(self: &Arc<Self>, out: Outgoing) -> Option<Queued> {
+        if self.slow().is_some() {
+            return None;
+        }
+        let bytes = out.size();
+        let mine = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.backlog.waiting.fetch_add(bytes, Ordering::AcqRel);
+        let queued = Queued {
+            out,
+            charge: Charge {
+                outbox: self.clone(),
+                bytes,
+                released: false,
+            },
+        };
+        if mine > self.backlog.per_socket {
+            self.give_up(Slow::Socket);
+            return None;
+        }
+        Some(queued)
+    }
+
+    fn push(&self, mut queued: Queued) {
+        if self.slow().is_some() {
+            return;
+        }
+        self.released
+            .fetch_add(queued.charge.bytes, Ordering::AcqRel);
+        queued.charge.released = true;
+        self.queue.lock().unwrap().push_back(queued);
         self.waker.wake();
     }
 
-    fn take(&self) -> VecDeque<Outgoing> {
+    fn take(&self) -> VecDeque<Queued> {
         std::mem::take(&mut *self.queue.lock().unwrap())
     }
 
     fn is_empty(&self) -> bool {
         self.queue.lock().unwrap().is_empty()
+    }
+
+    fn slow(&self) -> Option<Slow> {
+        match self.slow.load(Ordering::Acquire) {
+            1 => Some(Slow::Socket),
+            2 => Some(Slow::Host),
+            _ => None,
+        }
+    }
+
+    /// Marks the socket for closing and frees what waits in its queue; its task does the rest.
+    fn give_up(&self, why: Slow) {
+        if self
+            .slow
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.backlog.slow_closes.fetch_add(1, Ordering::Relaxed);
+            let dropped = self.take();
+            drop(dropped);
+            self.waker.wake();
+        }
     }
 }
 
@@ -110,6 +258,7 @@ pub struct Sockets {
     auto_responses: AtomicU64,
     /// Largest incoming message, in bytes.
     pub max_message: usize,
+    backlog: Arc<Backlog>,
 }
 
 /// An accepted socket's outbox, for its task once the handshake completes.
@@ -119,12 +268,13 @@ pub struct Accepted {
 }
 
 impl Sockets {
-    pub fn new(max_message: usize) -> Self {
+    pub fn new(max_message: usize, backlog: Backlog) -> Self {
         Sockets {
             objects: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             auto_responses: AtomicU64::new(0),
             max_message,
+            backlog: Arc::new(backlog),
         }
     }
 
@@ -144,7 +294,7 @@ impl Sockets {
             )));
         }
         let socket = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::default());
+        let outbox = Arc::new(Outbox::new(self.backlog.clone()));
         let mut objects = self.objects.lock().unwrap();
         objects.entry(object).or_default().open.insert(
             socket,
@@ -199,6 +349,70 @@ impl Sockets {
 
     pub fn exists(&self, object: &ObjectId, socket: u64) -> bool {
         self.with_socket(object, socket, |_| ()).is_ok()
+    }
+
+    /// Counts a message the object sends in its socket's backlog, to be [`Self::release`]d once
+    /// the output gate opens; `Ok(None)` if it is dropped because the socket is being closed for
+    /// being slow.
+    pub fn queue(
+        &self,
+        object: &ObjectId,
+        socket: u64,
+        out: Outgoing,
+    ) -> Result<Option<Queued>, SocketError> {
+        let mut objects = self.objects.lock().unwrap();
+        let outbox = objects
+            .get(object)
+            .and_then(|o| o.open.get(&socket))
+            .map(|s| s.out.clone())
+            .ok_or(SocketError::NotFound)?;
+        let queued = outbox.charge(out);
+        self.shed_if_over(&mut objects);
+        Ok(queued)
+    }
+
+    /// Past the host's bound, gives up on the sockets whose clients have the most unread (past
+    /// the output gate) until what is left is back under three quarters of it (so that one more
+    /// message does not mean one more scan). What waits behind the gate counts in the total, but
+    /// makes no client slow: it leaves once its commit lands. Called under the registry lock,
+    /// which it needs to see every socket.
+    fn shed_if_over(&self, objects: &mut HashMap<ObjectId, ObjectSockets>) {
+        let limit = self.backlog.total;
+        if self.backlog.waiting.load(Ordering::Acquire) <= limit {
+            return;
+        }
+        // A scan sees every socket: at most one per interval, however many messages come.
+        let now = now_ms();
+        let last = self.backlog.last_shed_ms.load(Ordering::Acquire);
+        if now < last + SHED_INTERVAL_MS {
+            return;
+        }
+        self.backlog.last_shed_ms.store(now, Ordering::Release);
+        let mut doomed = 0;
+        let mut candidates = Vec::new();
+        for s in objects.values().flat_map(|o| o.open.values()) {
+            let bytes = s.out.bytes.load(Ordering::Acquire);
+            let unread = s.out.released.load(Ordering::Acquire);
+            if s.out.slow().is_some() {
+                // Already given up on: its bytes are on their way out.
+                doomed += bytes;
+            } else if unread > 0 {
+                candidates.push((unread, bytes, s.out.clone()));
+            }
+        }
+        let mut left = self
+            .backlog
+            .waiting
+            .load(Ordering::Acquire)
+            .saturating_sub(doomed);
+        candidates.sort_unstable_by_key(|(unread, ..)| std::cmp::Reverse(*unread));
+        for (_, bytes, outbox) in candidates {
+            if left <= limit / 4 * 3 {
+                break;
+            }
+            outbox.give_up(Slow::Host);
+            left = left.saturating_sub(bytes);
+        }
     }
 
     pub fn tags(&self, object: &ObjectId, socket: u64) -> Result<Vec<String>, SocketError> {
@@ -271,17 +485,17 @@ impl Sockets {
 
     /// Hands released output to sockets; a close also forgets the socket (no close event
     /// follows for it). Output for a socket that has gone is dropped.
-    pub fn release(&self, object: &ObjectId, outputs: Vec<(u64, Outgoing)>) {
+    pub fn release(&self, object: &ObjectId, outputs: Vec<(u64, Queued)>) {
         // One lock for the whole event's output: a broadcast to 1,000 sockets is 1,000 pushes,
         // not 1,000 lock round trips.
         let mut objects = self.objects.lock().unwrap();
         let Some(sockets) = objects.get_mut(object) else {
             return;
         };
-        for (socket, out) in outputs {
-            let closing = matches!(out, Outgoing::Close(..));
+        for (socket, queued) in outputs {
+            let closing = matches!(queued.out, Outgoing::Close(..));
             if let Some(s) = sockets.open.get(&socket) {
-                s.out.push(out);
+                s.out.push(queued);
             }
             if closing {
                 sockets.open.remove(&socket);
@@ -306,8 +520,11 @@ impl Sockets {
             return false;
         };
         s.last_auto_response = Some(now_ms());
-        s.out.push(Outgoing::Text(response));
+        if let Some(queued) = s.out.charge(Outgoing::Text(response)) {
+            s.out.push(queued);
+        }
         self.auto_responses.fetch_add(1, Ordering::Relaxed);
+        self.shed_if_over(&mut objects);
         true
     }
 
@@ -322,12 +539,24 @@ impl Sockets {
         self.auto_responses.load(Ordering::Relaxed)
     }
 
+    /// Bytes sent to sockets and not yet handed to their connections.
+    pub fn bytes_waiting(&self) -> usize {
+        self.backlog.waiting.load(Ordering::Acquire)
+    }
+
+    /// Sockets closed since start because their clients did not read fast enough.
+    pub fn slow_close_count(&self) -> u64 {
+        self.backlog.slow_closes.load(Ordering::Relaxed)
+    }
+
     /// Closes every socket with `code` (at shutdown: 1001).
     pub fn close_all(&self, code: u16, reason: &str) {
         let mut objects = self.objects.lock().unwrap();
         for o in objects.values() {
             for s in o.open.values() {
-                s.out.push(Outgoing::Close(code, reason.to_owned()));
+                if let Some(queued) = s.out.charge(Outgoing::Close(code, reason.to_owned())) {
+                    s.out.push(queued);
+                }
             }
         }
         objects.clear();
@@ -458,6 +687,9 @@ pub fn serve(
                 }
                 if !closing {
                     outbox.waker.register(cx.waker());
+                    if let Some(why) = outbox.slow() {
+                        return Poll::Ready(Wake::Slow(why));
+                    }
                     if !outbox.is_empty() {
                         return Poll::Ready(Wake::Output);
                     }
@@ -491,11 +723,29 @@ pub fn serve(
                     }
                     break;
                 }
+                Wake::Slow(why) => {
+                    close_slow(&mut ws, &sockets, &owner, socket, why, &deliver).await;
+                    break;
+                }
                 Wake::Output => {
-                    let written = Box::pin(write_out(&mut ws, outbox)).await;
+                    // A write the client does not read stalls here: the outbox's verdict ends it.
+                    let mut write = Box::pin(write_out(&mut ws, outbox));
+                    let written = std::future::poll_fn(|cx| {
+                        outbox.waker.register(cx.waker());
+                        if let Some(why) = outbox.slow() {
+                            return Poll::Ready(Err(Some(why)));
+                        }
+                        write.as_mut().poll(cx).map(|r| r.map_err(|()| None))
+                    })
+                    .await;
+                    drop(write);
                     match written {
                         Ok(closed) => closing = closed,
-                        Err(()) => {
+                        Err(Some(why)) => {
+                            close_slow(&mut ws, &sockets, &owner, socket, why, &deliver).await;
+                            break;
+                        }
+                        Err(None) => {
                             if sockets.remove(&owner.id, socket) {
                                 deliver(SocketEvent::Close {
                                     code: 1006,
@@ -516,18 +766,139 @@ pub fn serve(
 enum Wake {
     Frame(Option<Result<Message, axum::Error>>),
     Output,
+    Slow(Slow),
+}
+
+/// The close code for a client that did not read what was sent to it: 1008, policy violation.
+pub const SLOW_CLOSE_CODE: u16 = 1008;
+
+/// How long the close frame of a slow client may take to get through, after what its connection
+/// already holds, before the connection is dropped.
+const SLOW_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tells the object of a client that fell too far behind with an error event, and closes its
+/// socket with 1008.
+async fn close_slow(
+    ws: &mut WebSocket,
+    sockets: &Sockets,
+    owner: &Owner,
+    socket: u64,
+    why: Slow,
+    deliver: &impl Fn(SocketEvent),
+) {
+    let backlog = &sockets.backlog;
+    let error = match why {
+        Slow::Socket => format!(
+            "the client read too slowly: more than {} bytes waited to be written to it, so the \
+             host closed the socket with {SLOW_CLOSE_CODE}",
+            backlog.per_socket
+        ),
+        Slow::Host => format!(
+            "the client read too slowly: the host's sockets together had more than {} bytes \
+             waiting, this one among the most, so the host closed it with {SLOW_CLOSE_CODE}",
+            backlog.total
+        ),
+    };
+    // The object learns at once; the close frame may take a while, behind what the connection
+    // already holds.
+    if sockets.remove(&owner.id, socket) {
+        deliver(SocketEvent::Error(error));
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: SLOW_CLOSE_CODE,
+        reason: "client too slow".into(),
+    }));
+    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, ws.send(close)).await;
 }
 
 /// Writes what the outbox holds, up to and including a close frame; returns whether it sent
 /// one, or `Err` if the connection failed.
 async fn write_out(ws: &mut WebSocket, outbox: &Outbox) -> Result<bool, ()> {
     let mut closing = false;
-    for out in outbox.take() {
+    for Queued { out, charge } in outbox.take() {
         closing = matches!(out, Outgoing::Close(..));
-        if ws.feed(message_of(out)).await.is_err() || closing {
+        let fed = ws.feed(message_of(out)).await;
+        // Handed to the connection: it no longer waits here.
+        drop(charge);
+        if fed.is_err() || closing {
             break;
         }
     }
     ws.flush().await.map_err(drop)?;
     Ok(closing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: usize) -> Outgoing {
+        Outgoing::Text("x".repeat(bytes))
+    }
+
+    #[test]
+    fn a_socket_past_its_bound_is_given_up_and_its_bytes_freed() {
+        let sockets = Sockets::new(1 << 20, Backlog::new(1000, 1 << 20));
+        let id = ObjectId::new("ns", "a");
+        let a = sockets.accept(id, vec![]).unwrap();
+        let first = sockets.queue(&id, a.socket, text(600)).unwrap();
+        assert!(first.is_some());
+        assert_eq!(sockets.bytes_waiting(), 600);
+        // 1,200 bytes would wait: the socket is given up on, and this message dropped.
+        assert!(sockets.queue(&id, a.socket, text(600)).unwrap().is_none());
+        assert_eq!(a.outbox.slow(), Some(Slow::Socket));
+        assert_eq!(sockets.slow_close_count(), 1);
+        // Nothing more is taken for it, and what was charged leaves with its message.
+        assert!(sockets.queue(&id, a.socket, text(1)).unwrap().is_none());
+        drop(first);
+        assert_eq!(sockets.bytes_waiting(), 0);
+    }
+
+    #[test]
+    fn past_the_host_bound_the_clients_with_most_unread_go_first_not_those_behind_the_gate() {
+        let sockets = Sockets::new(1 << 20, Backlog::new(1 << 20, 1000));
+        let id = ObjectId::new("ns", "room");
+        let (gated, unread, little) = (
+            sockets.accept(id, vec![]).unwrap(),
+            sockets.accept(id, vec![]).unwrap(),
+            sockets.accept(id, vec![]).unwrap(),
+        );
+        // 500 bytes behind the output gate (an event's output whose commit is not durable yet).
+        let held = sockets.queue(&id, gated.socket, text(500)).unwrap();
+        // 400 and 50 bytes released, waiting for their clients to read.
+        let out = vec![
+            (
+                unread.socket,
+                sockets
+                    .queue(&id, unread.socket, text(400))
+                    .unwrap()
+                    .unwrap(),
+            ),
+            (
+                little.socket,
+                sockets
+                    .queue(&id, little.socket, text(50))
+                    .unwrap()
+                    .unwrap(),
+            ),
+        ];
+        sockets.release(&id, out);
+        assert_eq!(sockets.bytes_waiting(), 950);
+        // 100 more passes the bound of 1,000: the client with the most unread goes, and that is
+        // enough to be back under three quarters of the bound.
+        let more = sockets.queue(&id, little.socket, text(100)).unwrap();
+        assert_eq!(unread.outbox.slow(), Some(Slow::Host));
+        assert_eq!(
+            gated.outbox.slow(),
+            None,
+            "bytes behind the gate make no client slow"
+        );
+        assert_eq!(little.outbox.slow(), None);
+        assert_eq!(
+            sockets.bytes_waiting(),
+            650,
+            "the given-up socket's queue was freed"
+        );
+        drop((held, more));
+    }
 }
