@@ -65,6 +65,9 @@ pub struct Settings {
     pub spread_objects: usize,
     /// Fresh objects of the cold-start scenario (200).
     pub cold_objects: usize,
+    /// How many objects the "past the live-instance cap" scenario draws from (1,000,000): far
+    /// more than either server keeps live, so most requests wake an object that sleeps.
+    pub fresh_objects: usize,
     /// Clients in the fan-out room (1,000).
     pub fanout_clients: usize,
     /// Fan-out rounds; the median is reported.
@@ -100,6 +103,7 @@ impl Settings {
             mid_conns: 16,
             spread_objects: 10_000,
             cold_objects: 200,
+            fresh_objects: 1_000_000,
             fanout_clients: 1_000,
             fanout_rounds: 10,
             throughput_clients: 100,
@@ -122,6 +126,7 @@ impl Settings {
             warmup: Duration::from_millis(300),
             cold_objects: 50,
             spread_objects: 1_000,
+            fresh_objects: 100_000,
             fanout_clients: 200,
             fanout_rounds: 3,
             throughput_clients: 50,
@@ -144,6 +149,7 @@ impl Settings {
             mid_conns: 4,
             spread_objects: 200,
             cold_objects: 10,
+            fresh_objects: 1_000,
             fanout_clients: 50,
             fanout_rounds: 3,
             throughput_clients: 10,
@@ -168,6 +174,13 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// How many memory mappings a process holds: the lines of `/proc/{pid}/maps`.
+pub fn map_count(pid: u32) -> Result<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    Ok(maps.lines().count() as u64)
 }
 
 /// The soft limit on open files of a process, from `/proc/{pid}/limits`.

@@ -299,6 +299,32 @@ pub async fn increment_spread(target: &Target, conns: usize, s: &Settings) -> Re
     .await
 }
 
+/// What the scenario past the live-instance cap measured: the load, and what the server holds
+/// at its end.
+pub struct Fresh {
+    pub load: LoadResult,
+    pub rss_kib: u64,
+    pub maps: u64,
+}
+
+/// Scenario 3b: durable increments on objects drawn at random from `s.fresh_objects` names
+/// (`fresh-0` ...), over `conns` connections, none created beforehand: far past what a server
+/// keeps live, so most requests wake (or create) a sleeping object and put another to sleep.
+/// Then the server's RSS and memory mappings.
+pub async fn increment_fresh(target: &Target, conns: usize, s: &Settings) -> Result<Fresh> {
+    let objects = s.fresh_objects.max(1);
+    let load = run(target, conns, s, move |_, rng| {
+        let i = rand::Rng::random_range(rng, 0..objects);
+        (Method::POST, format!("/counter/fresh-{i}/"))
+    })
+    .await?;
+    Ok(Fresh {
+        load,
+        rss_kib: crate::rss_kib(target.pid)?,
+        maps: crate::map_count(target.pid)?,
+    })
+}
+
 /// The ceiling: `GET /hello/x/` over `conns` connections. On dohost that is the `hello` object
 /// `x` (answers "ok", no storage); on workerd a stateless worker answering "ok".
 pub async fn hello(target: &Target, conns: usize, s: &Settings) -> Result<LoadResult> {

@@ -327,6 +327,56 @@ impl Bench {
         });
     }
 
+    /// Increments past the live-instance cap: throughput and latency, and what the server holds
+    /// at the end of it.
+    async fn fresh(&mut self, targets: &[Option<Target>; 2]) {
+        let s = self.s.clone();
+        let title = format!(
+            "Increment, {} objects (none created before; past the live cap), {} conns",
+            thousands(s.fresh_objects),
+            s.conns
+        );
+        let pair = self
+            .each(
+                targets,
+                &title,
+                async |t| load::increment_fresh(t, s.conns, &s).await,
+                |f| {
+                    format!(
+                        "{} req/s, p50 {:.2} ms, p99 {:.2} ms ({} ok, {} failed in {:.1} s); then RSS {:.1} MiB, {} memory mappings",
+                        report::format_value(f.load.rps(), Unit::Count),
+                        f.load.p50_ms(),
+                        f.load.p99_ms(),
+                        f.load.ok,
+                        f.load.failed,
+                        f.load.window.as_secs_f64(),
+                        f.rss_kib as f64 / 1024.0,
+                        f.maps
+                    )
+                },
+            )
+            .await;
+        let rows: [FreshRow; 5] = [
+            ("throughput", Unit::ReqPerSec, Better::Higher, |f| {
+                f.load.rps()
+            }),
+            ("p50", Unit::Ms, Better::Lower, |f| f.load.p50_ms()),
+            ("p99", Unit::Ms, Better::Lower, |f| f.load.p99_ms()),
+            ("RSS at the end", Unit::Bytes, Better::Lower, |f| {
+                f.rss_kib as f64 * 1024.0
+            }),
+            (
+                "memory mappings at the end",
+                Unit::Count,
+                Better::Lower,
+                |f| f.maps as f64,
+            ),
+        ];
+        for (what, unit, better, value) in rows {
+            self.row(format!("{title}: {what}"), unit, better, &pair, value);
+        }
+    }
+
     /// A load scenario: three rows (req/s, p50, p99).
     async fn load(
         &mut self,
@@ -506,6 +556,7 @@ impl Bench {
             load::increment_spread(t, s.conns, &s).await
         })
         .await;
+        self.fresh(&targets).await;
         // Let both servers drop those objects now, not during the next measurements.
         println!(
             "(waiting for the {} objects to hibernate)",
@@ -736,6 +787,9 @@ fn thousands(n: usize) -> String {
 }
 
 /// The notes at the end of `BENCHMARKS.md`: how each row is measured.
+/// One row of the scenario past the live cap: what, its unit, which way is better, its value.
+type FreshRow = (&'static str, Unit, Better, fn(&load::Fresh) -> f64);
+
 fn notes(s: &Settings) -> String {
     format!(
         "## How it is measured\n\n\
@@ -743,7 +797,7 @@ fn notes(s: &Settings) -> String {
 - The same objects on both sides: `examples/counter` and `examples/chat-room` (dohost, WebAssembly components) and a line-for-line JavaScript port of them (`bench/workerd/worker.js`, WebSocket hibernation API); `bench/guests/hello` on dohost and the front worker itself on workerd answer `ok`.\n\
 - Storage is on disk on both sides. dohost: redb, one fsync per group commit. workerd: `durableObjectStorage = (localDisk = ...)`, one SQLite file per object in WAL mode; when this harness was written, `strace` showed one `fsync` of the object's WAL per committed increment, so both acknowledge a write only once it is durable. The durability check above kills each server with SIGKILL and reads the count back.\n\
 - HTTP load: N keep-alive HTTP/1.1 connections, each sending its next request when the previous answer is read, {warm:.1} s of warm-up, then a {dur:.1} s window; a request counts if it started and ended inside the window. Latencies are per request, from send to the whole body read.\n\
-- Increments: `POST /counter/bench/` (one object) and `POST /counter/spread-<i>/` with `i` uniform over {spread} names. Reads: `GET /counter/bench/`.\n\
+- Increments: `POST /counter/bench/` (one object) and `POST /counter/spread-<i>/` with `i` uniform over {spread} names (each touched once before the window). Past the live cap: `POST /counter/fresh-<i>/` with `i` uniform over {fresh} names, none touched before, so most requests wake or create a sleeping object (dohost keeps at most `--max-live-objects` live, 10,000 by default); then the server's RSS and its memory mappings (lines of `/proc/PID/maps`). Reads: `GET /counter/bench/`.\n\
 - Cold start: {cold} never-seen counter objects in turn on one connection, `GET` each twice, then `GET /hello/x/`: the first is the cold start, the second the warm figure, the third the trivial-handler latency the warm figure is read against.\n\
 - Fan-out: {fan} clients join one room; client 0 sends, and the round ends when every other client has the broadcast; median of {rounds} rounds.\n\
 - WebSocket throughput: {tput} clients in one room, each sending a message, waiting for its own copy of the broadcast, then sending the next; every chat message any client receives in the window counts.\n\
@@ -754,6 +808,7 @@ fn notes(s: &Settings) -> String {
         warm = s.warmup.as_secs_f64(),
         dur = s.duration.as_secs_f64(),
         spread = thousands(s.spread_objects),
+        fresh = thousands(s.fresh_objects),
         cold = s.cold_objects,
         fan = thousands(s.fanout_clients),
         rounds = s.fanout_rounds,

@@ -3,15 +3,19 @@
 #![no_main]
 
 use dohost::config::EventLimits;
+use dohost::memory::MemoryBudget;
 use dohost::registry::{DeployError, validate};
 use dohost::runtime::Runtime;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     // One instance slot is enough: validation compiles and links, it never instantiates.
-    RUNTIME.get_or_init(|| Runtime::new(EventLimits::default(), 1).expect("the engine starts"))
+    RUNTIME.get_or_init(|| {
+        let memory = Arc::new(MemoryBudget::new(usize::MAX));
+        Runtime::new(EventLimits::default(), 1, memory).expect("the engine starts")
+    })
 }
 
 fuzz_target!(|bytes: &[u8]| {

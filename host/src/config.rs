@@ -61,8 +61,13 @@ pub struct HostConfig {
     pub admin_token: String,
     /// How long an instance may sit idle before it is dropped.
     pub idle_timeout: Duration,
-    /// Most live instances at once; past it the least recently used idle ones are dropped.
+    /// Most live instances at once; past it the least recently used idle ones are dropped. The
+    /// default fits the kernel's limit on memory mappings: see [`default_max_live_objects`].
     pub max_live_objects: usize,
+    /// Most bytes of linear memory all live instances may hold together; past it the least
+    /// recently used idle ones are dropped, and growth that cannot be made room for fails its
+    /// event as `overloaded`. Default half the machine's memory.
+    pub max_memory: usize,
     /// Largest request body sent to an object, in bytes.
     pub max_request_body: usize,
     /// Largest component accepted by deploy, in bytes.
@@ -98,7 +103,8 @@ impl HostConfig {
             data_dir,
             admin_token,
             idle_timeout: Duration::from_secs(30),
-            max_live_objects: 10_000,
+            max_live_objects: default_max_live_objects(),
+            max_memory: usize::try_from(machine_memory() / 2).unwrap_or(usize::MAX),
             max_request_body: 16 << 20,
             max_component_bytes: 128 << 20,
             max_ws_message: 1 << 20,
@@ -110,6 +116,14 @@ impl HostConfig {
             storage: StorageLimits::default(),
         }
     }
+}
+
+/// At most 10,000 live instances, fewer where the kernel's limit on memory mappings
+/// (`vm.max_map_count`) would not hold their mappings: see [`crate::runtime::max_instances_for_maps`].
+pub fn default_max_live_objects() -> usize {
+    let fits =
+        crate::runtime::map_limit().map_or(usize::MAX, crate::runtime::max_instances_for_maps);
+    fits.min(10_000)
 }
 
 /// The memory the host may count on, in bytes: its cgroup's limit where one is set (a container,

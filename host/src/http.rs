@@ -166,6 +166,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"dohost admin\""),
             );
         }
+        if self.code == "overloaded" {
+            // Room frees up as instances go idle: soon.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status.is_client_error() {
             // Refused before its body was read (a wrong token, a body too large, no such
             // namespace): the connection cannot carry another request, so say so, rather than
@@ -203,6 +209,12 @@ impl From<ObjectError> for ApiError {
             ObjectError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             ObjectError::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "unknown_namespace"),
             ObjectError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ObjectError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        };
+        let status = if e.is_overloaded() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            status
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -378,7 +390,12 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     let fetched = app
         .objects
         .fetch(target.namespace, &target.name, request, upgrade.is_some())
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if e.is_overloaded() {
+                app.objects.count_overload(e);
+            }
+        })?;
     let id = crate::names::ObjectId::new(target.namespace, &target.name);
     match (upgrade, fetched.accepted) {
         (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
@@ -535,6 +552,8 @@ async fn stats(State(app): State<AppState>, headers: HeaderMap) -> Result<Respon
     authorize(&headers, &app.admin_token)?;
     Ok(axum::Json(json!({
         "live_instances": app.objects.live_instances(),
+        "instance_memory_bytes": app.objects.instance_memory(),
+        "overloaded": app.objects.overloaded_count(),
         "awake_objects": app.objects.awake_objects(),
         "open_sockets": app.sockets.open_count(),
         "auto_responses": app.sockets.auto_response_count(),

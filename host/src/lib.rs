@@ -9,6 +9,7 @@
 //! - [`names`]: namespace and object names, object ids.
 //! - [`storage`]: the database, group commit, each object's layered view of its keys.
 //! - [`runtime`]: wasmtime: the engine, the host imports, running one event under limits.
+//! - [`memory`]: the budget for all live instances' memories.
 //! - [`registry`]: deployed namespaces: validating, compiling, persisting components.
 //! - [`objects`]: object lifecycle: one event loop per live object, hibernation, eviction, the
 //!   output gate.
@@ -27,6 +28,7 @@ pub mod alarms;
 pub mod classes;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod names;
 pub mod objects;
 pub mod registry;

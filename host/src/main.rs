@@ -38,9 +38,15 @@ struct ServeArgs {
     /// Seconds an instance may sit idle before it is dropped (its storage stays).
     #[arg(long, default_value = "30", value_parser = seconds)]
     idle_timeout: Duration,
-    /// Most live instances; past it the least recently used idle ones are dropped.
-    #[arg(long, default_value_t = 10_000)]
-    max_live_objects: usize,
+    /// Most live instances; past it the least recently used idle ones are dropped. Default
+    /// 10,000, or fewer where the kernel's limit on memory mappings (vm.max_map_count) would not
+    /// hold them; a value it would not hold is refused.
+    #[arg(long)]
+    max_live_objects: Option<usize>,
+    /// Most MiB of linear memory all live instances may hold together; past it the least
+    /// recently used idle ones are dropped. Default half the machine's memory.
+    #[arg(long)]
+    max_memory: Option<u64>,
     /// CPU budget of one event, in milliseconds of guest execution (10 million instructions per
     /// millisecond).
     #[arg(long, default_value_t = 30_000)]
@@ -162,7 +168,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut config = HostConfig::new(args.data.clone(), token);
     config.idle_timeout = args.idle_timeout;
-    config.max_live_objects = args.max_live_objects;
+    config.max_live_objects = args.max_live_objects.unwrap_or(config.max_live_objects);
+    if let Some(mib) = args.max_memory {
+        config.max_memory = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    }
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
     config.max_ws_backlog = args.max_ws_backlog.unwrap_or(config.max_ws_backlog);

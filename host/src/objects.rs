@@ -13,7 +13,9 @@
 //! one). The loop does not wait for the disk itself; it runs the next event while the commit
 //! flushes. WebSocket output goes through the object's outbox, which releases it in event order.
 
+use crate::alarms::now_ms;
 use crate::classes::{Cause, Classes, Meter};
+use crate::memory::MemoryBudget;
 use crate::names::ObjectId;
 use crate::registry::Registry;
 use crate::runtime::{EventError, Instance, ObjectIdentity, Request, Response, Runtime};
@@ -22,6 +24,7 @@ use crate::storage::{
 };
 use crate::websockets::{Accepted, Queued, SocketEvent, Sockets};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -39,6 +42,24 @@ pub enum ObjectError {
     UnknownNamespace(String),
     #[error("the host is shutting down")]
     ShuttingDown,
+    #[error(
+        "the host is overloaded: every one of its {0} live instances stayed busy for {OVERLOAD_WAIT:?}"
+    )]
+    Overloaded(usize),
+}
+
+/// How long an event waits for an instance slot when every slot is busy, before it is refused
+/// as `overloaded` (an idle slot is taken at once, its instance evicted).
+pub const OVERLOAD_WAIT: Duration = Duration::from_secs(1);
+
+impl ObjectError {
+    /// Whether the host refused the event for want of room, so that the client may retry.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            ObjectError::Overloaded(_) | ObjectError::Event(EventError::Overloaded(_))
+        )
+    }
 }
 
 /// The settings of object lifecycle.
@@ -124,12 +145,48 @@ struct Inner {
     instances: Arc<Semaphore>,
     /// Live instances between events, least recently used first.
     idle: Mutex<IdleList>,
+    memory: Arc<MemoryBudget>,
+    /// Events refused as `overloaded` since start, and when that was last logged.
+    overloaded: AtomicU64,
+    overload_logged_ms: AtomicU64,
 }
 
+/// Idle instances' event loops by ticket (the order they went idle), with the memory each holds.
 #[derive(Default)]
 struct IdleList {
     next_ticket: u64,
-    by_ticket: BTreeMap<u64, mpsc::WeakUnboundedSender<Event>>,
+    by_ticket: BTreeMap<u64, (mpsc::WeakUnboundedSender<Event>, usize)>,
+}
+
+impl IdleList {
+    fn insert(
+        &mut self,
+        queue: mpsc::WeakUnboundedSender<Event>,
+        bytes: usize,
+        memory: &MemoryBudget,
+    ) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.by_ticket.insert(ticket, (queue, bytes));
+        memory.set_idle(bytes, true);
+        ticket
+    }
+
+    fn remove(&mut self, ticket: u64, memory: &MemoryBudget) {
+        if let Some((_, bytes)) = self.by_ticket.remove(&ticket) {
+            memory.set_idle(bytes, false);
+        }
+    }
+
+    /// Asks the least recently used idle instance to go; the memory it holds, if there was one.
+    fn evict_oldest(&mut self, memory: &MemoryBudget) -> Option<usize> {
+        let (_, (queue, bytes)) = self.by_ticket.pop_first()?;
+        memory.set_idle(bytes, false);
+        if let Some(queue) = queue.upgrade() {
+            let _ = queue.send(Event::Evict);
+        }
+        Some(bytes)
+    }
 }
 
 impl Objects {
@@ -142,7 +199,8 @@ impl Objects {
         committer: Committer,
         config: LifecycleConfig,
     ) -> Self {
-        Objects {
+        let memory = runtime.memory().clone();
+        let objects = Objects {
             inner: Arc::new(Inner {
                 runtime,
                 classes,
@@ -154,8 +212,39 @@ impl Objects {
                 config,
                 loops: Mutex::new(HashMap::new()),
                 idle: Mutex::new(IdleList::default()),
+                memory,
+                overloaded: AtomicU64::new(0),
+                overload_logged_ms: AtomicU64::new(0),
             }),
+        };
+        tokio::spawn(evict_for_memory(Arc::downgrade(&objects.inner)));
+        objects
+    }
+
+    /// Counts an event refused as `overloaded`, and logs it at most once a second.
+    pub fn count_overload(&self, e: &ObjectError) {
+        let inner = &self.inner;
+        let count = inner.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ms();
+        let last = inner.overload_logged_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && inner
+                .overload_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("{e} ({count} events refused as overloaded since start)");
         }
+    }
+
+    /// Events refused as `overloaded` since start.
+    pub fn overloaded_count(&self) -> u64 {
+        self.inner.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of linear memory all live instances hold.
+    pub fn instance_memory(&self) -> usize {
+        self.inner.memory.used()
     }
 
     /// How much longer the objects of `namespace` run in the background, and why, if they do
@@ -265,24 +354,51 @@ impl Objects {
     }
 }
 
+/// Evicts the least recently used idle instances whenever the live instances' memories pass the
+/// budget, until they are back under it; ends with the host.
+async fn evict_for_memory(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(memory) = inner.upgrade().map(|i| i.memory.clone()) else {
+            return;
+        };
+        memory.passed().await;
+        let Some(inner) = inner.upgrade() else { return };
+        // An evicted instance's memory is counted until its loop drops it: count it as gone.
+        let mut freeing = 0;
+        while memory.used().saturating_sub(freeing) > memory.limit {
+            match inner.idle.lock().unwrap().evict_oldest(&memory) {
+                Some(bytes) => freeing += bytes,
+                None => break,
+            }
+        }
+    }
+}
+
 impl Inner {
     /// A permit for one more live instance, evicting the least recently used idle instance when
-    /// the host is at its cap.
-    async fn instance_permit(&self) -> OwnedSemaphorePermit {
+    /// the host is at its cap; `Overloaded` if none frees up within [`OVERLOAD_WAIT`].
+    async fn instance_permit(&self) -> Result<OwnedSemaphorePermit, ObjectError> {
+        let deadline = tokio::time::Instant::now() + OVERLOAD_WAIT;
         loop {
             if let Ok(permit) = self.instances.clone().try_acquire_owned() {
-                return permit;
+                // Evict ahead of need: the next new object then finds a slot at once, instead
+                // of waiting for an instance to be torn down.
+                if self.instances.available_permits() < self.config.max_live_objects / 64 {
+                    self.idle.lock().unwrap().evict_oldest(&self.memory);
+                }
+                return Ok(permit);
             }
-            let victim = self.idle.lock().unwrap().by_ticket.pop_first();
-            if let Some(queue) = victim.and_then(|(_, q)| q.upgrade()) {
-                let _ = queue.send(Event::Evict);
-            }
+            self.idle.lock().unwrap().evict_oldest(&self.memory);
             // Every instance is busy or on its way out: wait a little for one to free up.
+            let retry = (tokio::time::Instant::now() + Duration::from_millis(10)).min(deadline);
             tokio::select! {
                 permit = self.instances.clone().acquire_owned() => {
-                    return permit.expect("the instance semaphore is never closed");
+                    return Ok(permit.expect("the instance semaphore is never closed"));
                 }
-                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = tokio::time::sleep_until(retry) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ObjectError::Overloaded(self.config.max_live_objects));
             }
         }
     }
@@ -468,15 +584,20 @@ impl EventLoop {
 
     fn leave_idle_list(&mut self) {
         if let Some(ticket) = self.idle_ticket.take() {
-            self.inner.idle.lock().unwrap().by_ticket.remove(&ticket);
+            let memory = &self.inner.memory;
+            self.inner.idle.lock().unwrap().remove(ticket, memory);
         }
     }
 
     fn join_idle_list(&mut self) {
-        let mut idle = self.inner.idle.lock().unwrap();
-        let ticket = idle.next_ticket;
-        idle.next_ticket += 1;
-        idle.by_ticket.insert(ticket, self.me.clone());
+        let bytes = self.instance().memory_bytes();
+        let memory = &self.inner.memory;
+        let ticket = self
+            .inner
+            .idle
+            .lock()
+            .unwrap()
+            .insert(self.me.clone(), bytes, memory);
         self.idle_ticket = Some(ticket);
     }
 
@@ -511,7 +632,7 @@ impl EventLoop {
             self.hibernate();
         }
         if let Some(Slot::Asleep(_)) = self.slot {
-            let permit = self.inner.instance_permit().await;
+            let permit = self.inner.instance_permit().await.map_err(|e| (e, None))?;
             let Some(Slot::Asleep(storage)) = self.slot.take() else {
                 unreachable!("checked above")
             };

@@ -13,13 +13,14 @@
 
 use crate::classes::{Meter, WINDOW};
 use crate::config::{EventLimits, FUEL_PER_MS};
+use crate::memory::MemoryBudget;
 use crate::names::{self, ObjectId};
 use crate::scheduling::{Heavy, run_guest, with_long_slice};
 use crate::storage::{self, ObjectStorage};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    AsContextMut, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
-    ResourceLimiter, Store, Trap, UpdateDeadline,
+    AsContextMut, Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -86,6 +87,8 @@ pub enum EventError {
     Failed(String),
     #[error("the object could not be started: {0}")]
     Instantiate(String),
+    #[error("the host is overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl EventError {
@@ -113,6 +116,7 @@ impl EventError {
             EventError::Trap(_) => "trap",
             EventError::Failed(_) => "object_error",
             EventError::Instantiate(_) => "instantiate_failed",
+            EventError::Overloaded(_) => "overloaded",
         }
     }
 }
@@ -131,6 +135,10 @@ pub struct ObjectIdentity {
 struct MemoryCap {
     max_bytes: usize,
     hit: bool,
+    /// The host's budget for all instances' memories, which this one's is counted in.
+    budget: Arc<MemoryBudget>,
+    /// Whether the budget refused a growth: the host, not the object, is out of memory.
+    over_budget: bool,
     /// The linear memory's size now.
     bytes: usize,
     /// The instance's; kept here because the limiter is all the store hands the growth hook (the
@@ -159,13 +167,18 @@ impl ResourceLimiter for MemoryCap {
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_bytes;
         self.hit |= !ok;
-        if ok {
-            self.bytes = desired;
-            if self.is_big() {
-                self.heavy.mark();
-            }
+        if !ok {
+            return Ok(false);
         }
-        Ok(ok)
+        if !self.budget.grow(desired.saturating_sub(self.bytes)) {
+            self.over_budget = true;
+            return Ok(false);
+        }
+        self.bytes = desired;
+        if self.is_big() {
+            self.heavy.mark();
+        }
+        Ok(true)
     }
 
     fn table_growing(
@@ -175,6 +188,13 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+}
+
+impl Drop for MemoryCap {
+    /// The instance is gone, and its memory back in the pool.
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
     }
 }
 
@@ -401,6 +421,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Drop for Runtime {
@@ -417,7 +438,34 @@ const MEMORY_POOL_BYTES: u64 = 16 << 40;
 /// memory and a few core instances (its module plus adapter shims); these leave room for others.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const TABLES_PER_COMPONENT: u32 = 8;
-const MEMORIES_PER_COMPONENT: u32 = 2;
+const MEMORIES_PER_COMPONENT: u32 = 1;
+
+/// Memory mappings the pool holds per live instance, at most: its stack slot is two (the stack
+/// and its guard page, from start-up), and a memory slot once used keeps four (the image mapped
+/// copy-on-write, the accessible heap, the reservation around them) until the process ends. With
+/// no warm slots kept aside, slots are reused before fresh ones are taken, so the memory slots
+/// ever used are at most the live instances at the busiest moment.
+const MAPS_PER_INSTANCE: u64 = 2 + 4 * MEMORIES_PER_COMPONENT as u64;
+
+/// Mappings left for everything else: threads' stacks, libraries, compiled code, the allocator's
+/// arenas. The host at start holds about a hundred.
+const MAPS_RESERVED: u64 = 4096;
+
+/// The kernel's limit on a process's memory mappings (`vm.max_map_count`), where it can be read.
+pub fn map_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The most live instances whose mappings fit under `map_limit`: past the kernel's limit a
+/// mapping fails, and the allocator aborts the process when its own does.
+pub fn max_instances_for_maps(map_limit: u64) -> usize {
+    usize::try_from(map_limit.saturating_sub(MAPS_RESERVED) / MAPS_PER_INSTANCE)
+        .unwrap_or(usize::MAX)
+}
 
 /// The pooling allocator, sized for `max_instances` live instances of at most `memory_bytes`.
 ///
@@ -443,13 +491,18 @@ fn pooling(config: &mut Config, max_instances: u32, memory_bytes: usize) {
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_unused_warm_slots(0)
         .max_memory_size(memory_bytes.min(reservation as usize));
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 }
 
 impl Runtime {
     /// The engine for at most `max_instances` live instances at once.
-    pub fn new(limits: EventLimits, max_instances: usize) -> wasmtime::Result<Self> {
+    pub fn new(
+        limits: EventLimits,
+        max_instances: usize,
+        budget: Arc<MemoryBudget>,
+    ) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(true);
@@ -468,6 +521,7 @@ impl Runtime {
             linker,
             limits,
             ticker,
+            budget,
         })
     }
 
@@ -477,6 +531,11 @@ impl Runtime {
 
     pub fn limits(&self) -> EventLimits {
         self.limits
+    }
+
+    /// The budget every instance's memory is counted in.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     /// Checks that `component` is a Durable Object: everything it imports is granted, and it
@@ -511,6 +570,8 @@ impl Runtime {
             memory: MemoryCap {
                 max_bytes: self.limits.memory_bytes,
                 hit: false,
+                budget: self.budget.clone(),
+                over_budget: false,
                 bytes: 0,
                 heavy: heavy.clone(),
             },
@@ -720,6 +781,11 @@ impl Instance {
         std::mem::take(&mut self.store.data_mut().io)
     }
 
+    /// Bytes of linear memory the instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory.bytes
+    }
+
     /// The object's storage, to finish or discard the event.
     pub fn storage(&mut self) -> &mut ObjectStorage {
         &mut self.store.data_mut().storage
@@ -823,6 +889,16 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: EventLimits) 
             EventError::TimeLimit(limits.timeout)
         }
         _ if store.data().memory.hit => EventError::MemoryLimit(limits.memory_bytes >> 20),
+        _ if store.data().memory.over_budget => EventError::Overloaded(
+            "the memories of all live instances reached the host's budget (--max-memory)".into(),
+        ),
+        // Out of instance slots, stacks or address space: the host's state, not the object's.
+        _ if e.is::<PoolConcurrencyLimitError>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOMEM)) =>
+        {
+            EventError::Overloaded(format!("{e:#}"))
+        }
         _ => EventError::Trap(format!("{e:#}")),
     }
 }

@@ -5,6 +5,7 @@ use crate::alarms::Alarms;
 use crate::classes::{Classes, DEMOTION};
 use crate::config::HostConfig;
 use crate::http::{self, AppState};
+use crate::memory::MemoryBudget;
 use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
@@ -31,6 +32,17 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("starting the background threads: {0}")]
     Background(std::io::Error),
+    #[error(
+        "--max-live-objects {wanted} needs more memory mappings than the kernel allows \
+         (vm.max_map_count {map_limit}: room for {fits} live instances); lower it, or raise \
+         the kernel's limit, e.g. `sysctl vm.max_map_count={needed}`"
+    )]
+    TooManyInstances {
+        wanted: usize,
+        map_limit: u64,
+        fits: usize,
+        needed: u64,
+    },
 }
 
 /// A running host's parts.
@@ -45,11 +57,13 @@ impl Host {
     /// Opens the data dir, brings back every deployed namespace and starts the alarm loop.
     /// Blocking; call it within a tokio runtime (e.g. from `spawn_blocking`).
     pub fn start(config: &HostConfig) -> Result<Host, StartError> {
+        check_map_limit(config.max_live_objects)?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
+        let memory = Arc::new(MemoryBudget::new(config.max_memory));
         let db = Arc::new(Db::open(&dir.join("dohost.redb"))?);
         let runtime = Arc::new(
-            Runtime::new(config.event, config.max_live_objects)
+            Runtime::new(config.event, config.max_live_objects, memory)
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,
         );
         let alarms = Arc::new(Alarms::default());
@@ -100,6 +114,25 @@ impl Host {
             sockets,
         })
     }
+}
+
+/// Refuses a live-instance cap whose mappings the kernel would not allow: the host would abort
+/// when it reached it.
+fn check_map_limit(wanted: usize) -> Result<(), StartError> {
+    let Some(map_limit) = crate::runtime::map_limit() else {
+        return Ok(());
+    };
+    let fits = crate::runtime::max_instances_for_maps(map_limit);
+    if wanted <= fits {
+        return Ok(());
+    }
+    let needed = map_limit * (wanted as u64).div_ceil(fits.max(1) as u64);
+    Err(StartError::TooManyInstances {
+        wanted,
+        map_limit,
+        fits,
+        needed,
+    })
 }
 
 /// The admin token kept in the data dir, created (random, mode 0600) on first use.

@@ -22,6 +22,8 @@
 //! - `GET /spin?n=N`: counts to N and answers `{"counted": N}` (no attack: a busy but honest
 //!   request, about 1 ms of CPU for N = 1,000,000).
 //! - `GET /get?key=K`: `{"value": V}` (`null` if absent), the way the test reads storage.
+//! - `GET /hoard?mib=N`: allocates N MiB, touches every page, and keeps it in the instance (an
+//!   in-memory cache, as objects keep; `tests/overload.rs` holds the host to its memory budget).
 
 use std::hint::black_box;
 use std::io::Read;
@@ -31,6 +33,8 @@ use serde_json::{Value, json};
 
 struct Hostile {
     state: State,
+    /// What `/hoard` keeps for the instance's lifetime.
+    hoard: Vec<u8>,
 }
 
 /// Writes the key every attack must lose.
@@ -86,7 +90,10 @@ fn probe_wasi(port: u16) -> Value {
 
 impl DurableObject for Hostile {
     fn new(state: State) -> Self {
-        Hostile { state }
+        Hostile {
+            state,
+            hoard: Vec::new(),
+        }
     }
 
     fn fetch(&mut self, req: Request) -> Result<Response> {
@@ -100,6 +107,14 @@ impl DurableObject for Hostile {
                     .get_bytes(&key)?
                     .map(|v| String::from_utf8_lossy(&v).into_owned());
                 Response::from_json(&json!({ "value": value }))
+            }
+            "/hoard" => {
+                let mib: usize = req
+                    .query_param("mib")
+                    .and_then(|m| m.parse().ok())
+                    .ok_or("the query parameter `mib` is missing")?;
+                self.hoard = vec![black_box(1u8); mib << 20];
+                Response::from_json(&json!({ "kept": self.hoard.len() }))
             }
             "/fill" => {
                 let value = vec![b'v'; 16 << 10];

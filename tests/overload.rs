@@ -1,0 +1,232 @@
+//! More than the host has room for: instance slots, memory mappings, memory. The host never
+//! aborts; what it cannot take it answers 503 `overloaded` with `Retry-After`, and it keeps
+//! serving everything else.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A process's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        * 1024
+}
+
+/// Checks an answer the host may give under overload: a 200, or a 503 `overloaded` that says
+/// when to retry. Returns whether it was a 200.
+async fn served_or_overloaded(r: reqwest::Response) -> bool {
+    let status = r.status().as_u16();
+    if status == 200 {
+        return true;
+    }
+    let retry = r.headers().get("retry-after").cloned();
+    let body: serde_json::Value = r.json().await.expect("a JSON error");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "overloaded", "{body}");
+    assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_fresh_object_names_is_served_or_refused_and_the_host_keeps_serving() {
+    let (host, _dir) = Host::start(&["--max-live-objects", "16"]);
+    host.deploy("counter", "counter").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut flood = Vec::new();
+    for c in 0..64 {
+        let (url, stop, ok, refused) =
+            (host.url.clone(), stop.clone(), ok.clone(), refused.clone());
+        flood.push(tokio::spawn(async move {
+            let http = client();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = http
+                    .post(format!("{url}/counter/fresh-{c}-{i}/"))
+                    .send()
+                    .await
+                    .expect("the host answers every request");
+                let counter = if served_or_overloaded(r).await {
+                    &ok
+                } else {
+                    &refused
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    // A bystander keeps being answered, and promptly.
+    let mut worst = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let asked = Instant::now();
+        let r = client()
+            .get(host.at("/counter/bystander/"))
+            .send()
+            .await
+            .expect("the bystander is answered");
+        served_or_overloaded(r).await;
+        worst = worst.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+    let stats = host.stats().await;
+    eprintln!(
+        "fresh names: {} served, {} refused; bystander's slowest answer {worst:?}; {stats}",
+        ok.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 1000, "{stats}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "the bystander waited {worst:?}"
+    );
+    assert!(stats["live_instances"].as_u64().unwrap() <= 16, "{stats}");
+    // Afterwards it serves normally.
+    for i in 0..50 {
+        let r = client()
+            .post(host.at(&format!("/counter/after-{i}/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_that_finds_every_instance_busy_waits_a_second_then_gets_503() {
+    let (host, _dir) = Host::start(&["--max-live-objects", "2"]);
+    host.deploy("busy", "hostile").await;
+    // Two objects busy for seconds hold both slots (about 1 ms of CPU per million).
+    let mut spinning = Vec::new();
+    for name in ["a", "b"] {
+        let url = host.at(&format!("/busy/{name}/spin?n=3000000000"));
+        spinning.push(tokio::spawn(async move { client().get(url).send().await }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    let r = client()
+        .get(host.at("/busy/c/spin?n=1"))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert!(!served_or_overloaded(r).await, "a third object got a slot");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "refused after {waited:?}: the wait is one second"
+    );
+    assert_eq!(host.stats().await["overloaded"], 1);
+    for s in spinning {
+        assert_eq!(s.await.unwrap().unwrap().status(), 200);
+    }
+    // Room again: served.
+    let r = client()
+        .get(host.at("/busy/c/spin?n=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn an_instance_cap_the_kernels_mappings_would_not_hold_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dohost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--max-live-objects", "100000000", "--admin-token", TOKEN])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("vm.max_map_count") && stderr.contains("--max-live-objects 100000000"),
+        "{stderr}"
+    );
+}
+
+/// Touches `mib` MiB in each of `objects` hostile objects in turn; returns the host's peak RSS
+/// over its RSS before, and the stats after.
+async fn hoard(host: &Host, objects: usize, mib: usize) -> (u64, serde_json::Value) {
+    let idle = rss(host.pid());
+    let mut peak = idle;
+    for i in 0..objects {
+        let r = client()
+            .get(host.at(&format!("/hoard/o{i}/hoard?mib={mib}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "object {i}: {}", r.text().await.unwrap());
+        peak = peak.max(rss(host.pid()));
+    }
+    let stats = host.stats().await;
+    eprintln!(
+        "{objects} objects keeping {mib} MiB: RSS {} MiB before, {} MiB at the peak; {stats}",
+        idle >> 20,
+        peak >> 20
+    );
+    (peak - idle, stats)
+}
+
+/// What the host holds beyond the instances' memories while they fill: the freed memories on
+/// their way back to the kernel, the request and response buffers.
+const MEMORY_MARGIN: u64 = 256 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_instances_memories_stay_within_the_budget() {
+    let (host, _dir) = Host::start(&["--max-memory", "1024"]);
+    host.deploy("hoard", "hostile").await;
+    let (grew, stats) = hoard(&host, 40, 100).await;
+    assert!(
+        grew <= (1 << 30) + MEMORY_MARGIN,
+        "RSS grew {} MiB for a 1,024 MiB budget",
+        grew >> 20
+    );
+    assert!(
+        stats["live_instances"].as_u64().unwrap() < 40,
+        "the oldest were evicted: {stats}"
+    );
+    // The last growth was allowed because idle instances could make room; their eviction
+    // follows at once.
+    let every = Duration::from_millis(20);
+    poll(
+        "memories under the budget",
+        Duration::from_secs(5),
+        every,
+        || async {
+            let used = host.stats().await["instance_memory_bytes"]
+                .as_u64()
+                .unwrap();
+            (used <= 1 << 30).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The control: without the budget the same 40 objects keep 4 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_budget_the_same_objects_grow_the_host_past_it() {
+    let (host, _dir) = Host::start(&["--max-memory", "1000000"]);
+    host.deploy("hoard", "hostile").await;
+    let (grew, stats) = hoard(&host, 40, 100).await;
+    assert!(
+        grew > (1 << 30) + MEMORY_MARGIN,
+        "RSS grew only {} MiB: the budget test could not fail",
+        grew >> 20
+    );
+    assert_eq!(stats["live_instances"], 40, "{stats}");
+}
