@@ -114,14 +114,14 @@ async fn flood(ws: Ws, how: Flood, stop: Arc<AtomicBool>) -> u64 {
 
 /// A client that reads every chat message: it checks that they come in order, with no gap, and
 /// returns the sequence numbers it saw, and who it was told left, once it has seen as many as
-/// `last_sent` says were sent (set when the flood ends) and nothing more comes for 500 ms, or the
+/// `last_sent` says were sent (set when the flood ends) and nothing more comes for a second, or the
 /// stream ends.
 async fn read_all(mut ws: Ws, last_sent: Arc<AtomicU64>) -> (Vec<u64>, Vec<String>) {
     let mut seen = Vec::new();
     let mut left = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while tokio::time::Instant::now() < deadline {
-        let m = match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+        let m = match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
             // Quiet once everything came: the notices of who left came before, or never will.
             Err(_) if seen.len() as u64 == last_sent.load(Ordering::Acquire) => break,
             Err(_) => continue,
@@ -168,7 +168,8 @@ struct Run {
     /// Highest RSS during it.
     peak: u64,
     /// How the first never-reading client's socket ended once it read again: the close code
-    /// (1006 for a connection dropped without one), if the host gave up on any client.
+    /// (1006 for a connection dropped without one), if the host gave up on it before the flood
+    /// ended.
     stuck_close: Option<u16>,
     /// Users the room was told left.
     left: Vec<String>,
@@ -183,6 +184,9 @@ struct Run {
 /// `ceiling` above its idle size), one that reads everything, and a bystander that asks another
 /// object every 100 ms.
 async fn flood_room(args: &[&str], how: Flood, stuck: usize, seconds: u64, ceiling: u64) -> Run {
+    // One flood at a time: on two cores, two floods would each measure the other.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (host, _dir) = Host::start(args);
     host.deploy("chat", "chat_room").await;
     host.deploy("counter", "counter").await;
@@ -229,16 +233,25 @@ async fn flood_room(args: &[&str], how: Flood, stuck: usize, seconds: u64, ceili
     // Once the host gives up on a stuck client, the first one reads again: what reached it, then
     // the close.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    let mut stuck_close = None;
+    let (mut any_closed, mut stuck_close) = (false, None);
     while tokio::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         if host.stats().await["sockets_closed_slow"] != 0 {
-            stuck_close = Some(loop {
-                match ws_next_within(&mut stuck_clients[0], WS_WAIT).await {
-                    Some(Message::Close(frame)) => break frame.map_or(1005, |f| u16::from(f.code)),
-                    Some(_) => continue,
-                    None => break 1006,
+            any_closed = true;
+            // The first stuck client, if it was among those closed, finds its close frame after
+            // what reached it; if it was not, it reads until the flood's end.
+            let first = &mut stuck_clients[0];
+            let closed = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match ws_next_within(first, WS_WAIT).await {
+                        Some(Message::Close(frame)) => {
+                            break frame.map_or(1005, |f| u16::from(f.code));
+                        }
+                        Some(_) => continue,
+                        None => break 1006,
+                    }
                 }
             });
+            stuck_close = closed.await.ok();
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -257,11 +270,10 @@ async fn flood_room(args: &[&str], how: Flood, stuck: usize, seconds: u64, ceili
     let sent = flooding.await.unwrap();
     last_sent.store(sent, Ordering::Release);
     let bystander_worst = bystander.await.unwrap();
-    let stats = host.stats().await;
     done.store(true, Ordering::Relaxed);
     let peak = peak.await.unwrap();
     let mut left = Vec::new();
-    if stuck_close.is_some() {
+    if any_closed {
         let (seen, users) = tokio::time::timeout(Duration::from_secs(60), reading)
             .await
             .expect("the reading client got the whole flood in time")
@@ -276,6 +288,8 @@ async fn flood_room(args: &[&str], how: Flood, stuck: usize, seconds: u64, ceili
     } else {
         reading.abort();
     }
+    // After the reader went quiet: the notices of who left cause no more closes by then.
+    let stats = host.stats().await;
     Run {
         idle,
         peak,
@@ -339,9 +353,9 @@ async fn a_client_that_stops_reading_is_closed_and_costs_at_most_its_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_the_bound_one_stuck_reader_grows_the_host() {
-    // Until the growth shows, at most 30 s: a slow machine floods more slowly.
+    // Until the growth shows, at most 45 s: a slow machine floods more slowly.
     let ceiling = (256 << 10) + MARGIN + (1 << 20);
-    let run = flood_room(&["--max-ws-backlog", NO_BOUND], FOUR_KB, 1, 30, ceiling).await;
+    let run = flood_room(&["--max-ws-backlog", NO_BOUND], FOUR_KB, 1, 45, ceiling).await;
     let grew = grew("one stuck reader, no bound", &run);
     assert_eq!(run.stuck_close, None, "{}", run.stats);
     assert!(
@@ -381,7 +395,6 @@ async fn many_slow_clients_are_bounded_together_and_the_host_keeps_serving() {
     let grew = grew("200 stuck readers, 32 MiB for all", &run);
     let closed = run.stats["sockets_closed_slow"].as_u64().unwrap();
     assert!(closed > 0, "{}", run.stats);
-    assert_eq!(run.stuck_close, Some(1008), "{}", run.stats);
     let stuck_left = run.left.iter().filter(|u| u.starts_with("stuck")).count();
     assert_eq!(stuck_left as u64, closed, "one user_left per closed socket");
     assert!(
@@ -411,7 +424,7 @@ async fn without_the_host_bound_many_slow_clients_grow_the_host() {
         NO_BOUND,
     ];
     let ceiling = MANY_TOTAL + MANY_MARGIN + (1 << 20);
-    let run = flood_room(&args, SIXTY_FOUR_KB, MANY, 30, ceiling).await;
+    let run = flood_room(&args, SIXTY_FOUR_KB, MANY, 45, ceiling).await;
     let grew = grew("200 stuck readers, no bound for all", &run);
     assert!(
         grew > MANY_TOTAL + MANY_MARGIN,

@@ -160,7 +160,14 @@ impl Alarms {
             if !schedule.entries.get(&id).is_some_and(|e| e.alarm == alarm) {
                 return;
             }
-            if retries < MAX_RETRIES {
+            if e.is_overloaded() {
+                // The host had no room; the alarm did not fail. Again in 1 to 2 s, spread so that
+                // alarms that all came due at once do not all come back at once.
+                let delay = 1000 + rand::random_range(0..1000);
+                tracing::debug!(namespace = %alarm.namespace, object = %id, "host overloaded, alarm again in {delay} ms");
+                schedule.insert(id, alarm.clone(), now_ms() + delay, retries);
+                false
+            } else if retries < MAX_RETRIES {
                 let delay = FIRST_BACKOFF_MS << retries;
                 tracing::warn!(namespace = %alarm.namespace, object = %id, retry = retries + 1, "alarm failed, retrying in {delay} ms: {e}");
                 schedule.insert(id, alarm.clone(), now_ms() + delay, retries + 1);

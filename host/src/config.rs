@@ -123,7 +123,7 @@ impl HostConfig {
 pub fn default_max_live_objects() -> usize {
     let fits =
         crate::runtime::map_limit().map_or(usize::MAX, crate::runtime::max_instances_for_maps);
-    fits.min(10_000)
+    fits.clamp(1, 10_000)
 }
 
 /// The memory the host may count on, in bytes: its cgroup's limit where one is set (a container,

@@ -216,6 +216,7 @@ pub fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(Component, ObjectPre
     }
     let component = Component::new(runtime.engine(), bytes)
         .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+    crate::runtime::check_memories(&component).map_err(DeployError::Invalid)?;
     let pre = runtime
         .prepare(&component)
         .map_err(DeployError::WrongWorld)?;

@@ -460,6 +460,26 @@ pub fn map_limit() -> Option<u64> {
         .ok()
 }
 
+/// Refuses a component with more linear memories than an instance slot holds: the pool, and the
+/// mapping budget behind the live-instance cap, hold one each.
+pub fn check_memories(component: &Component) -> Result<(), String> {
+    let memories = component.resources_required().map_or(0, |r| r.num_memories);
+    if memories > MEMORIES_PER_COMPONENT {
+        return Err(format!(
+            "it defines {memories} linear memories; dohost runs components with at most \
+             {MEMORIES_PER_COMPONENT}"
+        ));
+    }
+    Ok(())
+}
+
+/// The memory mappings `instances` live instances and the rest of the process need at most.
+pub fn maps_needed(instances: usize) -> u64 {
+    (instances as u64)
+        .saturating_mul(MAPS_PER_INSTANCE)
+        .saturating_add(MAPS_RESERVED)
+}
+
 /// The most live instances whose mappings fit under `map_limit`: past the kernel's limit a
 /// mapping fails, and the allocator aborts the process when its own does.
 pub fn max_instances_for_maps(map_limit: u64) -> usize {
@@ -670,6 +690,9 @@ impl Instance {
         let state = self.store.data_mut();
         state.deadline = deadline;
         state.next_yield = now + EPOCH_TICK;
+        // What refused a growth in an earlier event names no cause of this one's failure.
+        state.memory.hit = false;
+        state.memory.over_budget = false;
         self.heavy.reset(self.store.data().memory.is_big());
         self.store.set_epoch_deadline(1);
         self.store

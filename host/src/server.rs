@@ -126,7 +126,7 @@ fn check_map_limit(wanted: usize) -> Result<(), StartError> {
     if wanted <= fits {
         return Ok(());
     }
-    let needed = map_limit * (wanted as u64).div_ceil(fits.max(1) as u64);
+    let needed = crate::runtime::maps_needed(wanted);
     Err(StartError::TooManyInstances {
         wanted,
         map_limit,

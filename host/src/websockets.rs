@@ -104,6 +104,10 @@ pub struct Backlog {
 /// The shortest time between two scans for the slowest sockets.
 const SHED_INTERVAL_MS: u64 = 10;
 
+/// A client with less than this unread is keeping up: the host's bound never closes it, even
+/// while what waits behind the output gate alone passes the bound.
+const SLOW_FLOOR: usize = 64 << 10;
+
 impl Backlog {
     pub fn new(per_socket: usize, total: usize) -> Self {
         Backlog {
@@ -124,8 +128,10 @@ pub struct Queued {
     charge: Charge,
 }
 
+/// Holds the counts, not the outbox: a message in an outbox's queue must not keep that outbox
+/// alive, or an outbox dropped with messages still queued would never be freed.
 struct Charge {
-    outbox: Arc<Outbox>,
+    counts: Arc<Counts>,
     bytes: usize,
     /// Past the output gate: waiting for the client rather than for a commit.
     released: bool,
@@ -133,15 +139,24 @@ struct Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.outbox.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.counts.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         if self.released {
-            self.outbox.released.fetch_sub(self.bytes, Ordering::AcqRel);
+            self.counts.released.fetch_sub(self.bytes, Ordering::AcqRel);
         }
-        self.outbox
+        self.counts
             .backlog
             .waiting
             .fetch_sub(self.bytes, Ordering::AcqRel);
     }
+}
+
+/// One socket's share of the backlog.
+struct Counts {
+    /// What this socket's [`Queued`] messages add up to, wherever they are.
+    bytes: AtomicUsize,
+    /// The part of it past the output gate: what the client has not read yet.
+    released: AtomicUsize,
+    backlog: Arc<Backlog>,
 }
 
 /// What waits to be written to one socket, and the waker of its task.
@@ -151,13 +166,9 @@ impl Drop for Charge {
 pub struct Outbox {
     queue: Mutex<VecDeque<Queued>>,
     waker: AtomicWaker,
-    /// What this socket's [`Queued`] messages add up to, wherever they are.
-    bytes: AtomicUsize,
-    /// The part of it past the output gate: what the client has not read yet.
-    released: AtomicUsize,
     /// 0, or the [`Slow`] reason the socket's task must close it for.
     slow: AtomicU8,
-    backlog: Arc<Backlog>,
+    counts: Arc<Counts>,
 }
 
 impl Outbox {
@@ -165,31 +176,34 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
             waker: AtomicWaker::new(),
-            bytes: AtomicUsize::new(0),
-            released: AtomicUsize::new(0),
             slow: AtomicU8::new(0),
-            backlog,
+            counts: Arc::new(Counts {
+                bytes: AtomicUsize::new(0),
+                released: AtomicUsize::new(0),
+                backlog,
+            }),
         }
     }
 
     /// Counts `out` in the backlogs; `None` if the socket is being closed for being slow (what is
     /// sent to it then is dropped, as for any socket that is closing).
-    fn charge(self: &Arc<Self>, out: Outgoing) -> Option<Queued> {
+    fn charge(&self, out: Outgoing) -> Option<Queued> {
         if self.slow().is_some() {
             return None;
         }
+        let counts = &self.counts;
         let bytes = out.size();
-        let mine = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.backlog.waiting.fetch_add(bytes, Ordering::AcqRel);
+        let mine = counts.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        counts.backlog.waiting.fetch_add(bytes, Ordering::AcqRel);
         let queued = Queued {
             out,
             charge: Charge {
-                outbox: self.clone(),
+                counts: counts.clone(),
                 bytes,
                 released: false,
             },
         };
-        if mine > self.backlog.per_socket {
+        if mine > counts.backlog.per_socket {
             self.give_up(Slow::Socket);
             return None;
         }
@@ -200,8 +214,8 @@ impl Outbox {
         if self.slow().is_some() {
             return;
         }
-        self.released
-            .fetch_add(queued.charge.bytes, Ordering::AcqRel);
+        let released = &self.counts.released;
+        released.fetch_add(queued.charge.bytes, Ordering::AcqRel);
         queued.charge.released = true;
         self.queue.lock().unwrap().push_back(queued);
         self.waker.wake();
@@ -230,7 +244,10 @@ impl Outbox {
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.backlog.slow_closes.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .backlog
+                .slow_closes
+                .fetch_add(1, Ordering::Relaxed);
             let dropped = self.take();
             drop(dropped);
             self.waker.wake();
@@ -391,12 +408,12 @@ impl Sockets {
         let mut doomed = 0;
         let mut candidates = Vec::new();
         for s in objects.values().flat_map(|o| o.open.values()) {
-            let bytes = s.out.bytes.load(Ordering::Acquire);
-            let unread = s.out.released.load(Ordering::Acquire);
+            let bytes = s.out.counts.bytes.load(Ordering::Acquire);
+            let unread = s.out.counts.released.load(Ordering::Acquire);
             if s.out.slow().is_some() {
                 // Already given up on: its bytes are on their way out.
                 doomed += bytes;
-            } else if unread > 0 {
+            } else if unread >= SLOW_FLOOR {
                 candidates.push((unread, bytes, s.out.clone()));
             }
         }
@@ -677,6 +694,8 @@ pub fn serve(
         };
         // Once a close frame is sent, only the peer's answer is awaited.
         let mut closing = false;
+        // Once a close frame is sent: how long the client has to answer it.
+        let mut answer_by = None;
         loop {
             // Most sockets spend their life here, so what is held across this wait is kept small:
             // the socket, the owner, and a future of two references. Writing happens in a boxed
@@ -695,8 +714,15 @@ pub fn serve(
                     }
                 }
                 Poll::Pending
-            })
-            .await;
+            });
+            let wake = match answer_by {
+                None => wake.await,
+                // Boxed: only closing sockets pay for the timer.
+                Some(until) => match Box::pin(tokio::time::timeout_at(until, wake)).await {
+                    Ok(wake) => wake,
+                    Err(_) => break,
+                },
+            };
             match wake {
                 Wake::Frame(frame) => {
                     if let Some(Ok(Message::Text(text))) = &frame
@@ -740,7 +766,12 @@ pub fn serve(
                     .await;
                     drop(write);
                     match written {
-                        Ok(closed) => closing = closed,
+                        Ok(closed) => {
+                            closing = closed;
+                            if closed {
+                                answer_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                            }
+                        }
                         Err(Some(why)) => {
                             close_slow(&mut ws, &sockets, &owner, socket, why, &deliver).await;
                             break;
@@ -772,9 +803,9 @@ enum Wake {
 /// The close code for a client that did not read what was sent to it: 1008, policy violation.
 pub const SLOW_CLOSE_CODE: u16 = 1008;
 
-/// How long the close frame of a slow client may take to get through, after what its connection
-/// already holds, before the connection is dropped.
-const SLOW_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a close frame the host sends may take to get through (after what the connection
+/// already holds), and then the client's answer to arrive, before the connection is dropped.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Tells the object of a client that fell too far behind with an error event, and closes its
 /// socket with 1008.
@@ -808,24 +839,39 @@ async fn close_slow(
         code: SLOW_CLOSE_CODE,
         reason: "client too slow".into(),
     }));
-    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, ws.send(close)).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(close)).await;
 }
 
 /// Writes what the outbox holds, up to and including a close frame; returns whether it sent
 /// one, or `Err` if the connection failed.
+///
+/// A batch that closes the socket gets [`CLOSE_GRACE`] to be written: the socket has left the
+/// registry, so a client that does not read could no longer be found slow, and would hold its
+/// task for ever.
 async fn write_out(ws: &mut WebSocket, outbox: &Outbox) -> Result<bool, ()> {
-    let mut closing = false;
-    for Queued { out, charge } in outbox.take() {
-        closing = matches!(out, Outgoing::Close(..));
-        let fed = ws.feed(message_of(out)).await;
-        // Handed to the connection: it no longer waits here.
-        drop(charge);
-        if fed.is_err() || closing {
-            break;
+    let batch = outbox.take();
+    let closes = batch.iter().any(|q| matches!(q.out, Outgoing::Close(..)));
+    let write = async {
+        let mut closing = false;
+        for Queued { out, charge } in batch {
+            closing = matches!(out, Outgoing::Close(..));
+            let fed = ws.feed(message_of(out)).await;
+            // Handed to the connection: it no longer waits here.
+            drop(charge);
+            if fed.is_err() || closing {
+                break;
+            }
         }
+        ws.flush().await.map_err(drop)?;
+        Ok(closing)
+    };
+    if closes {
+        tokio::time::timeout(CLOSE_GRACE, write)
+            .await
+            .unwrap_or(Err(()))
+    } else {
+        write.await
     }
-    ws.flush().await.map_err(drop)?;
-    Ok(closing)
 }
 
 #[cfg(test)]
@@ -856,37 +902,27 @@ mod tests {
 
     #[test]
     fn past_the_host_bound_the_clients_with_most_unread_go_first_not_those_behind_the_gate() {
-        let sockets = Sockets::new(1 << 20, Backlog::new(1 << 20, 1000));
+        const KIB: usize = 1 << 10;
+        let sockets = Sockets::new(1 << 20, Backlog::new(4 << 20, 1000 * KIB));
         let id = ObjectId::new("ns", "room");
         let (gated, unread, little) = (
             sockets.accept(id, vec![]).unwrap(),
             sockets.accept(id, vec![]).unwrap(),
             sockets.accept(id, vec![]).unwrap(),
         );
-        // 500 bytes behind the output gate (an event's output whose commit is not durable yet).
-        let held = sockets.queue(&id, gated.socket, text(500)).unwrap();
-        // 400 and 50 bytes released, waiting for their clients to read.
+        // 500 KiB behind the output gate (an event's output whose commit is not durable yet).
+        let held = sockets.queue(&id, gated.socket, text(500 * KIB)).unwrap();
+        // 400 KiB and 50 KiB released, waiting for their clients to read.
+        let queue = |s: u64, n| (s, sockets.queue(&id, s, text(n)).unwrap().unwrap());
         let out = vec![
-            (
-                unread.socket,
-                sockets
-                    .queue(&id, unread.socket, text(400))
-                    .unwrap()
-                    .unwrap(),
-            ),
-            (
-                little.socket,
-                sockets
-                    .queue(&id, little.socket, text(50))
-                    .unwrap()
-                    .unwrap(),
-            ),
+            queue(unread.socket, 400 * KIB),
+            queue(little.socket, 50 * KIB),
         ];
         sockets.release(&id, out);
-        assert_eq!(sockets.bytes_waiting(), 950);
-        // 100 more passes the bound of 1,000: the client with the most unread goes, and that is
-        // enough to be back under three quarters of the bound.
-        let more = sockets.queue(&id, little.socket, text(100)).unwrap();
+        assert_eq!(sockets.bytes_waiting(), 950 * KIB);
+        // 100 KiB more passes the bound: the client with the most unread goes, and that is
+        // enough to be back under three quarters of it. 50 KiB unread is keeping up.
+        let more = sockets.queue(&id, gated.socket, text(100 * KIB)).unwrap();
         assert_eq!(unread.outbox.slow(), Some(Slow::Host));
         assert_eq!(
             gated.outbox.slow(),
@@ -896,9 +932,23 @@ mod tests {
         assert_eq!(little.outbox.slow(), None);
         assert_eq!(
             sockets.bytes_waiting(),
-            650,
+            650 * KIB,
             "the given-up socket's queue was freed"
         );
         drop((held, more));
+    }
+
+    #[test]
+    fn an_outbox_dropped_with_messages_queued_gives_their_bytes_back() {
+        let sockets = Sockets::new(1 << 20, Backlog::new(1 << 20, 1 << 20));
+        let id = ObjectId::new("ns", "a");
+        let a = sockets.accept(id, vec![]).unwrap();
+        let queued = sockets.queue(&id, a.socket, text(100)).unwrap().unwrap();
+        sockets.release(&id, vec![(a.socket, queued)]);
+        assert_eq!(sockets.bytes_waiting(), 100);
+        // The client left before its task wrote anything: the registry and the task let go.
+        sockets.remove(&id, a.socket);
+        drop(a);
+        assert_eq!(sockets.bytes_waiting(), 0);
     }
 }
