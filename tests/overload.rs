@@ -9,18 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// A process's resident memory, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("VmRSS in /proc/PID/status")
-        * 1024
-}
-
 /// Checks an answer the host may give under overload: a 200, or a 503 `overloaded` that says
 /// when to retry. Returns whether it was a 200.
 async fn served_or_overloaded(r: reqwest::Response) -> bool {

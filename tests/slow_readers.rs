@@ -36,18 +36,6 @@ const FOUR_KB: Flood = Flood {
 /// instance, the buffers of the flood's events, allocator slack.
 const MARGIN: u64 = 8 << 20;
 
-/// A process's resident memory, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
-}
-
 /// Joins the room as `user` over a connection with a small receive buffer, so that a client that
 /// stops reading stalls the host's writes soon; the history it is sent first is read.
 async fn join(host: &Host, room: &str, user: &str) -> Ws {
