@@ -548,7 +548,7 @@ async fn a_busy_namespace_gives_way_to_others() {
     };
     // Alone, for several of the windows in which shares are counted.
     let (mut c, started) = (Connection::open(&host.url).await, Instant::now());
-    while started.elapsed() < dohost::classes::WINDOW * 5 {
+    while started.elapsed() < dohost::cpu_share::WINDOW * 5 {
         let (status, body) = c.get(path).await;
         spun(status, &body);
     }
@@ -572,7 +572,7 @@ async fn a_busy_namespace_gives_way_to_others() {
     // One long event (seconds of guest code) is counted as it runs: its namespace goes to the
     // background while it runs, so that the next events run there. (Counted when it ended, the
     // second's demotion would have passed before the next one started.)
-    tokio::time::sleep(dohost::classes::SHARE_DEMOTION + dohost::classes::WINDOW).await;
+    tokio::time::sleep(dohost::cpu_share::SHARE_DEMOTION + dohost::cpu_share::WINDOW).await;
     assert_eq!(background(&host, "h").await, None);
     let mut c = Connection::open(&host.url).await;
     let long = tokio::spawn(async move { c.get("/h/long/spin?n=3000000000").await });

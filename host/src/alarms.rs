@@ -9,12 +9,13 @@
 //! Delivery is at least once: when the handler fails, the alarm is retried after 2 s, 4 s, 8 s,
 //! ... at most [`MAX_RETRIES`] times, then dropped.
 
+use crate::clock::now_ms;
 use crate::names::ObjectId;
 use crate::objects::Objects;
 use crate::storage::Alarm;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Retries after the first failed delivery.
@@ -63,13 +64,6 @@ impl Schedule {
             },
         );
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Alarms {

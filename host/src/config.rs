@@ -119,10 +119,9 @@ impl HostConfig {
 }
 
 /// At most 10,000 live instances, fewer where the kernel's limit on memory mappings
-/// (`vm.max_map_count`) would not hold their mappings: see [`crate::runtime::max_instances_for_maps`].
+/// (`vm.max_map_count`) would not hold their mappings: see [`crate::memory::max_instances_for_maps`].
 pub fn default_max_live_objects() -> usize {
-    let fits =
-        crate::runtime::map_limit().map_or(usize::MAX, crate::runtime::max_instances_for_maps);
+    let fits = crate::memory::map_limit().map_or(usize::MAX, crate::memory::max_instances_for_maps);
     fits.clamp(1, 10_000)
 }
 

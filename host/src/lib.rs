@@ -5,28 +5,31 @@
 //! live instance per object, delivers its events one at a time, and gives it private,
 //! transactional, durable storage.
 //!
-//! The modules, one concept each:
+//! The modules, one concept each, bottom up (a module uses only those above it in this list);
+//! [ARCHITECTURE.md](../../ARCHITECTURE.md) follows a request and a WebSocket message through them:
+//! - [`clock`]: the wall clock.
+//! - [`config`]: the knobs of a host and their defaults, written once.
 //! - [`names`]: namespace and object names, object ids.
-//! - [`storage`]: the database, group commit, each object's layered view of its keys.
-//! - [`runtime`]: wasmtime: the engine, the host imports, running one event under limits.
 //! - [`memory`]: the budget for all live instances' memories.
+//! - [`scheduling`]: time-slice hints to the kernel; the background class's threads.
+//! - [`cpu_share`]: which namespaces run in the background: after failing on a limit, or while
+//!   taking more than their share of the CPU beside others.
+//! - [`storage`]: the database, group commit, each object's layered view of its keys.
+//! - [`sockets`]: WebSockets held for objects across hibernation; what waits for slow clients.
+//! - [`runtime`]: wasmtime: the engine, the host side of each WIT interface, one event under
+//!   limits.
 //! - [`registry`]: deployed namespaces: validating, compiling, persisting components.
 //! - [`objects`]: object lifecycle: one event loop per live object, hibernation, eviction, the
 //!   output gate.
-//! - [`websockets`]: sockets held for objects across hibernation; auto-responses.
 //! - [`alarms`]: one timer for every object's alarm; delivery with retries.
 //! - [`routing`]: which object a request path addresses (pure, fuzzed).
-//! - [`http`]: routing requests (and WebSocket upgrades) to objects, and the admin API.
+//! - [`http`]: requests and WebSocket upgrades to objects, the admin API, the JSON errors.
 //! - [`server`]: assembling a host from its data dir; the admin token.
-//! - [`config`]: the knobs of a host.
-//! - [`scheduling`]: time-slice hints to the kernel, so busy guests do not delay other objects;
-//!   the background class's threads.
-//! - [`classes`]: which namespaces run in the background: after failing on a limit, or while
-//!   taking more than their share of the CPU beside others.
 
 pub mod alarms;
-pub mod classes;
+pub mod clock;
 pub mod config;
+pub mod cpu_share;
 pub mod http;
 pub mod memory;
 pub mod names;
@@ -36,5 +39,5 @@ pub mod routing;
 pub mod runtime;
 pub mod scheduling;
 pub mod server;
+pub mod sockets;
 pub mod storage;
-pub mod websockets;

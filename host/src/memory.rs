@@ -6,6 +6,10 @@
 //! least recently used idle instances are then evicted to make room. Growth that even evicting
 //! every idle instance could not make room for is refused, and its event fails as `overloaded`.
 
+//!
+//! It also holds the arithmetic of memory mappings: the kernel limits how many a process may
+//! have, and each instance slot holds a few, so the live-instance cap must fit under that limit.
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
@@ -68,6 +72,44 @@ impl MemoryBudget {
     pub async fn passed(&self) {
         self.over.notified().await;
     }
+}
+
+/// Linear memories one instance may have. A Rust component has one; the pool, and the mapping
+/// budget behind the live-instance cap, hold one per instance slot.
+pub const MEMORIES_PER_INSTANCE: u32 = 1;
+
+/// Memory mappings the pool holds per live instance, at most: its stack slot is two (the stack
+/// and its guard page, from start-up), and a memory slot once used keeps four (the image mapped
+/// copy-on-write, the accessible heap, the reservation around them) until the process ends. With
+/// no warm slots kept aside, slots are reused before fresh ones are taken, so the memory slots
+/// ever used are at most the live instances at the busiest moment.
+const MAPS_PER_INSTANCE: u64 = 2 + 4 * MEMORIES_PER_INSTANCE as u64;
+
+/// Mappings left for everything else: threads' stacks, libraries, compiled code, the allocator's
+/// arenas. The host at start holds about a hundred.
+const MAPS_RESERVED: u64 = 4096;
+
+/// The kernel's limit on a process's memory mappings (`vm.max_map_count`), where it can be read.
+pub fn map_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The memory mappings `instances` live instances and the rest of the process need at most.
+pub fn maps_needed(instances: usize) -> u64 {
+    (instances as u64)
+        .saturating_mul(MAPS_PER_INSTANCE)
+        .saturating_add(MAPS_RESERVED)
+}
+
+/// The most live instances whose mappings fit under `map_limit`: past the kernel's limit a
+/// mapping fails, and the allocator aborts the process when its own does.
+pub fn max_instances_for_maps(map_limit: u64) -> usize {
+    usize::try_from(map_limit.saturating_sub(MAPS_RESERVED) / MAPS_PER_INSTANCE)
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -97,6 +97,14 @@ pub fn new_unique_name() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+/// Who an object is: its namespace, its name, and the id derived from them.
+#[derive(Debug, Clone)]
+pub struct ObjectIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub id: ObjectId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

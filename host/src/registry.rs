@@ -5,6 +5,7 @@
 //! is only a cache (`<data>/cache/<sha256>.cwasm`), so a restart loads in milliseconds instead of
 //! recompiling, and a cache written by another wasmtime version is simply rebuilt.
 
+use crate::clock::now_ms;
 use crate::names::{self, NameError};
 use crate::runtime::{ObjectPre, Runtime};
 use crate::storage::{COMPONENTS, DEPLOYMENTS, Db, DbError};
@@ -221,10 +222,4 @@ pub fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(Component, ObjectPre
         .prepare(&component)
         .map_err(DeployError::WrongWorld)?;
     Ok((component, pre))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

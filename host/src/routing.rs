@@ -53,6 +53,18 @@ pub fn parse_target<'a>(path: &'a str, query: Option<&str>) -> Result<Target<'a>
     })
 }
 
+/// The offset of the first `%` not followed by two hex digits, if any. Decoders disagree about
+/// such a path (most keep it as it is, some refuse it), so the host refuses it rather than guess.
+pub fn invalid_escape(path: &str) -> Option<usize> {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().find_map(|(i, &b)| {
+        let valid = b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        (!valid).then_some(i)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +116,16 @@ mod tests {
         match parse_target(&format!("/{long}/a"), None) {
             Err(RouteError::UnknownNamespace(shown)) => assert_eq!(shown.len(), 80),
             other => panic!("expected UnknownNamespace, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn percent_escapes() {
+        for good in ["/", "/t/a%20b/c", "/t/%C3%a9/", "/t/%00/x", "/%41"] {
+            assert_eq!(invalid_escape(good), None, "{good}");
+        }
+        for (bad, at) in [("/t/%zz/", 3), ("/t/a%4", 4), ("/t/%", 3), ("/t/%%41", 3)] {
+            assert_eq!(invalid_escape(bad), Some(at), "{bad}");
         }
     }
 }

@@ -26,7 +26,7 @@
 //! weight of 3 against 1,024), a thread of any other class that wakes preempts them, and the
 //! kernel even counts a CPU running only them as idle when it places a woken thread. While they
 //! run guest code they also give their CPU back every 50 µs (the runtime's epoch ticks that fast
-//! then), for a woken thread the kernel did not yet owe it. [`crate::classes`] decides which
+//! then), for a woken thread the kernel did not yet owe it. [`crate::cpu_share`] decides which
 //! objects run there: those of a namespace that failed on a limit, or that takes more than its
 //! share of the CPU beside others.
 

@@ -2,15 +2,15 @@
 //! namespaces, the live objects and the routes; and the admin token kept beside them.
 
 use crate::alarms::Alarms;
-use crate::classes::{Classes, DEMOTION};
 use crate::config::HostConfig;
+use crate::cpu_share::{CpuShare, DEMOTION};
 use crate::http::{self, AppState};
 use crate::memory::MemoryBudget;
 use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::sockets::{Backlog, Sockets};
 use crate::storage::{Committer, Db, DbError};
-use crate::websockets::{Backlog, Sockets};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,10 +81,10 @@ impl Host {
         )?);
         let backlog = Backlog::new(config.max_ws_backlog, config.max_ws_backlog_total);
         let sockets = Arc::new(Sockets::new(config.max_ws_message, backlog));
-        let classes = Classes::start(DEMOTION).map_err(StartError::Background)?;
+        let cpu_share = CpuShare::start(DEMOTION).map_err(StartError::Background)?;
         let objects = Objects::new(
             runtime,
-            classes,
+            cpu_share,
             sockets.clone(),
             registry.clone(),
             db,
@@ -119,14 +119,14 @@ impl Host {
 /// Refuses a live-instance cap whose mappings the kernel would not allow: the host would abort
 /// when it reached it.
 fn check_map_limit(wanted: usize) -> Result<(), StartError> {
-    let Some(map_limit) = crate::runtime::map_limit() else {
+    let Some(map_limit) = crate::memory::map_limit() else {
         return Ok(());
     };
-    let fits = crate::runtime::max_instances_for_maps(map_limit);
+    let fits = crate::memory::max_instances_for_maps(map_limit);
     if wanted <= fits {
         return Ok(());
     }
-    let needed = crate::runtime::maps_needed(wanted);
+    let needed = crate::memory::maps_needed(wanted);
     Err(StartError::TooManyInstances {
         wanted,
         map_limit,

@@ -1,27 +1,8 @@
-//! Scheduling classes of namespaces: which threads an object's events run on.
-//!
-//! Every object starts in the foreground: its event loop runs on the host's main runtime, beside
-//! the tasks that answer HTTP and WebSocket clients. A namespace goes to the background class
-//! when its code costs others latency, for one of two reasons:
-//!
-//! - one of its events is stopped for exceeding a limit (CPU, memory, stack, wall-clock time,
-//!   response size, storage quota): for [`DEMOTION`] after that failure. A failing guest costs
-//!   well-behaved objects latency through host work no time slice can interrupt (see
-//!   [`crate::scheduling`]), hundreds of times a second if it fails at once;
-//! - its guests ran more than [`SHARE`] of a CPU in one [`WINDOW`] while another namespace's
-//!   objects ran too: for [`SHARE_DEMOTION`], renewed while that lasts. A guest that fails
-//!   nothing but runs long events back to back (or is simply the busiest) otherwise takes the
-//!   cores from the objects that answer in microseconds.
-//!
-//! Its objects' event loops then move, each before its next event, to a runtime of background
-//! threads ([`crate::scheduling::enter_background_class`]), which the kernel gives only the CPU
-//! time foreground threads leave: there it costs the others next to nothing, and it still runs
-//! at full speed on a machine with CPU to spare.
-//!
-//! The class is per namespace, not per object, because object names are free: an attacker
-//! could give every attack a fresh object, or spread its load over many. A namespace is one
-//! deployed class of objects, so the background is where the code that failed (or took more
-//! than its share) runs, with every object of it.
+//! Which namespaces' events run in the background: a namespace whose code costs others latency
+//! (an event stopped on a limit, or more than its share of the CPU while others ran) has its
+//! event loops moved to threads that get only the CPU time foreground threads leave. Per
+//! namespace, not per object, because object names are free to an attacker. The README's
+//! *Sharing the CPU* has the figures.
 
 use crate::config::FUEL_PER_MS;
 use std::collections::HashMap;
@@ -43,10 +24,8 @@ pub const SHARE_DEMOTION: Duration = Duration::from_secs(1);
 pub const WINDOW: Duration = Duration::from_millis(20);
 
 /// Guest instructions a namespace may run in one [`WINDOW`] while another namespace's objects
-/// also run (as fuel counts them, see [`FUEL_PER_MS`]): a twentieth of one CPU. The counter
-/// example (about 6,000 instructions a `GET`) stays below it up to 80,000 requests a second;
-/// a guest that spends 20 µs on each request goes past it at about 2,500. A namespace alone on
-/// the host may use every core in the foreground.
+/// also run (as fuel counts them, see [`FUEL_PER_MS`]): a twentieth of one CPU, far above what
+/// objects that answer in microseconds use. A namespace alone on the host may use every core.
 pub const SHARE: u64 = WINDOW.as_millis() as u64 * FUEL_PER_MS / 20;
 
 /// Why a namespace is in the background.
@@ -69,7 +48,7 @@ impl Cause {
 }
 
 /// The two runtimes, and which namespaces are in the background until when.
-pub struct Classes {
+pub struct CpuShare {
     foreground: Handle,
     /// `Some` until dropped.
     background: Option<tokio::runtime::Runtime>,
@@ -80,17 +59,17 @@ pub struct Classes {
 
 struct State {
     demoted: RwLock<HashMap<String, (Instant, Cause)>>,
-    /// When the last demotion ends (see [`Wake::nanos`]): past it no namespace is in
-    /// the background, and [`Classes::in_background`] (asked at every event) takes no lock.
+    /// When the last demotion ends (see [`ReviewSignal::nanos`]): past it no namespace is in
+    /// the background, and [`CpuShare::in_background`] (asked at every event) takes no lock.
     last_until: AtomicU64,
     /// Guest instructions of each namespace in the current window; event loops hold their
     /// namespace's counter (see [`Meter`]).
     meters: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    wake: Arc<Wake>,
+    wake: Arc<ReviewSignal>,
 }
 
 /// What wakes the review of shares.
-struct Wake {
+struct ReviewSignal {
     /// Guest code ran: a window opens. A host where none runs is never woken.
     ran: Notify,
     /// A namespace went past [`SHARE`] before its window ended, and another ran too: the
@@ -99,15 +78,15 @@ struct Wake {
     over: Notify,
     /// Namespaces that ran guest code in this window (at least: see [`State::review`]).
     active: AtomicUsize,
-    /// When guest code first ran in this window ([`Wake::nanos`]), plus one (0: it has not):
+    /// When guest code first ran in this window ([`ReviewSignal::nanos`]), plus one (0: it has not):
     /// the window's length is measured from there, not from when the review task got to run.
     opened: AtomicU64,
     origin: Instant,
 }
 
-impl Wake {
-    fn new() -> Wake {
-        Wake {
+impl ReviewSignal {
+    fn new() -> ReviewSignal {
+        ReviewSignal {
             ran: Notify::new(),
             over: Notify::new(),
             active: AtomicUsize::new(0),
@@ -116,7 +95,7 @@ impl Wake {
         }
     }
 
-    /// `at` in nanoseconds since the host's classes started: an instant an atomic can hold.
+    /// `at` in nanoseconds since the review started: an instant an atomic can hold.
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -141,7 +120,7 @@ impl Wake {
 #[derive(Clone)]
 pub struct Meter {
     fuel: Arc<AtomicU64>,
-    wake: Arc<Wake>,
+    wake: Arc<ReviewSignal>,
 }
 
 impl Meter {
@@ -161,12 +140,12 @@ impl Meter {
     }
 }
 
-impl Classes {
+impl CpuShare {
     /// Starts the background threads, as many as the CPUs the host may use, and the review of
     /// shares (a [`WINDOW`] after guest code first runs in each). The foreground is the runtime
     /// this is called within.
     /// `demotion` is how long a limit sends a namespace to the background ([`DEMOTION`]).
-    pub fn start(demotion: Duration) -> std::io::Result<Classes> {
+    pub fn start(demotion: Duration) -> std::io::Result<CpuShare> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let background = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -178,10 +157,10 @@ impl Classes {
             demoted: RwLock::new(HashMap::new()),
             last_until: AtomicU64::new(0),
             meters: Mutex::new(HashMap::new()),
-            wake: Arc::new(Wake::new()),
+            wake: Arc::new(ReviewSignal::new()),
         });
         tokio::spawn(review_shares(Arc::downgrade(&state), state.wake.clone()));
-        Ok(Classes {
+        Ok(CpuShare {
             foreground: Handle::current(),
             background: Some(background),
             state,
@@ -312,9 +291,9 @@ impl State {
     }
 }
 
-/// Reviews the shares until the host's classes are gone: a [`WINDOW`] after the first event
+/// Reviews the shares until the host's [`CpuShare`] is gone: a [`WINDOW`] after the first event
 /// that ran guest code since the last review.
-async fn review_shares(state: Weak<State>, wake: Arc<Wake>) {
+async fn review_shares(state: Weak<State>, wake: Arc<ReviewSignal>) {
     loop {
         wake.ran.notified().await;
         let opened = wake.opened();
@@ -329,7 +308,7 @@ async fn review_shares(state: Weak<State>, wake: Arc<Wake>) {
     }
 }
 
-impl Drop for Classes {
+impl Drop for CpuShare {
     fn drop(&mut self) {
         // Not `drop`: that waits for the threads, which a runtime's own thread may not do.
         if let Some(runtime) = self.background.take() {
@@ -346,108 +325,108 @@ mod tests {
 
     #[tokio::test]
     async fn a_demoted_namespace_runs_in_the_background_until_the_demotion_passes() {
-        let classes = Classes::start(Duration::from_millis(600)).unwrap();
-        assert!(!classes.in_background("a"));
-        classes.demote("a", &"a test");
-        assert!(classes.in_background("a"));
-        let (left, cause) = classes.background_left("a").unwrap();
+        let shares = CpuShare::start(Duration::from_millis(600)).unwrap();
+        assert!(!shares.in_background("a"));
+        shares.demote("a", &"a test");
+        assert!(shares.in_background("a"));
+        let (left, cause) = shares.background_left("a").unwrap();
         assert!(left > Duration::ZERO && left <= Duration::from_millis(600));
         assert_eq!(cause, Cause::Limit);
-        assert_eq!(classes.background_left("b"), None);
-        assert!(!classes.in_background("b"), "other namespaces stay");
+        assert_eq!(shares.background_left("b"), None);
+        assert!(!shares.in_background("b"), "other namespaces stay");
 
         // Its events run on a background thread: idle class.
         let policy = |background| {
             // SAFETY: a plain syscall about the calling thread.
             let task = async { unsafe { libc::sched_getscheduler(0) } };
-            classes.runtime(background).spawn(task)
+            shares.runtime(background).spawn(task)
         };
         assert_eq!(policy(true).await.unwrap(), libc::SCHED_IDLE);
         assert_ne!(policy(false).await.unwrap(), libc::SCHED_IDLE);
 
         // Another failure renews it: checked past the first demotion's end, before the second's.
         let first = Instant::now();
-        classes.demote("b", &"a test");
+        shares.demote("b", &"a test");
         tokio::time::sleep(Duration::from_millis(400)).await;
-        classes.demote("b", &"a test");
+        shares.demote("b", &"a test");
         tokio::time::sleep_until((first + Duration::from_millis(700)).into()).await;
-        assert!(classes.in_background("b"), "renewed by the second failure");
+        assert!(shares.in_background("b"), "renewed by the second failure");
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(!classes.in_background("b"), "back once the demotion passed");
+        assert!(!shares.in_background("b"), "back once the demotion passed");
         // Dropped within the runtime, as a host is: must not panic.
-        drop(classes);
+        drop(shares);
     }
 
     // The review of shares runs only when the test awaits (a current-thread runtime), so each
     // window here is what the test counted into it.
     #[tokio::test]
     async fn a_namespace_that_runs_more_than_its_share_beside_others_goes_to_the_background() {
-        let classes = Classes::start(DEMOTION).unwrap();
-        let (busy, light) = (classes.meter("busy"), classes.meter("light"));
+        let shares = CpuShare::start(DEMOTION).unwrap();
+        let (busy, light) = (shares.meter("busy"), shares.meter("light"));
 
         busy.add(SHARE * 10);
-        classes.state.review(WINDOW);
+        shares.state.review(WINDOW);
         assert!(
-            !classes.in_background("busy"),
+            !shares.in_background("busy"),
             "alone, it may use every core"
         );
 
         // A window the review reached late: the share is a rate.
         busy.add(SHARE * 3 / 2);
         light.add(SHARE / 100);
-        classes.state.review(WINDOW * 2);
+        shares.state.review(WINDOW * 2);
         assert!(
-            !classes.in_background("busy"),
+            !shares.in_background("busy"),
             "3.75% of a CPU is within the share"
         );
 
         busy.add(SHARE + 1);
         light.add(SHARE / 100);
-        classes.state.review(WINDOW);
-        assert!(classes.in_background("busy"));
-        let (left, cause) = classes.background_left("busy").unwrap();
+        shares.state.review(WINDOW);
+        assert!(shares.in_background("busy"));
+        let (left, cause) = shares.background_left("busy").unwrap();
         assert!(left > Duration::ZERO && left <= SHARE_DEMOTION);
         assert_eq!(cause, Cause::Share);
-        assert!(!classes.in_background("light"), "within its share");
+        assert!(!shares.in_background("light"), "within its share");
 
         // A limit on top of the share: the limit's demotion and cause (and its warning).
         assert_eq!(
-            classes.state.demote("busy", DEMOTION, Cause::Limit),
+            shares.state.demote("busy", DEMOTION, Cause::Limit),
             Some(Cause::Share)
         );
-        let (left, cause) = classes.background_left("busy").unwrap();
+        let (left, cause) = shares.background_left("busy").unwrap();
         assert!(left > SHARE_DEMOTION && cause == Cause::Limit);
 
         // A demotion for a limit is not cut short by a later one for the share.
-        classes.demote("light", &"a test");
+        shares.demote("light", &"a test");
         light.add(SHARE + 1);
         busy.add(1);
-        classes.state.review(WINDOW);
-        let (left, cause) = classes.background_left("light").unwrap();
+        shares.state.review(WINDOW);
+        let (left, cause) = shares.background_left("light").unwrap();
         assert!(left > SHARE_DEMOTION && cause == Cause::Limit);
 
         // Each window counts afresh, and a namespace none of whose event loops is left is
         // forgotten.
         assert_eq!(busy.fuel.load(Ordering::Relaxed), 0);
         drop(busy);
-        classes.state.review(WINDOW);
-        let meters = classes.state.meters.lock().unwrap();
+        shares.state.review(WINDOW);
+        let meters = shares.state.meters.lock().unwrap();
         assert!(!meters.contains_key("busy") && meters.contains_key("light"));
     }
 
     #[tokio::test]
     async fn going_past_the_share_beside_others_is_reviewed_at_once() {
-        let classes = Classes::start(DEMOTION).unwrap();
-        let (busy, light) = (classes.meter("busy"), classes.meter("light"));
+        let shares = CpuShare::start(DEMOTION).unwrap();
+        let (busy, light) = (shares.meter("busy"), shares.meter("light"));
         light.add(1);
         // The review task sees the window open, and waits for its end.
         tokio::time::sleep(Duration::from_millis(1)).await;
         let crossed = Instant::now();
         busy.add(SHARE + 1);
-        while !classes.in_background("busy") {
+        while !shares.in_background("busy") {
             assert!(crossed.elapsed() < WINDOW / 2, "not reviewed at once");
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
-        assert!(!classes.in_background("light"));
+        assert!(!shares.in_background("light"));
     }
 }

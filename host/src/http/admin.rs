@@ -1,0 +1,175 @@
+//! The admin API: listing and deploying namespaces, and the host's stats. Every route needs the
+//! admin token as `Authorization: Bearer <token>`.
+
+use super::error::ApiError;
+use super::limits::{BodyDeadline, read_body};
+use super::state::AppState;
+use crate::names;
+use crate::registry::DeploymentInfo;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
+/// whatever the guess, and its length leaks nothing. The scheme is case-insensitive (RFC 9110).
+fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let refuse =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| refuse("the admin API needs `Authorization: Bearer <token>`"))?;
+    let given = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start_matches(' '))
+        .ok_or_else(|| {
+            refuse("the admin API needs the Bearer scheme: `Authorization: Bearer <token>`")
+        })?;
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(token.as_bytes()),
+    );
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    if diff != 0 {
+        return Err(refuse("wrong admin token"));
+    }
+    Ok(())
+}
+
+/// The `{namespace}` of an admin route, checked. A segment that does not percent-decode to
+/// UTF-8 is an invalid name like any other, not axum's plain-text rejection.
+fn namespace_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(namespace) = param.map_err(|e| {
+        ApiError::invalid_name(format!(
+            "the namespace is not a valid name: {}",
+            e.body_text()
+        ))
+    })?;
+    names::check_namespace(&namespace)?;
+    Ok(namespace)
+}
+
+pub(super) async fn list_namespaces(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let namespaces: Vec<_> = app
+        .registry
+        .list()
+        .iter()
+        .map(|info| namespace_json(&app, info))
+        .collect();
+    Ok(axum::Json(json!({ "namespaces": namespaces })).into_response())
+}
+
+/// A deployed namespace as the admin API shows it: its deployment, for how many more
+/// milliseconds its objects run in the background, and why (`"limit"`: one of its events hit a
+/// limit; `"share"`: it ran more than its share of the CPU beside others); both `null` in the
+/// foreground.
+fn namespace_json(app: &AppState, info: &DeploymentInfo) -> serde_json::Value {
+    let mut value = json!(info);
+    let background = app.objects.background_left(&info.namespace);
+    value["background_for_ms"] =
+        json!(background.map(|(left, _)| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)));
+    value["background_cause"] = json!(background.map(|(_, cause)| cause.as_str()));
+    value
+}
+
+/// What the host holds in memory right now.
+pub(super) async fn stats(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    Ok(axum::Json(json!({
+        "live_instances": app.objects.live_instances(),
+        "instance_memory_bytes": app.objects.instance_memory(),
+        "overloaded": app.objects.overloaded_count(),
+        "awake_objects": app.objects.awake_objects(),
+        "open_sockets": app.sockets.open_count(),
+        "auto_responses": app.sockets.auto_response_count(),
+        "socket_bytes_waiting": app.sockets.bytes_waiting(),
+        "sockets_closed_slow": app.sockets.slow_close_count(),
+        "pending_alarms": app.alarms.pending(),
+        "namespaces": app.registry.list().len(),
+    }))
+    .into_response())
+}
+
+pub(super) async fn show_namespace(
+    State(app): State<AppState>,
+    namespace: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let namespace = namespace_param(namespace)?;
+    let deployment = app.registry.get(&namespace).ok_or_else(|| {
+        ApiError::unknown_namespace(format!("no namespace {namespace:?} is deployed"))
+    })?;
+    Ok(axum::Json(namespace_json(&app, &deployment.info)).into_response())
+}
+
+pub(super) async fn deploy(
+    State(app): State<AppState>,
+    namespace: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let namespace = namespace_param(namespace)?;
+    let deadline = BodyDeadline::Progress(app.body_timeout);
+    let bytes = read_body(body, &headers, app.max_component_bytes, deadline).await?;
+    let registry = app.registry.clone();
+    let info = tokio::task::spawn_blocking(move || registry.deploy(&namespace, &bytes))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "deploy_failed",
+                format!("deploy panicked: {e}"),
+            )
+        })??;
+    Ok(axum::Json(info).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn admin_token() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            authorize(&h, "secret")
+        };
+        assert!(authorize(&HeaderMap::new(), "secret").is_err());
+        assert!(with("Bearer secret").is_ok());
+        assert!(
+            with("bearer secret").is_ok(),
+            "the scheme is case-insensitive"
+        );
+        for wrong in [
+            "Bearer nope",
+            "Bearer secre",
+            "Bearer secrets",
+            "Bearer ",
+            "Basic secret",
+            "secret",
+            "Bearersecret",
+        ] {
+            assert!(with(wrong).is_err(), "{wrong:?} must be refused");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! HTTP: routing requests to objects, the admin API, and the JSON errors both answer with.
+//!
+//! - `ANY /{namespace}/{object-name}/{rest...}` is delivered to the object; it sees `/{rest}`
+//!   with the query kept.
+//! - `GET /_admin/namespaces`, `GET|PUT|POST /_admin/namespaces/{namespace}` (PUT and POST
+//!   deploy) and `GET /_admin/stats` need the admin token as `Authorization: Bearer <token>`.
+//!   Namespaces can never start with `_`, so the two never meet.
+//!
+//! Every answer the host makes itself is JSON, `{"error": message, "code": code}`, including the
+//! refusals of malformed requests: a request target over [`MAX_TARGET_BYTES`] (414), headers over
+//! [`MAX_HEADER_BYTES`] (431), a path with invalid percent-encoding (400), a body that does not
+//! arrive within the body timeout (408), a method a route does not take (405). Requests hyper
+//! cannot parse at all (not HTTP, over 100 headers, a head over about 400 KiB, a target over
+//! 64 KiB) are refused by hyper before they reach these routes, with the status alone (400, 431,
+//! 414) and no body.
+//!
+//! The files: `objects` (delivery to objects), `websocket` (an upgraded socket's connection
+//! task), `admin` (the admin API), `limits` (what a request may send), `error` (the JSON errors).
+
+mod admin;
+mod error;
+mod limits;
+mod objects;
+mod state;
+mod websocket;
+
+pub use error::ApiError;
+pub use limits::{MAX_HEADER_BYTES, MAX_TARGET_BYTES};
+pub use state::AppState;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::middleware;
+use axum::routing::get;
+
+/// The host's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/_admin/namespaces", get(admin::list_namespaces))
+        .route("/_admin/stats", get(admin::stats))
+        .route(
+            "/_admin/namespaces/{namespace}",
+            get(admin::show_namespace)
+                .put(admin::deploy)
+                .post(admin::deploy),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(objects::object_request)
+        .layer(middleware::from_fn(limits::check_head))
+        .with_state(state)
+}
+
+/// An admin route asked with a method it does not take; axum adds the `Allow` header.
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}"),
+    )
+}

@@ -1,0 +1,138 @@
+//! Delivering a request to the object its path names, and the object's answer (or WebSocket) back.
+
+use super::error::ApiError;
+use super::limits::{BodyDeadline, read_body};
+use super::state::AppState;
+use super::websocket;
+use crate::names::ObjectId;
+use crate::routing::parse_target;
+use crate::runtime;
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+pub(super) async fn object_request(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+) -> Response {
+    match deliver(app, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whether a request asks for a WebSocket.
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let uri = parts.uri.clone();
+    let target = parse_target(uri.path(), uri.query())?;
+    let deployment = app.objects.deployment(target.namespace)?;
+    let upgrade = if wants_websocket(&parts.headers) {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_upgrade",
+                    format!("invalid WebSocket upgrade: {}", rejection.body_text()),
+                )
+            })?;
+        Some(upgrade)
+    } else {
+        None
+    };
+    let deadline = BodyDeadline::Whole(app.body_timeout);
+    let body = read_body(body, &parts.headers, app.max_request_body, deadline).await?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let request = runtime::Request {
+        method: parts.method.as_str().to_owned(),
+        path: target.path,
+        headers,
+        body,
+    };
+    let fetched = app
+        .objects
+        .fetch(deployment, &target.name, request, upgrade.is_some())
+        .await
+        .inspect_err(|e| {
+            if e.is_overloaded() {
+                app.objects.count_overload(e);
+            }
+        })?;
+    match (upgrade, fetched.accepted) {
+        (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
+            // Shared: every idle socket's task holds its owner, so it is one pointer there.
+            let id = ObjectId::new(target.namespace, &target.name);
+            let owner = Arc::new(websocket::Owner {
+                namespace: target.namespace.to_owned(),
+                name: target.name,
+                id,
+            });
+            let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
+            let limit = app.sockets.max_message;
+            // A failed handshake drops `accepted` with the callback, which forgets the socket.
+            Ok(upgrade
+                // Most sockets sit idle most of the time: tungstenite's default 128 KiB read
+                // buffer per socket would dwarf everything else a hibernated socket costs. It
+                // still grows for a larger frame.
+                .read_buffer_size(256)
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .on_upgrade(move |ws| websocket::serve(ws, sockets, objects, owner, accepted)))
+        }
+        // Accepted, but the answer refuses the upgrade: dropping `accepted` forgets the socket.
+        (_, Some(_)) => to_http(fetched.response),
+        (_, None) if fetched.response.status == 101 => Err(ApiError::bad_response(
+            "the object answered 101 without accepting a WebSocket",
+        )),
+        (_, None) => to_http(fetched.response),
+    }
+}
+
+/// Headers the host owns: hop-by-hop ones and the body's length.
+fn is_reserved_header(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+}
+
+fn to_http(r: runtime::Response) -> Result<Response, ApiError> {
+    let bad = |what: String| ApiError::bad_response(format!("the object answered with {what}"));
+    let status = StatusCode::from_u16(r.status)
+        .map_err(|_| bad(format!("an invalid status code {}", r.status)))?;
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = status;
+    for (name, value) in r.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("an invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| bad(format!("an invalid value for header {name}")))?;
+        if !is_reserved_header(&name) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    Ok(response)
+}

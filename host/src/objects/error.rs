@@ -1,0 +1,38 @@
+//! Why an event could not be delivered or did not succeed.
+
+use crate::runtime::EventError;
+use crate::storage::{CommitFailed, DbError};
+use std::time::Duration;
+
+/// Why a request to an object got no response from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Commit(#[from] CommitFailed),
+    #[error(transparent)]
+    Storage(#[from] DbError),
+    #[error("no namespace {0:?} is deployed")]
+    UnknownNamespace(String),
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    #[error(
+        "the host is overloaded: every one of its {0} live instances stayed busy for {OVERLOAD_WAIT:?}"
+    )]
+    Overloaded(usize),
+}
+
+/// How long an event waits for an instance slot when every slot is busy, before it is refused
+/// as `overloaded` (an idle slot is taken at once, its instance evicted).
+pub const OVERLOAD_WAIT: Duration = Duration::from_secs(1);
+
+impl ObjectError {
+    /// Whether the host refused the event for want of room, so that the client may retry.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            ObjectError::Overloaded(_) | ObjectError::Event(EventError::Overloaded(_))
+        )
+    }
+}

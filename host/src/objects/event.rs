@@ -1,0 +1,66 @@
+//! The events an object's queue carries, and what each produced.
+
+use super::error::ObjectError;
+use crate::registry::Deployment;
+use crate::runtime::{Request, Response};
+use crate::sockets::{Accepted, SocketEvent};
+use crate::storage::CommitOutcome;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// What a request produced: the response, and the socket it accepted, if any.
+pub struct Fetched {
+    pub response: Response,
+    pub accepted: Option<Accepted>,
+}
+
+pub(super) enum Event {
+    Fetch {
+        deployment: Arc<Deployment>,
+        request: Request,
+        upgrade: bool,
+        reply: oneshot::Sender<Outcome<Fetched>>,
+    },
+    Socket {
+        deployment: Arc<Deployment>,
+        socket: u64,
+        event: SocketEvent,
+    },
+    /// The alarm due at `due_at`, after `retries` failed deliveries.
+    Alarm {
+        deployment: Arc<Deployment>,
+        due_at: u64,
+        retries: u32,
+        reply: oneshot::Sender<Outcome<()>>,
+    },
+    /// Delete the alarm due at `due_at`: its deliveries kept failing.
+    DropAlarm {
+        due_at: u64,
+        reply: oneshot::Sender<Outcome<()>>,
+    },
+    /// Drop the instance if idle: the host needs its slot.
+    Evict,
+}
+
+/// What an event produced, and what it must wait for before anyone sees it.
+pub(super) struct Outcome<T> {
+    pub(super) result: Result<T, ObjectError>,
+    pub(super) gate: Option<CommitOutcome>,
+}
+
+impl<T> Outcome<T> {
+    pub(super) fn failed(e: impl Into<ObjectError>, gate: Option<CommitOutcome>) -> Self {
+        Outcome {
+            result: Err(e.into()),
+            gate,
+        }
+    }
+
+    /// Waits for the output gate, then gives the result.
+    pub(super) async fn released(self) -> Result<T, ObjectError> {
+        if let Some(gate) = self.gate {
+            gate.await?;
+        }
+        self.result
+    }
+}

@@ -1,0 +1,424 @@
+//! One object's event loop: its events one at a time, its instance kept between them, and its
+//! output released behind the gate.
+
+use super::error::ObjectError;
+use super::event::{Event, Fetched, Outcome};
+use super::shared::Inner;
+use crate::cpu_share::Meter;
+use crate::names::ObjectIdentity;
+use crate::registry::Deployment;
+use crate::runtime::{EventError, Instance, Request};
+use crate::sockets::{Accepted, Queued, SocketEvent};
+use crate::storage::{CommitOutcome, DbError, ObjectStorage};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+enum Slot {
+    Asleep(ObjectStorage),
+    Live {
+        instance: Instance,
+        version: u64,
+        _permit: OwnedSemaphorePermit,
+    },
+}
+
+pub(super) struct EventLoop {
+    inner: Arc<Inner>,
+    identity: ObjectIdentity,
+    me: mpsc::WeakUnboundedSender<Event>,
+    /// `None` only while an instance is being created.
+    slot: Option<Slot>,
+    idle_ticket: Option<u64>,
+    /// WebSocket output waiting for its gate, in event order; its task starts on first use.
+    gated: Option<mpsc::UnboundedSender<GatedOutput>>,
+    /// Whether the loop runs on the background runtime (see [`CpuShare`]).
+    background: bool,
+    /// Handed to each of its instances, which count their guest instructions on it toward the
+    /// namespace's share.
+    meter: Meter,
+}
+
+/// An event's WebSocket output and the commit it waits for.
+type GatedOutput = (Option<CommitOutcome>, Vec<(u64, Queued)>);
+
+impl EventLoop {
+    pub(super) async fn run(
+        inner: Arc<Inner>,
+        identity: ObjectIdentity,
+        me: mpsc::WeakUnboundedSender<Event>,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        background: bool,
+    ) {
+        let storage = {
+            let db = inner.db.clone();
+            let (id, limits) = (identity.id, inner.config.storage);
+            tokio::task::spawn_blocking(move || ObjectStorage::open(id, db, limits)).await
+        };
+        let storage = match storage {
+            Ok(Ok(s)) => s,
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e,
+                    _ => DbError("opening object storage panicked".into()),
+                };
+                tracing::error!(object = %identity.id, "{e}");
+                // Fail what is queued, and end; the next request starts a new loop.
+                let mut loops = inner.loops.lock().unwrap();
+                loops.remove(&identity.id);
+                while let Ok(event) = rx.try_recv() {
+                    match event {
+                        Event::Fetch { reply, .. } => {
+                            let _ = reply.send(Outcome::failed(e.clone(), None));
+                        }
+                        Event::Alarm { reply, .. } | Event::DropAlarm { reply, .. } => {
+                            let _ = reply.send(Outcome::failed(e.clone(), None));
+                        }
+                        Event::Socket { .. } | Event::Evict => {}
+                    }
+                }
+                return;
+            }
+        };
+        let meter = inner.cpu_share.meter(&identity.namespace);
+        let this = EventLoop {
+            inner,
+            identity,
+            me,
+            slot: Some(Slot::Asleep(storage)),
+            idle_ticket: None,
+            gated: None,
+            background,
+            meter,
+        };
+        this.serve(rx, None).await;
+    }
+
+    /// Delivers `next`, then the queued events as they come, until the loop ends; or, once its
+    /// namespace changed class, goes on from the next event on the other class's runtime.
+    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Event>, mut next: Option<Event>) {
+        loop {
+            let live = matches!(self.slot, Some(Slot::Live { .. }));
+            let event = match (next.take(), live) {
+                (Some(event), _) => Some(event),
+                (None, true) => {
+                    tokio::select! {
+                        event = rx.recv() => event,
+                        () = tokio::time::sleep(self.inner.config.idle_timeout) => {
+                            self.hibernate();
+                            continue;
+                        }
+                    }
+                }
+                (None, false) => match rx.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => {
+                        // Asleep with nothing queued: let in-flight commits land, then end.
+                        let settled = self.storage().settle();
+                        tokio::select! {
+                            event = rx.recv() => event,
+                            () = settled => {
+                                if self.try_end(&rx) {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                },
+            };
+            let background = self.inner.cpu_share.in_background(&self.identity.namespace);
+            if event.is_some() && background != self.background {
+                self.background = background;
+                let runtime = self.inner.cpu_share.runtime(background).clone();
+                runtime.spawn(self.serve_boxed(rx, event));
+                return;
+            }
+            match event {
+                Some(Event::Fetch {
+                    deployment,
+                    request,
+                    upgrade,
+                    reply,
+                }) => {
+                    let outcome = self.fetch(&deployment, request, upgrade).await;
+                    let _ = reply.send(outcome);
+                }
+                Some(Event::Socket {
+                    deployment,
+                    socket,
+                    event,
+                }) => self.socket_event(&deployment, socket, event).await,
+                Some(Event::Alarm {
+                    deployment,
+                    due_at,
+                    retries,
+                    reply,
+                }) => {
+                    let outcome = self.alarm(&deployment, due_at, retries).await;
+                    let _ = reply.send(outcome);
+                }
+                Some(Event::DropAlarm { due_at, reply }) => {
+                    let _ = reply.send(self.drop_alarm(due_at));
+                }
+                Some(Event::Evict) => self.hibernate(),
+                None => return,
+            }
+        }
+    }
+
+    /// [`Self::serve`] with a named type, so that `serve` can spawn itself.
+    fn serve_boxed(
+        self,
+        rx: mpsc::UnboundedReceiver<Event>,
+        next: Option<Event>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.serve(rx, next))
+    }
+
+    fn storage(&mut self) -> &mut ObjectStorage {
+        match self.slot.as_mut().expect("slot is set between events") {
+            Slot::Asleep(storage) => storage,
+            Slot::Live { instance, .. } => instance.storage(),
+        }
+    }
+
+    /// Ends the loop if nothing is queued, under the lock senders hold.
+    fn try_end(&mut self, rx: &mpsc::UnboundedReceiver<Event>) -> bool {
+        let inner = self.inner.clone();
+        let mut loops = inner.loops.lock().unwrap();
+        if !rx.is_empty() {
+            return false;
+        }
+        loops.remove(&self.identity.id);
+        if self.storage().prune().is_err() {
+            // The next loop starts from what is durable.
+            self.inner.committer.forgive(self.identity.id);
+        }
+        true
+    }
+
+    fn leave_idle_list(&mut self) {
+        if let Some(ticket) = self.idle_ticket.take() {
+            let memory = &self.inner.memory;
+            self.inner.idle.lock().unwrap().remove(ticket, memory);
+        }
+    }
+
+    fn join_idle_list(&mut self) {
+        let bytes = self.instance().memory_bytes();
+        let memory = &self.inner.memory;
+        let ticket = self
+            .inner
+            .idle
+            .lock()
+            .unwrap()
+            .insert(self.me.clone(), bytes, memory);
+        self.idle_ticket = Some(ticket);
+    }
+
+    /// Drops the instance; storage and commits in flight stay.
+    fn hibernate(&mut self) {
+        self.leave_idle_list();
+        self.slot = self.slot.take().map(|slot| match slot {
+            Slot::Live { instance, .. } => Slot::Asleep(instance.into_storage()),
+            asleep => asleep,
+        });
+    }
+
+    /// Gets the object ready for an event: durable state trusted, the current code live.
+    async fn prepare(
+        &mut self,
+        deployment: &Deployment,
+    ) -> Result<(), (ObjectError, Option<CommitOutcome>)> {
+        self.leave_idle_list();
+        if self.storage().prune().is_err() {
+            // An earlier commit failed: what this object remembers may never have reached the
+            // disk. Start again from what is durable.
+            self.hibernate();
+            let committer = self.inner.committer.clone();
+            self.storage()
+                .reset(&committer)
+                .map_err(|e| (e.into(), None))?;
+        }
+        // A live instance of older code is replaced: the next event runs the new code.
+        if matches!(&self.slot, Some(Slot::Live { version, .. }) if *version != deployment.info.version)
+        {
+            self.hibernate();
+        }
+        if let Some(Slot::Asleep(_)) = self.slot {
+            let permit = self.inner.instance_permit().await.map_err(|e| (e, None))?;
+            let Some(Slot::Asleep(storage)) = self.slot.take() else {
+                unreachable!("checked above")
+            };
+            let created = self
+                .inner
+                .runtime
+                .instantiate(
+                    &deployment.pre,
+                    self.identity.clone(),
+                    storage,
+                    self.inner.sockets.clone(),
+                    self.meter.clone(),
+                )
+                .await;
+            match created {
+                Ok(instance) => {
+                    self.slot = Some(Slot::Live {
+                        instance,
+                        version: deployment.info.version,
+                        _permit: permit,
+                    })
+                }
+                Err((e, storage)) => {
+                    tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "{e}");
+                    if e.is_limit() {
+                        self.inner.cpu_share.demote(&self.identity.namespace, &e);
+                    }
+                    let gate = storage.last_commit();
+                    self.slot = Some(Slot::Asleep(storage));
+                    return Err((e.into(), gate));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn instance(&mut self) -> &mut Instance {
+        match &mut self.slot {
+            Some(Slot::Live { instance, .. }) => instance,
+            _ => unreachable!("prepare made an instance live"),
+        }
+    }
+
+    /// Ends an event: on success commits its writes and queues its WebSocket output behind the
+    /// gate; on failure discards both, and the instance.
+    fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
+        self.instance().count_fuel();
+        let io = self.instance().take_socket_io();
+        match result {
+            Ok(value) => {
+                let committer = self.inner.committer.clone();
+                let gate = self.instance().storage().finish_event(&committer);
+                self.join_idle_list();
+                if !io.outputs.is_empty() {
+                    self.release_behind_gate(gate.clone(), io.outputs);
+                }
+                Outcome {
+                    result: Ok((value, io.accepted)),
+                    gate,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "event failed: {e}");
+                if e.is_limit() || self.instance().storage().hit_quota() {
+                    self.inner.cpu_share.demote(&self.identity.namespace, &e);
+                }
+                // A socket accepted by a failed event never opens: dropping it forgets it.
+                drop(io.accepted);
+                self.hibernate();
+                let storage = self.storage();
+                storage.discard_event();
+                Outcome::failed(e, storage.last_commit())
+            }
+        }
+    }
+
+    /// Hands an event's WebSocket output to the sockets once its commit is durable.
+    fn release_behind_gate(&mut self, gate: Option<CommitOutcome>, outputs: Vec<(u64, Queued)>) {
+        let gated = self.gated.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<GatedOutput>();
+            let (sockets, id) = (self.inner.sockets.clone(), self.identity.id);
+            tokio::spawn(async move {
+                while let Some((gate, outputs)) = rx.recv().await {
+                    let durable = match gate {
+                        Some(gate) => gate.await.is_ok(),
+                        None => true,
+                    };
+                    if durable {
+                        sockets.release(&id, outputs);
+                    }
+                }
+            });
+            tx
+        });
+        let _ = gated.send((gate, outputs));
+    }
+
+    async fn fetch(
+        &mut self,
+        deployment: &Deployment,
+        request: Request,
+        upgrade: bool,
+    ) -> Outcome<Fetched> {
+        if let Err((e, gate)) = self.prepare(deployment).await {
+            return Outcome::failed(e, gate);
+        }
+        let result = self.instance().fetch(&request, upgrade).await;
+        let outcome = self.finish(result);
+        Outcome {
+            result: outcome
+                .result
+                .map(|(response, accepted)| Fetched { response, accepted }),
+            gate: outcome.gate,
+        }
+    }
+
+    async fn socket_event(&mut self, deployment: &Deployment, socket: u64, event: SocketEvent) {
+        if let Err((e, _)) = self.prepare(deployment).await {
+            tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "WebSocket event not delivered: {e}");
+            return;
+        }
+        let result = self.instance().socket_event(socket, event).await;
+        self.finish(result);
+    }
+
+    async fn alarm(&mut self, deployment: &Deployment, due_at: u64, retries: u32) -> Outcome<()> {
+        match self.storage().get_alarm() {
+            // Moved or deleted since it was scheduled: nothing to deliver.
+            Ok(current) if current != Some(due_at) => {
+                return Outcome {
+                    result: Ok(()),
+                    gate: self.storage().last_commit(),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::failed(EventError::Failed(e.to_string()), None),
+        }
+        if let Err((e, gate)) = self.prepare(deployment).await {
+            return Outcome::failed(e, gate);
+        }
+        let result = self.instance().alarm(retries).await;
+        if result.is_ok() {
+            let storage = self.instance().storage();
+            // Handled: the alarm is spent, unless the handler set a new one.
+            if !storage.alarm_changed() {
+                storage.delete_alarm();
+            }
+        }
+        let outcome = self.finish(result);
+        Outcome {
+            result: outcome.result.map(|_| ()),
+            gate: outcome.gate,
+        }
+    }
+
+    fn drop_alarm(&mut self, due_at: u64) -> Outcome<()> {
+        let committer = self.inner.committer.clone();
+        let storage = self.storage();
+        match storage.get_alarm() {
+            Ok(Some(at)) if at == due_at => {
+                storage.delete_alarm();
+                let gate = storage.finish_event(&committer);
+                Outcome {
+                    result: Ok(()),
+                    gate,
+                }
+            }
+            Ok(_) => Outcome {
+                result: Ok(()),
+                gate: storage.last_commit(),
+            },
+            Err(e) => Outcome::failed(EventError::Failed(e.to_string()), None),
+        }
+    }
+}

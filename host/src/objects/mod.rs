@@ -1,0 +1,237 @@
+//! Object lifecycle: at most one live instance per object, its events one at a time.
+//!
+//! Each object with work to do has an event loop (a tokio task) fed by an unbounded queue, so
+//! events run in arrival order and different objects run in parallel on all cores. The loop keeps
+//! the instance between events, drops it after the idle timeout or when the host needs its slot
+//! for another object (hibernation), and ends itself once it has no instance, no queued event and
+//! no commit in flight: a sleeping object costs nothing but its storage on disk.
+//!
+//! Events are HTTP requests, WebSocket frames and alarms, all through the one queue.
+//!
+//! Output gate: a response or WebSocket message is released only once every commit it could
+//! depend on is durable (its own event's, or for an event that wrote nothing, the newest earlier
+//! one). The loop does not wait for the disk itself; it runs the next event while the commit
+//! flushes. WebSocket output waits in the object's gated queue, which releases it in event order.
+
+mod error;
+mod event;
+mod event_loop;
+mod shared;
+
+pub use error::{OVERLOAD_WAIT, ObjectError};
+pub use event::Fetched;
+pub use shared::LifecycleConfig;
+
+use crate::clock::now_ms;
+use crate::cpu_share::{Cause, CpuShare};
+use crate::names::{ObjectId, ObjectIdentity};
+use crate::registry::{Deployment, Registry};
+use crate::runtime::{Request, Runtime};
+use crate::sockets::{SocketEvent, Sockets};
+use crate::storage::{Committer, Db};
+use event::{Event, Outcome};
+use event_loop::EventLoop;
+use shared::{IdleList, Inner, evict_for_memory};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// The live objects of a host.
+#[derive(Clone)]
+pub struct Objects {
+    inner: Arc<Inner>,
+}
+
+impl Objects {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        cpu_share: CpuShare,
+        sockets: Arc<Sockets>,
+        registry: Arc<Registry>,
+        db: Arc<Db>,
+        committer: Committer,
+        config: LifecycleConfig,
+    ) -> Self {
+        let memory = runtime.memory().clone();
+        let objects = Objects {
+            inner: Arc::new(Inner {
+                runtime,
+                cpu_share,
+                sockets,
+                registry,
+                db,
+                committer,
+                instances: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
+                config,
+                loops: Mutex::new(HashMap::new()),
+                idle: Mutex::new(IdleList::default()),
+                memory,
+                overloaded: AtomicU64::new(0),
+                overload_logged_ms: AtomicU64::new(0),
+            }),
+        };
+        tokio::spawn(evict_for_memory(Arc::downgrade(&objects.inner)));
+        objects
+    }
+
+    /// Counts an event refused as `overloaded`, and logs it at most once a second.
+    pub fn count_overload(&self, e: &ObjectError) {
+        let inner = &self.inner;
+        let count = inner.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ms();
+        let last = inner.overload_logged_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && inner
+                .overload_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("{e} ({count} events refused as overloaded since start)");
+        }
+    }
+
+    /// Events refused as `overloaded` since start.
+    pub fn overloaded_count(&self) -> u64 {
+        self.inner.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of linear memory all live instances hold.
+    pub fn instance_memory(&self) -> usize {
+        self.inner.memory.used()
+    }
+
+    /// How much longer the objects of `namespace` run in the background, and why, if they do
+    /// (see [`CpuShare`]).
+    pub fn background_left(&self, namespace: &str) -> Option<(Duration, Cause)> {
+        self.inner.cpu_share.background_left(namespace)
+    }
+
+    /// The code deployed as `namespace`: looked up once per request or alarm, and carried with
+    /// its event, so the event runs the code current when it arrived.
+    pub fn deployment(&self, namespace: &str) -> Result<Arc<Deployment>, ObjectError> {
+        self.inner
+            .registry
+            .get(namespace)
+            .ok_or_else(|| ObjectError::UnknownNamespace(namespace.to_owned()))
+    }
+
+    /// Queues an event for the object `name` of `namespace`, starting its event loop if needed.
+    fn enqueue(&self, namespace: &str, name: &str, event: Event) -> Result<(), ObjectError> {
+        let id = ObjectId::new(namespace, name);
+        // Sent under the lock, so an event loop that checks its queue under the same lock
+        // before ending can never strand an event.
+        let mut loops = self.inner.loops.lock().unwrap();
+        let queue = loops.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let identity = ObjectIdentity {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                id,
+            };
+            let background = self.inner.cpu_share.in_background(namespace);
+            self.inner
+                .cpu_share
+                .runtime(background)
+                .spawn(EventLoop::run(
+                    self.inner.clone(),
+                    identity,
+                    tx.downgrade(),
+                    rx,
+                    background,
+                ));
+            tx
+        });
+        queue.send(event).map_err(|_| ObjectError::ShuttingDown)
+    }
+
+    /// Queues the event `make` builds around its reply channel, and waits for its outcome and
+    /// then its output gate.
+    async fn ask<T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<Outcome<T>>) -> Event,
+    ) -> Result<T, ObjectError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(namespace, name, make(reply))?;
+        let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
+        outcome.released().await
+    }
+
+    /// Delivers a request to the object `name` of `deployment`'s namespace and returns its
+    /// response once the output gate lets it out. `upgrade`: the request asks for a WebSocket.
+    pub async fn fetch(
+        &self,
+        deployment: Arc<Deployment>,
+        name: &str,
+        request: Request,
+        upgrade: bool,
+    ) -> Result<Fetched, ObjectError> {
+        let namespace = deployment.info.namespace.clone();
+        self.ask(&namespace, name, |reply| Event::Fetch {
+            deployment,
+            request,
+            upgrade,
+            reply,
+        })
+        .await
+    }
+
+    /// Queues an event of one of the object's sockets. Its failures are the object's to log.
+    pub fn websocket_event(&self, namespace: &str, name: &str, socket: u64, event: SocketEvent) {
+        let queued = self.deployment(namespace).and_then(|deployment| {
+            let event = Event::Socket {
+                deployment,
+                socket,
+                event,
+            };
+            self.enqueue(namespace, name, event)
+        });
+        if let Err(e) = queued {
+            tracing::warn!(namespace, "WebSocket event not delivered: {e}");
+        }
+    }
+
+    /// Delivers the alarm due at `due_at`; `Ok` once handled (or found no longer set) and its
+    /// writes are durable.
+    pub async fn alarm(
+        &self,
+        namespace: &str,
+        name: &str,
+        due_at: u64,
+        retries: u32,
+    ) -> Result<(), ObjectError> {
+        let deployment = self.deployment(namespace)?;
+        self.ask(namespace, name, |reply| Event::Alarm {
+            deployment,
+            due_at,
+            retries,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes the alarm due at `due_at`, if it is still the object's alarm.
+    pub async fn drop_alarm(
+        &self,
+        namespace: &str,
+        name: &str,
+        due_at: u64,
+    ) -> Result<(), ObjectError> {
+        self.ask(namespace, name, |reply| Event::DropAlarm { due_at, reply })
+            .await
+    }
+
+    /// How many objects have a live instance right now.
+    pub fn live_instances(&self) -> usize {
+        self.inner.config.max_live_objects.max(1) - self.inner.instances.available_permits()
+    }
+
+    /// How many objects have an event loop (a live instance, queued events or commits in
+    /// flight). A hibernated object with nothing to do has none.
+    pub fn awake_objects(&self) -> usize {
+        self.inner.loops.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,134 @@
+//! What every object's event loop shares: the runtime, storage, sockets, the instance slots and
+//! the idle list eviction takes from.
+
+use super::error::{OVERLOAD_WAIT, ObjectError};
+use super::event::Event;
+use crate::cpu_share::CpuShare;
+use crate::memory::MemoryBudget;
+use crate::names::ObjectId;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::sockets::Sockets;
+use crate::storage::{Committer, Db, StorageLimits};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// The settings of object lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleConfig {
+    pub idle_timeout: Duration,
+    pub max_live_objects: usize,
+    pub storage: StorageLimits,
+}
+
+pub(super) struct Inner {
+    pub(super) runtime: Arc<Runtime>,
+    /// Which runtime each namespace's event loops run on.
+    pub(super) cpu_share: CpuShare,
+    pub(super) sockets: Arc<Sockets>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) db: Arc<Db>,
+    pub(super) committer: Committer,
+    pub(super) config: LifecycleConfig,
+    /// The queue of every object that has an event loop.
+    pub(super) loops: Mutex<HashMap<ObjectId, mpsc::UnboundedSender<Event>>>,
+    /// One permit per live instance.
+    pub(super) instances: Arc<Semaphore>,
+    /// Live instances between events, least recently used first.
+    pub(super) idle: Mutex<IdleList>,
+    pub(super) memory: Arc<MemoryBudget>,
+    /// Events refused as `overloaded` since start, and when that was last logged.
+    pub(super) overloaded: AtomicU64,
+    pub(super) overload_logged_ms: AtomicU64,
+}
+
+/// Idle instances' event loops by ticket (the order they went idle), with the memory each holds.
+#[derive(Default)]
+pub(super) struct IdleList {
+    next_ticket: u64,
+    by_ticket: BTreeMap<u64, (mpsc::WeakUnboundedSender<Event>, usize)>,
+}
+
+impl IdleList {
+    pub(super) fn insert(
+        &mut self,
+        queue: mpsc::WeakUnboundedSender<Event>,
+        bytes: usize,
+        memory: &MemoryBudget,
+    ) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.by_ticket.insert(ticket, (queue, bytes));
+        memory.set_idle(bytes, true);
+        ticket
+    }
+
+    pub(super) fn remove(&mut self, ticket: u64, memory: &MemoryBudget) {
+        if let Some((_, bytes)) = self.by_ticket.remove(&ticket) {
+            memory.set_idle(bytes, false);
+        }
+    }
+
+    /// Asks the least recently used idle instance to go; the memory it holds, if there was one.
+    pub(super) fn evict_oldest(&mut self, memory: &MemoryBudget) -> Option<usize> {
+        let (_, (queue, bytes)) = self.by_ticket.pop_first()?;
+        memory.set_idle(bytes, false);
+        if let Some(queue) = queue.upgrade() {
+            let _ = queue.send(Event::Evict);
+        }
+        Some(bytes)
+    }
+}
+
+/// Evicts the least recently used idle instances whenever the live instances' memories pass the
+/// budget, until they are back under it; ends with the host.
+pub(super) async fn evict_for_memory(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(memory) = inner.upgrade().map(|i| i.memory.clone()) else {
+            return;
+        };
+        memory.passed().await;
+        let Some(inner) = inner.upgrade() else { return };
+        // An evicted instance's memory is counted until its loop drops it: count it as gone.
+        let mut freeing = 0;
+        while memory.used().saturating_sub(freeing) > memory.limit {
+            match inner.idle.lock().unwrap().evict_oldest(&memory) {
+                Some(bytes) => freeing += bytes,
+                None => break,
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// A permit for one more live instance, evicting the least recently used idle instance when
+    /// the host is at its cap; `Overloaded` if none frees up within [`OVERLOAD_WAIT`].
+    pub(super) async fn instance_permit(&self) -> Result<OwnedSemaphorePermit, ObjectError> {
+        let deadline = tokio::time::Instant::now() + OVERLOAD_WAIT;
+        loop {
+            if let Ok(permit) = self.instances.clone().try_acquire_owned() {
+                // Evict ahead of need: the next new object then finds a slot at once, instead
+                // of waiting for an instance to be torn down.
+                if self.instances.available_permits() < self.config.max_live_objects / 64 {
+                    self.idle.lock().unwrap().evict_oldest(&self.memory);
+                }
+                return Ok(permit);
+            }
+            self.idle.lock().unwrap().evict_oldest(&self.memory);
+            // Every instance is busy or on its way out: wait a little for one to free up.
+            let retry = (tokio::time::Instant::now() + Duration::from_millis(10)).min(deadline);
+            tokio::select! {
+                permit = self.instances.clone().acquire_owned() => {
+                    return Ok(permit.expect("the instance semaphore is never closed"));
+                }
+                () = tokio::time::sleep_until(retry) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ObjectError::Overloaded(self.config.max_live_objects));
+            }
+        }
+    }
+}

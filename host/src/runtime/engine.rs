@@ -1,0 +1,169 @@
+//! The engine and linker every object shares, and instantiating an object.
+
+use super::bindings::DurableObjectPre;
+use super::epoch::{EPOCH_TICK, EpochTicker};
+use super::error::EventError;
+use super::imports;
+use super::instance::{Instance, call_guest, classify, count_fuel};
+use super::limits::MemoryCap;
+use super::pool;
+use super::state::HostState;
+use crate::config::EventLimits;
+use crate::cpu_share::Meter;
+use crate::memory::MemoryBudget;
+use crate::names::ObjectIdentity;
+use crate::scheduling::{Heavy, in_background};
+use crate::sockets::Sockets;
+use crate::storage::ObjectStorage;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreContextMut, UpdateDeadline};
+
+/// A checked, compiled component, ready to instantiate quickly.
+pub type ObjectPre = DurableObjectPre<HostState>;
+
+/// The wasmtime engine and linker, shared by every object.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: EventLimits,
+    ticker: Arc<EpochTicker>,
+    budget: Arc<MemoryBudget>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+impl Runtime {
+    /// The engine for at most `max_instances` live instances at once.
+    pub fn new(
+        limits: EventLimits,
+        max_instances: usize,
+        budget: Arc<MemoryBudget>,
+    ) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let max_instances = u32::try_from(max_instances.max(1)).unwrap_or(u32::MAX);
+        pool::configure(&mut config, max_instances, limits.memory_bytes);
+        // A pooled stack is reused by other objects, possibly other tenants': zero it, which also
+        // hands its pages back to the kernel, so a hibernated object keeps no stack resident.
+        config.async_stack_zeroing(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        imports::add_to_linker(&mut linker)?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            ticker,
+            budget,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn limits(&self) -> EventLimits {
+        self.limits
+    }
+
+    /// The budget every instance's memory is counted in.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// Checks that `component` is a Durable Object: everything it imports is granted, and it
+    /// exports the handler. The error says what is missing.
+    pub fn prepare(&self, component: &Component) -> Result<ObjectPre, String> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        DurableObjectPre::new(pre).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Creates an instance of an object, counting its guest instructions (instantiation's
+    /// included) on `meter`. On failure the storage is handed back.
+    pub async fn instantiate(
+        &self,
+        pre: &ObjectPre,
+        identity: ObjectIdentity,
+        storage: ObjectStorage,
+        sockets: Arc<Sockets>,
+        meter: Meter,
+    ) -> Result<Instance, (EventError, ObjectStorage)> {
+        // Instantiating may first reset memory a big instance left in the pool: it starts heavy.
+        let heavy = Heavy::default();
+        heavy.reset(true);
+        let memory = MemoryCap::new(self.limits.memory_bytes, self.budget.clone(), heavy.clone());
+        let state = HostState::new(identity, storage, sockets, memory, meter, self.limits);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        // Instantiation has a time limit and a CPU budget of its own, as an event has.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(on_tick);
+        if let Err(e) = store.set_fuel(self.limits.fuel) {
+            return Err((
+                EventError::Instantiate(format!("{e:#}")),
+                store.into_data().storage,
+            ));
+        }
+        let busy = self.ticker.busy();
+        let deadline = store.data().deadline;
+        let instantiated = call_guest(deadline, &heavy, pre.instantiate_async(&mut store)).await;
+        drop(busy);
+        count_fuel(&mut store);
+        match instantiated {
+            Ok(bindings) => Ok(Instance::new(
+                store,
+                bindings,
+                self.limits,
+                self.ticker.clone(),
+                heavy,
+            )),
+            Err(e) => {
+                let err = classify(&e, &store, self.limits);
+                let err = match err {
+                    EventError::Trap(msg) => EventError::Instantiate(msg),
+                    other => other,
+                };
+                Err((err, store.into_data().storage))
+            }
+        }
+    }
+}
+
+/// What an epoch tick does to the running call into the guest: counts it toward its namespace's
+/// share, stops it past its deadline, and makes a call that has run a whole tick yield.
+fn on_tick(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data_mut();
+    let now = Instant::now();
+    state.counted.tick(now, &state.meter);
+    if now >= state.deadline {
+        state.timed_out = true;
+        return Err(wasmtime::Error::msg("the event's time limit passed"));
+    }
+    let background = in_background();
+    if background {
+        std::thread::yield_now();
+    }
+    // The epoch is global: a tick comes at a random moment of an event, so most events that see
+    // one are short. Only one that has run a whole tick is a long one.
+    if now < state.next_yield {
+        return Ok(UpdateDeadline::Continue(1));
+    }
+    state.next_yield = now + EPOCH_TICK;
+    state.memory.heavy.mark();
+    if !background {
+        // The kernel's share of the yield: a woken thread that answers a request runs next.
+        std::thread::yield_now();
+    }
+    Ok(UpdateDeadline::Yield(1))
+}

@@ -1,0 +1,240 @@
+//! A live instance of one object: delivering one event to it under its limits.
+
+use super::bindings::{AlarmInfo, DurableObject, Message, Request, Response};
+use super::epoch::{Busy, EPOCH_TICK, EpochTicker};
+use super::error::EventError;
+use super::metering::FuelCount;
+use super::state::{HostState, SocketIo};
+use crate::config::{EventLimits, FUEL_PER_MS};
+use crate::scheduling::{Heavy, run_guest, with_long_slice};
+use crate::sockets::SocketEvent;
+use crate::storage::ObjectStorage;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::{AsContextMut, PoolConcurrencyLimitError, Store, Trap};
+
+/// A live instance of one object.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: DurableObject,
+    limits: EventLimits,
+    ticker: Arc<EpochTicker>,
+    /// Shared with the store's memory limiter and epoch callback, which mark it.
+    heavy: Heavy,
+}
+
+impl Instance {
+    pub(super) fn new(
+        store: Store<HostState>,
+        bindings: DurableObject,
+        limits: EventLimits,
+        ticker: Arc<EpochTicker>,
+        heavy: Heavy,
+    ) -> Self {
+        Instance {
+            store,
+            bindings,
+            limits,
+            ticker,
+            heavy,
+        }
+    }
+
+    /// Gives the next event its CPU and time budgets; the guard keeps the epoch ticking until
+    /// the event ends.
+    fn start_event(&mut self) -> Result<(Busy, Instant), EventError> {
+        let now = Instant::now();
+        let deadline = now + self.limits.timeout;
+        let state = self.store.data_mut();
+        state.deadline = deadline;
+        state.next_yield = now + EPOCH_TICK;
+        state.memory.new_event();
+        self.heavy.reset(self.store.data().memory.is_big());
+        self.store.set_epoch_deadline(1);
+        self.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| EventError::Trap(format!("{e:#}")))?;
+        self.store.data_mut().counted = FuelCount::new(self.limits.fuel, now);
+        Ok((self.ticker.busy(), deadline))
+    }
+
+    /// Counts the guest instructions of the event that just ended, whatever its outcome, on the
+    /// namespace's [`Meter`].
+    pub fn count_fuel(&mut self) {
+        count_fuel(&mut self.store);
+    }
+
+    /// Names the outcome of a call into the guest.
+    fn outcome<T>(&self, called: wasmtime::Result<Result<T, String>>) -> Result<T, EventError> {
+        match called {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(EventError::Failed(message)),
+            Err(e) => Err(classify(&e, &self.store, self.limits)),
+        }
+    }
+
+    /// Delivers one request; `upgrade` says whether it asks for a WebSocket. On `Err` the
+    /// instance must be dropped: it may be in any state.
+    pub async fn fetch(
+        &mut self,
+        request: &Request,
+        upgrade: bool,
+    ) -> Result<Response, EventError> {
+        let (_busy, deadline) = self.start_event()?;
+        self.store.data_mut().io.upgrade = upgrade;
+        let handler = self.bindings.dohost_object_http_handler();
+        let called = call_guest(
+            deadline,
+            &self.heavy,
+            handler.call_fetch(&mut self.store, request),
+        )
+        .await;
+        let response = self.outcome(called)?;
+        // The body is already a host copy by now (the bindings lift it whole), but that copy is
+        // bounded by the guest's memory limit, and it goes no further.
+        let limit = self.limits.max_response_body;
+        if response.body.len() > limit {
+            return Err(EventError::ResponseTooLarge {
+                size: response.body.len(),
+                limit,
+            });
+        }
+        Ok(response)
+    }
+
+    /// Delivers an event of one of the object's sockets.
+    pub async fn socket_event(
+        &mut self,
+        socket: u64,
+        event: SocketEvent,
+    ) -> Result<(), EventError> {
+        let (_busy, deadline) = self.start_event()?;
+        let handler = self.bindings.dohost_object_websocket_handler();
+        let called = call_guest(deadline, &self.heavy, async {
+            match event {
+                SocketEvent::Text(t) => {
+                    handler
+                        .call_on_message(&mut self.store, socket, &Message::Text(t))
+                        .await
+                }
+                SocketEvent::Binary(b) => {
+                    handler
+                        .call_on_message(&mut self.store, socket, &Message::Binary(b))
+                        .await
+                }
+                SocketEvent::Close {
+                    code,
+                    reason,
+                    was_clean,
+                } => {
+                    handler
+                        .call_on_close(&mut self.store, socket, code, &reason, was_clean)
+                        .await
+                }
+                SocketEvent::Error(e) => handler.call_on_error(&mut self.store, socket, &e).await,
+            }
+        })
+        .await;
+        self.outcome(called)
+    }
+
+    /// Delivers the alarm; `retries` is how many deliveries failed before.
+    pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
+        let (_busy, deadline) = self.start_event()?;
+        let info = AlarmInfo {
+            retry_count: retries,
+            is_retry: retries > 0,
+        };
+        let handler = self.bindings.dohost_object_alarm_handler();
+        let called = call_guest(
+            deadline,
+            &self.heavy,
+            handler.call_on_alarm(&mut self.store, info),
+        )
+        .await;
+        self.outcome(called)
+    }
+
+    /// What the event did with WebSockets; resets it for the next event.
+    pub fn take_socket_io(&mut self) -> SocketIo {
+        std::mem::take(&mut self.store.data_mut().io)
+    }
+
+    /// Bytes of linear memory the instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory.bytes
+    }
+
+    /// The object's storage, to finish or discard the event.
+    pub fn storage(&mut self) -> &mut ObjectStorage {
+        &mut self.store.data_mut().storage
+    }
+
+    /// Drops the instance, keeping its storage (with any commits still in flight).
+    pub fn into_storage(self) -> ObjectStorage {
+        // Unmapping or zeroing a big linear memory does not yield.
+        if self.store.data().memory.is_big() {
+            with_long_slice(|| self.store.into_data().storage)
+        } else {
+            self.store.into_data().storage
+        }
+    }
+}
+
+/// guest waits in a host call (a WASI sleep, or a poll on a clock), where no guest code runs to
+/// check it. Dropping the call there is safe: an event that failed drops its instance.
+/// Counts the fuel of the call into the guest that just ended on its namespace's meter.
+pub(super) fn count_fuel(store: &mut impl AsContextMut<Data = HostState>) {
+    let mut store = store.as_context_mut();
+    let left = store.get_fuel().unwrap_or(0);
+    let state = store.data_mut();
+    state.counted.end(left, &state.meter);
+}
+
+/// Runs a call into guest code: under the event's deadline, and with the long time slice once it
+/// is heavy (see [`crate::scheduling`]).
+///
+/// The epoch callback enforces the deadline while guest code runs; this enforces it while the
+/// guest waits in a host call (a WASI sleep, or a poll on a clock), where no guest code runs to
+/// check it. Dropping the call there is safe: an event that failed drops its instance.
+pub(super) async fn call_guest<T>(
+    deadline: Instant,
+    heavy: &Heavy,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::time::timeout_at(deadline.into(), run_guest(heavy, call))
+        .await
+        .unwrap_or_else(|_| Err(wasmtime::Error::new(WaitedPastDeadline)))
+}
+
+/// An event's deadline passed while it waited in a host call.
+#[derive(Debug, thiserror::Error)]
+#[error("the event's time limit passed while it waited in a host call")]
+struct WaitedPastDeadline;
+
+/// Names the cause of a failed call into the guest.
+pub(super) fn classify(
+    e: &wasmtime::Error,
+    store: &Store<HostState>,
+    limits: EventLimits,
+) -> EventError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => EventError::CpuLimit(limits.fuel / FUEL_PER_MS),
+        Some(Trap::StackOverflow) => EventError::StackOverflow,
+        _ if store.data().timed_out || e.is::<WaitedPastDeadline>() => {
+            EventError::TimeLimit(limits.timeout)
+        }
+        _ if store.data().memory.hit => EventError::MemoryLimit(limits.memory_bytes >> 20),
+        _ if store.data().memory.over_budget => EventError::Overloaded(
+            "the memories of all live instances reached the host's budget (--max-memory)".into(),
+        ),
+        // Out of instance slots, stacks or address space: the host's state, not the object's.
+        _ if e.is::<PoolConcurrencyLimitError>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOMEM)) =>
+        {
+            EventError::Overloaded(format!("{e:#}"))
+        }
+        _ => EventError::Trap(format!("{e:#}")),
+    }
+}

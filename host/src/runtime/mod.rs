@@ -1,0 +1,37 @@
+//! wasmtime: the engine, the host side of the WIT imports, and running one event of one object
+//! under its limits.
+//!
+//! A guest gets exactly the imports of the `durable-object` world plus the WASI interfaces a Rust
+//! std guest links against; WASI grants nothing: no files, no environment, no network, a closed
+//! stdin and discarded stdout/stderr.
+//!
+//! The files, bottom up:
+//! - `bindings`: the Rust side of the world, generated from `wit/`.
+//! - `error`: why an event failed.
+//! - `limits`: the memory cap and the log-line bucket of an instance.
+//! - `metering`: counting guest instructions toward a namespace's CPU share.
+//! - `state`: the store data of an instance.
+//! - `epoch`: the epoch ticker: event deadlines and regular yields.
+//! - `imports/`: the host side of each WIT interface, one file each.
+//! - `pool`: instance slots and the memory mappings they hold.
+//! - `engine`: the engine and linker; instantiation.
+//! - `instance`: a live instance; delivering one event.
+
+mod bindings;
+mod engine;
+mod epoch;
+mod error;
+mod imports;
+mod instance;
+mod limits;
+mod metering;
+mod pool;
+mod state;
+
+pub use bindings::{Request, Response};
+pub use engine::{ObjectPre, Runtime};
+pub use error::EventError;
+pub use instance::Instance;
+pub use limits::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
+pub use pool::check_memories;
+pub use state::SocketIo;

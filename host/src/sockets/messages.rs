@@ -1,0 +1,53 @@
+//! What goes through a socket, and why a socket call is refused.
+
+/// Most tags on one socket.
+pub const MAX_TAGS: usize = 10;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Largest attachment, in bytes.
+pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024;
+/// Longest auto-response request or response text, in bytes.
+pub const MAX_AUTO_RESPONSE_BYTES: usize = 2048;
+
+/// What the host sends on a socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+    Close(u16, String),
+}
+
+/// An event from a socket, for its object.
+#[derive(Debug, Clone)]
+pub enum SocketEvent {
+    Text(String),
+    Binary(Vec<u8>),
+    Close {
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    },
+    Error(String),
+}
+
+/// Why a WebSocket call was refused. Mirrors the WIT `websocket-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SocketError {
+    #[error("no such open socket")]
+    NotFound,
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Outgoing {
+    /// What the message costs while it waits: its payload (a close frame's reason, plus its code).
+    pub(super) fn size(&self) -> usize {
+        match self {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Binary(b) => b.len(),
+            Outgoing::Close(_, reason) => reason.len() + 2,
+        }
+    }
+}
