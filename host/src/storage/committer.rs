@@ -7,10 +7,10 @@
 //! the load instead of with the disk's latency. redb's calls block, which is why this is a thread
 //! and not a task.
 
+use super::changes::{Alarm, Changeset};
 use super::db::{
-    ALARMS, Db, ENTRIES, OBJECT_SIZES, bound_slice, encode_alarm, full_key, object_range,
+    ALARMS, Db, DbError, ENTRIES, OBJECT_SIZES, bound_slice, encode_alarm, full_key, object_range,
 };
-use super::object::{Alarm, Changeset};
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -136,7 +136,7 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
 }
 
 /// Applies a batch of commits in one durable transaction.
-fn write(db: &Db, batch: &[Job]) -> Result<(), super::db::DbError> {
+fn write(db: &Db, batch: &[Job]) -> Result<(), DbError> {
     let txn = db.redb().begin_write()?;
     {
         let mut entries = txn.open_table(ENTRIES)?;

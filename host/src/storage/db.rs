@@ -4,7 +4,7 @@
 //! object's keys are adjacent on disk (batched commits of one object touch few pages) and a range
 //! over one object can never reach another's.
 
-use super::object::Alarm;
+use super::changes::Alarm;
 use crate::names::ObjectId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;

@@ -1,13 +1,24 @@
 //! Durable object storage: the database, the group-commit thread, and each live object's view.
+//!
+//! The modules form one stack, each using only those below it: `changes` (what an event writes),
+//! `db` (the tables), `committer` (the thread writing them), `object` (a live object's view).
+//! `limits` (what a call may ask for, and why it was refused) sits between `db` and `object`.
 
+mod changes;
 mod committer;
 mod db;
+mod limits;
 mod object;
 
+pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer};
 pub(crate) use db::{COMPONENTS, DEPLOYMENTS};
 pub use db::{Db, DbError};
-pub use object::{Alarm, Changeset, ListOptions, ObjectStorage, StorageError, StorageLimits};
+pub use limits::{
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_OBJECT_BYTES,
+    MAX_TRANSACTION_DEPTH, StorageError, StorageLimits,
+};
+pub use object::{ListOptions, ObjectStorage};
 
 /// How object keys are laid out in the database, and how `list` options become a key range: the
 /// pure logic under every read and listing. Public only so that it can be fuzzed on its own

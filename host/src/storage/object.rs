@@ -5,90 +5,15 @@
 //! earlier events even while their commits are still being flushed (the object runs its next event
 //! without waiting for the disk; only the *responses* wait, see [`ObjectStorage::finish_event`]).
 
-use super::committer::{CommitOutcome, Committer};
-use super::db::{Db, DbError, KeyRange, bound_slice};
+use super::changes::{Alarm, Changeset};
+use super::committer::{CommitFailed, CommitOutcome, Committer};
+use super::db::{Db, DbError, KeyRange, bound_slice, next_prefix};
+use super::limits::{MAX_TRANSACTION_DEPTH, StorageError, StorageLimits};
 use crate::names::ObjectId;
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
-
-/// Storage limits, the same for every object of a host.
-#[derive(Debug, Clone, Copy)]
-pub struct StorageLimits {
-    /// Longest key, in bytes.
-    pub max_key_bytes: usize,
-    /// Longest key plus value, in bytes.
-    pub max_entry_bytes: usize,
-    /// Most keys in one `get-many`, `put-many` or `delete-many`.
-    pub max_batch: usize,
-    /// Most bytes (keys plus values) one object may store.
-    pub max_object_bytes: u64,
-}
-
-impl Default for StorageLimits {
-    fn default() -> Self {
-        StorageLimits {
-            max_key_bytes: 2048,
-            max_entry_bytes: 2 * 1024 * 1024,
-            max_batch: 128,
-            max_object_bytes: 1 << 30,
-        }
-    }
-}
-
-/// Deepest nesting of explicit transactions.
-pub const MAX_TRANSACTION_DEPTH: usize = 64;
-
-/// Why a storage call was refused; it changed nothing. Mirrors the WIT `storage-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StorageError {
-    #[error("limit exceeded: {0}")]
-    LimitExceeded(String),
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl From<DbError> for StorageError {
-    fn from(e: DbError) -> Self {
-        StorageError::Internal(e.0)
-    }
-}
-
-/// An object's alarm: when, and whom to wake (the scheduler needs the address, not just the id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alarm {
-    /// Milliseconds since the Unix epoch.
-    pub at: u64,
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
-}
-
-/// A set of writes: `None` deletes. With `clear`, every key not in `writes` is gone. `alarm` is
-/// `Some(new)` if the alarm was set (`Some(None)`: deleted); `delete_all` leaves the alarm alone.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changeset {
-    pub clear: bool,
-    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    pub alarm: Option<Option<Alarm>>,
-}
-
-impl Changeset {
-    /// `Some(value)` if this layer decides the key (`Some(None)`: deleted), `None` to look below.
-    fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        match self.writes.get(key) {
-            Some(v) => Some(v.as_deref()),
-            None if self.clear => Some(None),
-            None => None,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        !self.clear && self.writes.is_empty() && self.alarm.is_none()
-    }
-}
 
 /// Which keys `list` returns; see the WIT `list-options`.
 #[derive(Debug, Clone, Default)]
@@ -158,59 +83,16 @@ impl ObjectStorage {
         self.db.get(&self.id, key)
     }
 
-    fn check_key(&self, key: &str) -> Result<(), StorageError> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(StorageError::LimitExceeded(format!(
-                "key is {} bytes; the limit is {} bytes",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_batch(&self, n: usize) -> Result<(), StorageError> {
-        if n > self.limits.max_batch {
-            return Err(StorageError::LimitExceeded(format!(
-                "{n} keys in one call; the limit is {}",
-                self.limits.max_batch
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_entry(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.check_key(key)?;
-        let n = key.len() + value.len();
-        if n > self.limits.max_entry_bytes {
-            return Err(StorageError::LimitExceeded(format!(
-                "key plus value is {n} bytes; the limit is {} bytes",
-                self.limits.max_entry_bytes
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_quota(&self, new_size: u64) -> Result<(), StorageError> {
-        if new_size > self.limits.max_object_bytes {
-            return Err(StorageError::LimitExceeded(format!(
-                "the object would store {new_size} bytes; its quota is {} bytes",
-                self.limits.max_object_bytes
-            )));
-        }
-        Ok(())
-    }
-
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.check_key(key)?;
+        self.limits.check_key(key)?;
         Ok(self.lookup(key.as_bytes())?)
     }
 
     /// The existing ones of `keys`, ascending.
     pub fn get_many(&self, keys: &[String]) -> Result<Entries, StorageError> {
-        self.check_batch(keys.len())?;
-        keys.iter().try_for_each(|k| self.check_key(k))?;
+        self.limits.check_batch(keys.len())?;
+        keys.iter().try_for_each(|k| self.limits.check_key(k))?;
         let mut found = BTreeMap::new();
         for key in keys {
             if let Some(v) = self.lookup(key.as_bytes())? {
@@ -227,10 +109,10 @@ impl ObjectStorage {
 
     /// Stores every entry, or none if any is refused.
     pub fn put_many(&mut self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StorageError> {
-        self.check_batch(entries.len())?;
+        self.limits.check_batch(entries.len())?;
         entries
             .iter()
-            .try_for_each(|(k, v)| self.check_entry(k, v))?;
+            .try_for_each(|(k, v)| self.limits.check_entry(k, v))?;
         // The size after the batch, counting keys repeated within it once.
         let mut batch: BTreeMap<&str, usize> = BTreeMap::new();
         let mut size = self.event_size;
@@ -245,7 +127,7 @@ impl ObjectStorage {
             size += (k.len() + v.len()) as u64;
             batch.insert(k, v.len());
         }
-        if let Err(e) = self.check_quota(size) {
+        if let Err(e) = self.limits.check_quota(size) {
             self.hit_quota = true;
             return Err(e);
         }
@@ -258,7 +140,7 @@ impl ObjectStorage {
 
     /// Deletes `key`; whether it existed.
     pub fn delete(&mut self, key: &str) -> Result<bool, StorageError> {
-        self.check_key(key)?;
+        self.limits.check_key(key)?;
         self.remove(key)
     }
 
@@ -273,8 +155,8 @@ impl ObjectStorage {
 
     /// Deletes every one of `keys`; how many existed.
     pub fn delete_many(&mut self, keys: &[String]) -> Result<u32, StorageError> {
-        self.check_batch(keys.len())?;
-        keys.iter().try_for_each(|k| self.check_key(k))?;
+        self.limits.check_batch(keys.len())?;
+        keys.iter().try_for_each(|k| self.limits.check_key(k))?;
         let mut n = 0;
         for key in keys {
             n += u32::from(self.remove(key)?);
@@ -452,7 +334,7 @@ impl ObjectStorage {
 
     /// Drops the commits known to be durable. Fails if one of them failed: the object must then
     /// be [`reset`](Self::reset), since later events may have read what never reached the disk.
-    pub fn prune(&mut self) -> Result<(), super::committer::CommitFailed> {
+    pub fn prune(&mut self) -> Result<(), CommitFailed> {
         while let Some(front) = self.pending.front() {
             // Poll rather than `peek`: `peek` only sees outcomes some other clone has awaited,
             // and nobody awaits the outcome of a response whose client went away.
@@ -519,7 +401,7 @@ pub fn list_bounds(o: &ListOptions) -> Result<KeyRange, StorageError> {
         if below_prefix {
             lower = Bound::Included(p.to_vec());
         }
-        if let Some(next) = super::db::next_prefix(p) {
+        if let Some(next) = next_prefix(p) {
             let above = match &upper {
                 Bound::Unbounded => true,
                 Bound::Included(k) | Bound::Excluded(k) => k.as_slice() > next.as_slice(),

@@ -275,7 +275,7 @@ impl Model {
                 Ok(Out::Unit)
             }
             Op::Begin => {
-                if self.txs.len() >= super::object::MAX_TRANSACTION_DEPTH {
+                if self.txs.len() >= super::MAX_TRANSACTION_DEPTH {
                     return Err(Refused::Limit);
                 }
                 self.txs.push((self.current.clone(), self.wrote));
