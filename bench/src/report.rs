@@ -217,24 +217,12 @@ fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a Unix time (days-to-civil, proleptic Gregorian).
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time.
 pub fn utc_date(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let secs = unix_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    // RFC 3339: `YYYY-MM-DDTHH:MM:SSZ`.
+    let rfc = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{} {} UTC", &rfc[..10], &rfc[11..16])
 }
 
 impl Environment {

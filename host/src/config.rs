@@ -10,14 +10,73 @@ use std::time::Duration;
 /// (storage, logging) is not counted.
 pub const FUEL_PER_MS: u64 = 10_000_000;
 
-/// Wall-clock time one event may take by default. Fuel does not count time spent inside host
-/// calls, so a guest looping over expensive imports would otherwise hold its object (and a worker
-/// thread) for ever; 30 s is about the wall time of the default CPU budget on a quiet machine,
-/// so it stops such an event without cutting short an honest one.
-pub const DEFAULT_EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+// The defaults of every knob, written once: the CLI's flags (`main.rs`), `HostConfig::new` and
+// the README's CLI section (checked by a test in `main.rs`) all take them from here.
 
-/// Largest response body an object may return by default, in bytes: the same as the request body.
+/// Address `serve` listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// The data dir of `serve`, and where admin commands look for the token.
+pub const DEFAULT_DATA_DIR: &str = "./dohost-data";
+/// The admin commands' host.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
+/// Seconds an instance may sit idle before it is dropped.
+pub const DEFAULT_IDLE_TIMEOUT: Seconds = Seconds::new(30);
+/// CPU budget of one event, in milliseconds of guest execution: 15 to 40 s of pure computation.
+pub const DEFAULT_CPU_LIMIT_MS: u64 = 30_000;
+/// Wall-clock time one event may take. Fuel does not count time inside host calls, so a guest
+/// looping over expensive imports would otherwise hold its object for ever; this is about the
+/// wall time of the default CPU budget, so it does not cut short an honest event.
+pub const DEFAULT_EVENT_TIMEOUT: Seconds = Seconds::new(30);
+/// Largest linear memory of one instance, in MiB.
+pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 128;
+/// Largest request body delivered to an object, in bytes.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 16 << 20;
+/// Largest response body an object may return, in bytes: the same as the request body.
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 << 20;
+/// Largest component accepted by deploy, in bytes.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 128 << 20;
+/// Largest incoming WebSocket message, in bytes.
+pub const DEFAULT_MAX_WS_MESSAGE: usize = 1 << 20;
+/// Most bytes waiting for one WebSocket's client.
+pub const DEFAULT_MAX_WS_BACKLOG: usize = 4 << 20;
+/// Seconds a client may take to send a request's head: a slow link sends a few KiB well within.
+pub const DEFAULT_HEADER_TIMEOUT: Seconds = Seconds::new(10);
+/// Seconds a client may take to send a request's body: the largest default body at 0.6 MB/s.
+pub const DEFAULT_BODY_TIMEOUT: Seconds = Seconds::new(30);
+/// Most bytes (keys plus values) one object may store.
+pub const DEFAULT_MAX_OBJECT_STORAGE: u64 = crate::storage::DEFAULT_MAX_OBJECT_BYTES;
+
+/// A duration given in whole or fractional seconds, as the CLI takes and shows it: positive, and
+/// at most a year (so that it fits every deadline computed from it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds(pub Duration);
+
+impl Seconds {
+    pub const fn new(secs: u64) -> Self {
+        Seconds(Duration::from_secs(secs))
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+impl std::str::FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s <= 3.2e7 => {
+                Ok(Seconds(Duration::from_secs_f64(s)))
+            }
+            _ => Err(format!(
+                "{text:?} is not a positive number of seconds, at most a year"
+            )),
+        }
+    }
+}
 
 /// What one event of one object may use.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +99,7 @@ impl EventLimits {
             fuel: cpu_limit_ms.saturating_mul(FUEL_PER_MS),
             memory_bytes: usize::try_from(memory_limit_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
-            timeout: DEFAULT_EVENT_TIMEOUT,
+            timeout: DEFAULT_EVENT_TIMEOUT.0,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
     }
@@ -48,7 +107,7 @@ impl EventLimits {
 
 impl Default for EventLimits {
     fn default() -> Self {
-        EventLimits::new(30_000, 128)
+        EventLimits::new(DEFAULT_CPU_LIMIT_MS, DEFAULT_MEMORY_LIMIT_MIB)
     }
 }
 
@@ -102,16 +161,16 @@ impl HostConfig {
         HostConfig {
             data_dir,
             admin_token,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT.0,
             max_live_objects: default_max_live_objects(),
             max_memory: usize::try_from(machine_memory() / 2).unwrap_or(usize::MAX),
-            max_request_body: 16 << 20,
-            max_component_bytes: 128 << 20,
-            max_ws_message: 1 << 20,
-            max_ws_backlog: 4 << 20,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_ws_message: DEFAULT_MAX_WS_MESSAGE,
+            max_ws_backlog: DEFAULT_MAX_WS_BACKLOG,
             max_ws_backlog_total: usize::try_from(machine_memory() / 16).unwrap_or(usize::MAX),
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
+            header_timeout: DEFAULT_HEADER_TIMEOUT.0,
+            body_timeout: DEFAULT_BODY_TIMEOUT.0,
             event: EventLimits::default(),
             storage: StorageLimits::default(),
         }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use dohost::config::{EventLimits, HostConfig};
+use dohost::config::{self, EventLimits, HostConfig, Seconds};
 use dohost::server::{self, Host};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,17 +27,17 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8787")]
+    #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: String,
     /// Where everything durable lives: the database, compiled components, the admin token.
-    #[arg(long, default_value = "./dohost-data")]
+    #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
     /// The admin API's bearer token; without it one is generated and kept in the data dir.
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Seconds an instance may sit idle before it is dropped (its storage stays).
-    #[arg(long, default_value = "30", value_parser = seconds)]
-    idle_timeout: Duration,
+    #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT)]
+    idle_timeout: Seconds,
     /// Most live instances; past it the least recently used idle ones are dropped. Default
     /// 10,000, or fewer where the kernel's limit on memory mappings (vm.max_map_count) would not
     /// hold them; a value it would not hold is refused.
@@ -49,56 +49,56 @@ struct ServeArgs {
     max_memory: Option<u64>,
     /// CPU budget of one event, in milliseconds of guest execution (10 million instructions per
     /// millisecond).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = config::DEFAULT_CPU_LIMIT_MS)]
     cpu_limit: u64,
     /// Wall-clock seconds one event may take, time inside host calls included; past it the event
     /// fails with `time_limit_exceeded`.
-    #[arg(long, default_value = "30", value_parser = seconds)]
-    event_timeout: Duration,
+    #[arg(long, default_value_t = config::DEFAULT_EVENT_TIMEOUT)]
+    event_timeout: Seconds,
     /// Largest linear memory of one instance, in MiB.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = config::DEFAULT_MEMORY_LIMIT_MIB)]
     memory_limit: u64,
     /// Most bytes (keys plus values) one object may store.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_OBJECT_STORAGE)]
     max_object_storage: u64,
     /// Largest request body delivered to an object, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_REQUEST_BODY)]
     max_request_body: usize,
     /// Largest response body an object may return, in bytes; a larger one fails the event with
     /// `response_too_large`.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_RESPONSE_BODY)]
     max_response_body: usize,
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_WS_MESSAGE)]
     max_ws_message: usize,
     /// Most bytes sent to one WebSocket and not yet written to its client; past it the client is
-    /// too slow and the socket is closed with 1008. Default 4 MiB.
-    #[arg(long)]
-    max_ws_backlog: Option<usize>,
+    /// too slow and the socket is closed with 1008.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_WS_BACKLOG)]
+    max_ws_backlog: usize,
     /// Most such bytes for all sockets together; past it the sockets with the most waiting are
     /// closed first. Default a sixteenth of the machine's memory.
     #[arg(long)]
     max_ws_backlog_total: Option<usize>,
     /// Seconds a client may take to send a request's head; past it the connection is closed.
     /// An idle keep-alive connection is closed after this long too.
-    #[arg(long, default_value = "10", value_parser = seconds)]
-    header_timeout: Duration,
+    #[arg(long, default_value_t = config::DEFAULT_HEADER_TIMEOUT)]
+    header_timeout: Seconds,
     /// Seconds a client may take to send a request's body, after its head; past it the answer
     /// is 408 `body_timeout`. For a deploy upload, seconds it may go without sending more.
-    #[arg(long, default_value = "30", value_parser = seconds)]
-    body_timeout: Duration,
+    #[arg(long, default_value_t = config::DEFAULT_BODY_TIMEOUT)]
+    body_timeout: Seconds,
 }
 
 #[derive(Args)]
 struct AdminArgs {
     /// The running host's address.
-    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    #[arg(long, default_value = config::DEFAULT_URL)]
     url: String,
     /// The admin token; else DOHOST_ADMIN_TOKEN; else the token file in --data.
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The host's data dir, to find its token file.
-    #[arg(long, default_value = "./dohost-data")]
+    #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
 }
 
@@ -113,34 +113,18 @@ struct DeployArgs {
     admin: AdminArgs,
 }
 
-/// The host allocates with jemalloc rather than glibc's malloc. A host at rest is mostly small
-/// long-lived records (an idle socket's task and registry entry, a sleeping object's bookkeeping)
-/// among the holes left by short-lived buffers (every connection's HTTP buffers, every event's
-/// instance). glibc's malloc puts both in the same pages, so after 10,000 WebSocket handshakes
-/// about 2 KiB per socket stayed resident in pages holding one live record each; jemalloc keeps
-/// sizes apart, in slabs of one size class, so the buffers' pages can be returned whole. Set here,
-/// not in the library, so that its other users (the fuzz targets under a sanitizer) keep theirs.
+/// jemalloc rather than glibc's malloc: it keeps size classes apart, so the pages of freed
+/// buffers go back whole instead of staying resident around a few long-lived records (README,
+/// *Hibernation*, has the figure). Set here, not in the library, so that its other users (the fuzz
+/// targets under a sanitizer) keep theirs.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read at its first allocation: one background thread returns freed pages
-/// to the kernel about a second after they were freed (the default is ten), so the host shrinks
-/// back soon after thousands of objects go to sleep, and the threads that allocate never do it on
-/// their way.
+/// jemalloc's settings: one background thread returns freed pages about a second after they are
+/// freed (the default is ten), so the host shrinks back soon after objects go to sleep.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
-
-/// A duration given in seconds on the command line: positive, and at most a year (so that it
-/// fits every deadline computed from it).
-fn seconds(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3.2e7 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{text:?} is not a positive number of seconds, at most a year"
-        )),
-    }
-}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -167,21 +151,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("admin token in {}", args.data.display()))?,
     };
     let mut config = HostConfig::new(args.data.clone(), token);
-    config.idle_timeout = args.idle_timeout;
+    config.idle_timeout = args.idle_timeout.0;
     config.max_live_objects = args.max_live_objects.unwrap_or(config.max_live_objects);
     if let Some(mib) = args.max_memory {
         config.max_memory = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     }
     config.max_request_body = args.max_request_body;
     config.max_ws_message = args.max_ws_message;
-    config.max_ws_backlog = args.max_ws_backlog.unwrap_or(config.max_ws_backlog);
+    config.max_ws_backlog = args.max_ws_backlog;
     config.max_ws_backlog_total = args
         .max_ws_backlog_total
         .unwrap_or(config.max_ws_backlog_total);
-    config.header_timeout = args.header_timeout;
-    config.body_timeout = args.body_timeout;
+    config.header_timeout = args.header_timeout.0;
+    config.body_timeout = args.body_timeout.0;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);
-    config.event.timeout = args.event_timeout;
+    config.event.timeout = args.event_timeout.0;
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
     let header_timeout = config.header_timeout;
@@ -312,24 +296,46 @@ async fn namespaces(args: AdminArgs) -> Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` for milliseconds since the epoch (UTC), without a date library.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for milliseconds since the epoch.
 fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    // RFC 3339: `YYYY-MM-DDTHH:MM:SSZ`.
+    let rfc = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{} {}", &rfc[..10], &rfc[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The README's CLI section shows every flag's default as `[--flag DEFAULT]`, from the same
+    /// constants the flags take theirs from.
+    #[test]
+    fn the_readme_shows_the_flags_defaults() {
+        let readme = include_str!("../../README.md");
+        let cli = Cli::command();
+        let mut checked = 0;
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
+                    continue;
+                };
+                let shown = format!("[--{long} {}]", default.to_string_lossy());
+                assert!(
+                    readme.contains(&shown),
+                    "the README's CLI section lacks {shown}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} defaults found");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_700_000_000_999), "2023-11-14 22:13:20");
+    }
 }
