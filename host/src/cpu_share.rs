@@ -2,7 +2,7 @@
 //! (an event stopped on a limit, or more than its share of the CPU while others ran) has its
 //! event loops moved to threads that get only the CPU time foreground threads leave. Per
 //! namespace, not per object, because object names are free to an attacker. The README's
-//! *Sharing the CPU* has the figures.
+//! *Sharing the CPU with a busy guest* has the figures.
 
 use crate::config::FUEL_PER_MS;
 use std::collections::HashMap;

@@ -1,34 +1,18 @@
 //! Hints to the kernel's CPU scheduler, so that a thread woken to answer a request does not wait
-//! behind a thread running guest code.
+//! behind a thread running guest code (the measurements: README, *Sharing the CPU with a busy
+//! guest*).
 //!
-//! Guest code runs on the same threads that answer requests. Between its yields (every
-//! [`crate::runtime`] epoch tick) it cannot be interrupted by the host, and some of what it does
-//! cannot yield at all: one `memory.fill` of 64 MiB, copying a large response out of its memory,
-//! tearing down an instance of 128 MiB. On a busy machine the kernel queues a woken thread behind
-//! such a run and, protecting the running thread's time slice, lets it wait until the next
-//! scheduler tick (4 ms at 250 Hz): measured as 4 ms of p99 latency for well-behaved objects
-//! while another object attacks, against a 0.3 ms baseline.
+//! Some guest work cannot yield for long (a big `memory.fill`, a large copy, tearing down a big
+//! instance), and the kernel protects a running thread's slice until its next tick. So every host
+//! thread asks for the shortest slice ([`use_short_slices`], Linux 6.12+, inherited by later
+//! threads), and takes a long one only while it runs guest code that may not yield
+//! ([`run_guest`], [`Heavy`]) or tears a big instance down ([`with_long_slice`]). Older kernels
+//! ignore the request; the epoch tick's yield then bounds the wait.
 //!
-//! Linux 6.12 and later let a thread ask for its own slice length (`sched_setattr`'s
-//! `sched_runtime` for `SCHED_OTHER`, no privilege needed), and a woken thread with a shorter
-//! slice than the running one preempts it at once. So every host thread asks for the shortest
-//! slice ([`use_short_slices`], inherited by threads created later), and a thread takes a long one
-//! only while it runs guest code that may not yield for long ([`run_guest`], [`Heavy`]) or tears
-//! a big instance down ([`with_long_slice`]). Older kernels ignore the request; the epoch
-//! tick's yield then bounds the wait.
-//!
-//! Slices cannot help against a guest that keeps failing on a limit: the runs the kernel cannot
-//! interrupt are then the host's own (unwinding a stack overflow, tearing down and instantiating
-//! again, discarding a quota's worth of writes), hundreds of times a second, and the threads
-//! answering well-behaved objects, being peers of the one doing that work, are often not yet
-//! owed the CPU when they wake. So such objects run on threads of the background class
-//! ([`enter_background_class`], `SCHED_IDLE`): the kernel gives them what other threads leave (a
-//! weight of 3 against 1,024), a thread of any other class that wakes preempts them, and the
-//! kernel even counts a CPU running only them as idle when it places a woken thread. While they
-//! run guest code they also give their CPU back every 50 µs (the runtime's epoch ticks that fast
-//! then), for a woken thread the kernel did not yet owe it. [`crate::cpu_share`] decides which
-//! objects run there: those of a namespace that failed on a limit, or that takes more than its
-//! share of the CPU beside others.
+//! Slices cannot help against a guest that keeps failing on a limit: the uninterruptible runs
+//! are then the host's own (unwinding, tearing down, discarding writes). Such objects run on
+//! threads of the background class ([`enter_background_class`], `SCHED_IDLE`), which get only
+//! the CPU other threads leave; [`crate::cpu_share`] decides which.
 
 use std::cell::Cell;
 use std::future::Future;

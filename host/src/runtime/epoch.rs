@@ -8,7 +8,8 @@ use wasmtime::Engine;
 
 /// How often the engine's epoch advances. At each tick a running guest checks its deadline and,
 /// once it has run a whole tick, yields to the async runtime and to the kernel, so that a busy
-/// guest delays other objects by about a tick at most (figures: README, *Sharing the CPU*).
+/// guest delays other objects by about a tick at most (README:
+/// *Sharing the CPU with a busy guest*).
 pub(super) const EPOCH_TICK: Duration = Duration::from_micros(250);
 
 /// The tick while a background-class event runs: its threads give the CPU back to the kernel at
