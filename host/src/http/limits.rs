@@ -26,26 +26,32 @@ pub(super) async fn check_head(req: axum::extract::Request, next: Next) -> Respo
     let uri = req.uri();
     let target = uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(0, |p| p.as_str().len());
-    if target > MAX_TARGET_BYTES {
-        return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!("the request target is {target} bytes; at most {MAX_TARGET_BYTES}"),
-        )
-        .into_response();
-    }
     let headers: usize = req
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if headers > MAX_HEADER_BYTES {
-        return ApiError::new(
+    let too_long = [
+        (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "target is",
+            target,
+            MAX_TARGET_BYTES,
+        ),
+        (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
-            format!("the request headers are {headers} bytes; at most {MAX_HEADER_BYTES}"),
-        )
-        .into_response();
+            "headers are",
+            headers,
+            MAX_HEADER_BYTES,
+        ),
+    ];
+    for (status, code, what, size, limit) in too_long {
+        if size > limit {
+            let message = format!("the request {what} {size} bytes; at most {limit}");
+            return ApiError::new(status, code, message).into_response();
+        }
     }
     if let Some(at) = invalid_escape(uri.path()) {
         return ApiError::new(

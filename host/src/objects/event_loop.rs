@@ -140,8 +140,7 @@ impl EventLoop {
                     upgrade,
                     reply,
                 }) => {
-                    let outcome = self.fetch(&deployment, request, upgrade).await;
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(self.fetch(&deployment, request, upgrade).await);
                 }
                 Some(Event::Socket {
                     deployment,
@@ -154,8 +153,7 @@ impl EventLoop {
                     retries,
                     reply,
                 }) => {
-                    let outcome = self.alarm(&deployment, due_at, retries).await;
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(self.alarm(&deployment, due_at, retries).await);
                 }
                 Some(Event::DropAlarm { due_at, reply }) => {
                     let _ = reply.send(self.drop_alarm(due_at));

@@ -83,12 +83,8 @@ impl Instance {
         let (_busy, deadline) = self.start_event()?;
         self.store.data_mut().io.upgrade = upgrade;
         let handler = self.bindings.dohost_object_http_handler();
-        let called = call_guest(
-            deadline,
-            &self.heavy,
-            handler.call_fetch(&mut self.store, request),
-        )
-        .await;
+        let call = handler.call_fetch(&mut self.store, request);
+        let called = call_guest(deadline, &self.heavy, call).await;
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
         // bounded by the guest's memory limit, and it goes no further.
@@ -146,12 +142,8 @@ impl Instance {
             is_retry: retries > 0,
         };
         let handler = self.bindings.dohost_object_alarm_handler();
-        let called = call_guest(
-            deadline,
-            &self.heavy,
-            handler.call_on_alarm(&mut self.store, info),
-        )
-        .await;
+        let call = handler.call_on_alarm(&mut self.store, info);
+        let called = call_guest(deadline, &self.heavy, call).await;
         self.outcome(called)
     }
 
