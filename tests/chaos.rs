@@ -39,10 +39,12 @@
 //!   alarm has fired, at or after its time, within 10 s of it or of the restart if it came due
 //!   while the host was down. The object's alarm log tells a fired alarm from a lost one, which
 //!   the session example cannot: its expired and its never-written sessions both answer 404.
+//!
+//! The model of what was acknowledged, and these checks, are in `support/chaos_model.rs`.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +55,7 @@ use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use support::chaos_model::{ALARM_DELAY_MS, COUNTERS, ClientLog, Model, Sequences, TICKETS};
 use support::{Host, Message, Ws, client, json, now_ms};
 
 /// The namespaces and the guests deployed as them.
@@ -63,9 +66,7 @@ const NAMESPACES: [(&str, &str); 4] = [
     ("alarms", "test_object"),
 ];
 
-const TICKET_OBJECTS: usize = 4;
 const TICKET_CLIENTS: usize = 6;
-const COUNTER_OBJECTS: usize = 200;
 const COUNTER_CLIENTS: usize = 6;
 const ROOMS: usize = 4;
 const USERS_PER_ROOM: usize = 2;
@@ -75,15 +76,10 @@ const ROOM_SENDS_PER_CYCLE: usize = 90;
 const ALARM_CLIENTS: usize = 2;
 /// At most this many alarms are set per cycle, which bounds the reads that check them.
 const ALARMS_PER_CYCLE: usize = 300;
-/// Alarms are set this far ahead: many come due while the host is down.
-const ALARM_DELAY_MS: Range<u64> = 100..2_000;
 /// How long the clients run before the kill.
 const LOAD_MS: Range<u64> = 200..1_500;
 /// How long the host stays down.
 const DOWN_MS: Range<u64> = 200..800;
-/// An alarm must fire within this long of its time, or of the restart if it came due while the
-/// host was down. Generous: the machine is a shared 2-core box, and this is not a latency test.
-const ALARM_BOUND_MS: u64 = 10_000;
 /// How long a chat client waits for its own message to come back before counting it in doubt.
 const ECHO_WAIT: Duration = Duration::from_secs(10);
 
@@ -240,35 +236,6 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
     );
 }
 
-/// A counter-like namespace: `POST` adds one and answers the new total in `post_field`; `GET`
-/// answers the total in `get_field`.
-struct Sequences {
-    namespace: &'static str,
-    objects: usize,
-    post_field: &'static str,
-    get_field: &'static str,
-}
-
-const TICKETS: &Sequences = &Sequences {
-    namespace: "tickets",
-    objects: TICKET_OBJECTS,
-    post_field: "ticket",
-    get_field: "issued",
-};
-
-const COUNTERS: &Sequences = &Sequences {
-    namespace: "counter",
-    objects: COUNTER_OBJECTS,
-    post_field: "count",
-    get_field: "count",
-};
-
-impl Sequences {
-    fn path(&self, object: usize) -> String {
-        format!("/{}/o{object}/", self.namespace)
-    }
-}
-
 /// What the clients of one cycle share.
 struct Load {
     client: reqwest::Client,
@@ -326,18 +293,6 @@ async fn call(req: reqwest::RequestBuilder, status: u16) -> Reply {
         Err(e) => Reply::Unexpected(format!("not JSON ({e}): {text}")),
     }
 }
-
-/// What a client saw in one cycle.
-#[derive(Default)]
-struct ClientLog<T> {
-    /// Acknowledged results, in the order they arrived.
-    acks: Vec<T>,
-    in_doubt: usize,
-    /// The object of each in-doubt request (for counters and tickets).
-    in_doubt_objects: Vec<usize>,
-    errors: Vec<String>,
-}
-
 /// Claims tickets or increments counters on random objects until the kill: acks are (object,
 /// number).
 async fn sequence_client(load: Arc<Load>, seqs: &Sequences, seed: u64) -> ClientLog<(usize, u64)> {
@@ -470,304 +425,6 @@ async fn join_all_within<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> 
         .collect()
 }
 
-/// One counter or ticket object as the clients know it.
-#[derive(Default)]
-struct Sequence {
-    /// Every number acknowledged, over all cycles.
-    acked: BTreeSet<u64>,
-    /// Requests that may or may not have counted.
-    in_doubt: u64,
-}
-
-#[derive(Default, Clone)]
-struct Totals {
-    tickets: usize,
-    increments: usize,
-    chat: usize,
-    alarms: usize,
-    in_doubt: usize,
-    due_while_down: usize,
-    lost: usize,
-    duplicated: usize,
-    out_of_order: usize,
-    late: usize,
-    /// What was lost, duplicated, out of order or late.
-    problems: Vec<String>,
-    /// Complete responses other than the expected one.
-    errors: Vec<String>,
-}
-
-/// What the clients were told, over all cycles.
-#[derive(Default)]
-struct Model {
-    tickets: HashMap<usize, Sequence>,
-    counters: HashMap<usize, Sequence>,
-    /// Per room, the acknowledged messages by id.
-    rooms: HashMap<usize, BTreeMap<u64, String>>,
-    /// The acknowledged operations found missing, so that each counts once however many checks
-    /// find it missing.
-    lost: HashSet<String>,
-    /// Per counter or ticket object, the most it ever read above its acknowledged and in-doubt
-    /// requests, counted once.
-    excess: HashMap<String, u64>,
-    totals: Totals,
-}
-
-/// Per object, the highest number acknowledged before this cycle: every number acknowledged in
-/// this cycle must be above it.
-struct Floors {
-    tickets: HashMap<usize, u64>,
-    counters: HashMap<usize, u64>,
-    rooms: HashMap<usize, u64>,
-}
-
-impl Model {
-    fn objects(&mut self, seqs: &Sequences) -> &mut HashMap<usize, Sequence> {
-        if seqs.namespace == TICKETS.namespace {
-            &mut self.tickets
-        } else {
-            &mut self.counters
-        }
-    }
-
-    fn floors(&self) -> Floors {
-        let highest = |m: &HashMap<usize, Sequence>| {
-            m.iter()
-                .filter_map(|(&o, s)| Some((o, *s.acked.last()?)))
-                .collect()
-        };
-        Floors {
-            tickets: highest(&self.tickets),
-            counters: highest(&self.counters),
-            rooms: self
-                .rooms
-                .iter()
-                .filter_map(|(&r, m)| Some((r, *m.keys().last()?)))
-                .collect(),
-        }
-    }
-
-    /// Records one client's acknowledged numbers, in the order it got them.
-    fn record_sequence(
-        &mut self,
-        seqs: &Sequences,
-        floors: &HashMap<usize, u64>,
-        log: ClientLog<(usize, u64)>,
-    ) {
-        let mut problems = Vec::new();
-        let (mut duplicated, mut out_of_order) = (0, 0);
-        let mut last: HashMap<usize, u64> = HashMap::new();
-        let objects = self.objects(seqs);
-        for &(object, n) in &log.acks {
-            let path = seqs.path(object);
-            let above = last
-                .insert(object, n)
-                .unwrap_or(0)
-                .max(floors.get(&object).copied().unwrap_or(0));
-            if n <= above {
-                out_of_order += 1;
-                problems.push(format!("{path} answered {n} after {above}"));
-            }
-            if !objects.entry(object).or_default().acked.insert(n) {
-                duplicated += 1;
-                problems.push(format!("{path} answered {n} twice"));
-            }
-        }
-        for &object in &log.in_doubt_objects {
-            objects.entry(object).or_default().in_doubt += 1;
-        }
-        let t = &mut self.totals;
-        if seqs.namespace == TICKETS.namespace {
-            t.tickets += log.acks.len();
-        } else {
-            t.increments += log.acks.len();
-        }
-        t.in_doubt += log.in_doubt;
-        t.duplicated += duplicated;
-        t.out_of_order += out_of_order;
-        t.problems.extend(problems);
-        t.errors.extend(log.errors);
-    }
-
-    /// Records one chat user's acknowledged messages, in the order it got them.
-    fn record_chat(&mut self, floors: &HashMap<usize, u64>, log: ClientLog<(usize, u64, String)>) {
-        let t = &mut self.totals;
-        let mut last: HashMap<usize, u64> = HashMap::new();
-        for (room, id, text) in log.acks {
-            let above = last
-                .insert(room, id)
-                .unwrap_or(0)
-                .max(floors.get(&room).copied().unwrap_or(0));
-            if id <= above {
-                t.out_of_order += 1;
-                t.problems.push(format!(
-                    "room r{room} broadcast {text:?} as {id} after {above}"
-                ));
-            }
-            if let Some(earlier) = self.rooms.entry(room).or_default().insert(id, text.clone()) {
-                t.duplicated += 1;
-                t.problems.push(format!(
-                    "room r{room} broadcast both {earlier:?} and {text:?} as {id}"
-                ));
-            }
-            t.chat += 1;
-        }
-        t.in_doubt += log.in_doubt;
-        t.errors.extend(log.errors);
-    }
-
-    /// Reads every object of `seqs` ever touched: it must count every acknowledged number and no
-    /// more than the acknowledged and in-doubt requests.
-    async fn check_sequence(&mut self, host: &Host, seqs: &Sequences) {
-        let c = client();
-        let objects: Vec<usize> = self.objects(seqs).keys().copied().collect();
-        let reads: Vec<(usize, Value)> = futures::stream::iter(objects)
-            .map(|object| {
-                let req = c.get(host.at(&seqs.path(object)));
-                async move { (object, read(req).await) }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for (object, body) in reads {
-            let path = seqs.path(object);
-            let value = body[seqs.get_field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("GET {path}: {body}"));
-            let s = &self.objects(seqs)[&object];
-            let missing: Vec<u64> = s.acked.range(value + 1..).copied().collect();
-            let (acked, in_doubt) = (s.acked.len() as u64, s.in_doubt);
-            let newly_lost = missing
-                .iter()
-                .filter(|n| self.lost.insert(format!("{path} {n}")))
-                .count();
-            if newly_lost > 0 {
-                self.totals.lost += newly_lost;
-                self.totals.problems.push(format!(
-                    "{path} reads {value} after a restart, but {missing:?} were acknowledged"
-                ));
-            }
-            let excess = value.saturating_sub(acked + in_doubt);
-            let before = self.excess.entry(path.clone()).or_default();
-            if excess > *before {
-                self.totals.duplicated += (excess - *before) as usize;
-                *before = excess;
-                self.totals.problems.push(format!(
-                    "{path} reads {value}, above the {acked} acknowledged plus {in_doubt} in doubt"
-                ));
-            }
-        }
-    }
-
-    /// Reads every room's history: each message acknowledged since it last held them all must be
-    /// in it, under its id.
-    async fn check_chat(&mut self, host: &Host) {
-        let c = client();
-        for (&room, acked) in &self.rooms {
-            let body = read(c.get(host.at(&format!("/chat/r{room}/messages")))).await;
-            let history: BTreeMap<u64, String> = body
-                .as_array()
-                .unwrap_or_else(|| panic!("room r{room} history: {body}"))
-                .iter()
-                .map(|m| {
-                    (
-                        m["id"].as_u64().unwrap(),
-                        m["text"].as_str().unwrap().into(),
-                    )
-                })
-                .collect();
-            let ids: Vec<u64> = history.keys().copied().collect();
-            assert!(
-                ids.windows(2).all(|w| w[1] == w[0] + 1),
-                "room r{room} history has gaps: {ids:?}"
-            );
-            // Older messages left the history by design; they were checked in their cycle.
-            let oldest = ids.first().copied().unwrap_or(u64::MAX);
-            let newest = ids.last().copied().unwrap_or(0);
-            for (&id, text) in acked.range(oldest.min(newest + 1)..) {
-                if history.get(&id) != Some(text) && self.lost.insert(format!("r{room} {id}")) {
-                    self.totals.lost += 1;
-                    self.totals.problems.push(format!(
-                        "room r{room} message {id} {text:?} is {:?} after a restart",
-                        history.get(&id)
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Waits until no alarm is pending (bounded), then checks that each alarm acknowledged this
-    /// cycle fired at or after its time and in time. Returns the latest firing, in ms after the
-    /// alarm's time or, when it could not fire before the kill, after the restart.
-    async fn check_alarms(
-        &mut self,
-        host: &Host,
-        alarms: &[(String, u64)],
-        killed_at: u64,
-        restart_at: u64,
-    ) -> u64 {
-        // Every alarm set this cycle, in doubt or not, was due by then.
-        let due_by = killed_at + ALARM_DELAY_MS.end;
-        let deadline = due_by.max(now_ms()) + ALARM_BOUND_MS;
-        while now_ms() < deadline && host.stats().await["pending_alarms"] != 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let c = client();
-        let logs: Vec<(&str, u64, Value)> = futures::stream::iter(alarms)
-            .map(|(name, at)| {
-                let req = c.get(host.at(&format!("/alarms/{name}/alarm/log")));
-                async move { (name.as_str(), *at, read(req).await) }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let mut worst = 0;
-        for (name, at, log) in logs {
-            if at > killed_at && at < restart_at {
-                self.totals.due_while_down += 1;
-            }
-            let Some(fired) = log[0]["at"].as_u64() else {
-                let still = read(c.get(host.at(&format!("/alarms/{name}/alarm")))).await;
-                if still["alarm"] == at {
-                    self.totals.late += 1;
-                    self.totals.problems.push(format!(
-                        "alarm {name} due at {at} has not fired {} ms after the restart",
-                        now_ms() - restart_at
-                    ));
-                } else {
-                    self.totals.lost += 1;
-                    self.totals.problems.push(format!(
-                        "alarm {name} due at {at} never fired and is gone: {still}"
-                    ));
-                }
-                continue;
-            };
-            // Fired before the kill: measured from its time; after the restart: from the later of
-            // its time and the restart.
-            let from = if fired < killed_at {
-                at
-            } else {
-                at.max(restart_at)
-            };
-            if fired < at {
-                self.totals
-                    .errors
-                    .push(format!("alarm {name} due at {at} fired early, at {fired}"));
-            }
-            let delay = fired.saturating_sub(from);
-            worst = worst.max(delay);
-            if delay > ALARM_BOUND_MS {
-                self.totals.late += 1;
-                self.totals.problems.push(format!(
-                    "alarm {name} due at {at} fired {delay} ms late (killed at {killed_at}, \
-                     restarted at {restart_at})"
-                ));
-            }
-        }
-        worst
-    }
-}
-
 /// The namespaces deployed before the first kill are all still served.
 async fn check_namespaces(host: &Host) {
     let (status, body) = json(
@@ -785,13 +442,6 @@ async fn check_namespaces(host: &Host) {
         .collect();
     let deployed: BTreeSet<&str> = NAMESPACES.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, deployed, "namespaces after a restart");
-}
-
-/// A GET on the restarted host, which must answer 200 with JSON.
-async fn read(req: reqwest::RequestBuilder) -> Value {
-    let (status, body) = json(req).await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// The environment variable `name` as a number, if set.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod chaos_model;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

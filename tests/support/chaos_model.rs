@@ -1,0 +1,371 @@
+//! The chaos test's model (`tests/chaos.rs`): what its clients were told, over all cycles, and
+//! the checks that a restarted host still holds every acknowledged operation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::{Host, client, json, now_ms};
+
+/// Ticket objects the clients share.
+const TICKET_OBJECTS: usize = 4;
+/// Counter objects the clients share.
+const COUNTER_OBJECTS: usize = 200;
+/// Alarms are set this far ahead: many come due while the host is down.
+pub const ALARM_DELAY_MS: Range<u64> = 100..2_000;
+/// An alarm must fire within this long of its time, or of the restart if it came due while the
+/// host was down. Generous: the machine is a shared 2-core box, and this is not a latency test.
+const ALARM_BOUND_MS: u64 = 10_000;
+
+/// A counter-like namespace: `POST` adds one and answers the new total in `post_field`; `GET`
+/// answers the total in `get_field`.
+pub struct Sequences {
+    pub namespace: &'static str,
+    pub objects: usize,
+    pub post_field: &'static str,
+    pub get_field: &'static str,
+}
+
+pub const TICKETS: &Sequences = &Sequences {
+    namespace: "tickets",
+    objects: TICKET_OBJECTS,
+    post_field: "ticket",
+    get_field: "issued",
+};
+
+pub const COUNTERS: &Sequences = &Sequences {
+    namespace: "counter",
+    objects: COUNTER_OBJECTS,
+    post_field: "count",
+    get_field: "count",
+};
+
+impl Sequences {
+    pub fn path(&self, object: usize) -> String {
+        format!("/{}/o{object}/", self.namespace)
+    }
+}
+
+/// What a client saw in one cycle.
+#[derive(Default)]
+pub struct ClientLog<T> {
+    /// Acknowledged results, in the order they arrived.
+    pub acks: Vec<T>,
+    pub in_doubt: usize,
+    /// The object of each in-doubt request (for counters and tickets).
+    pub in_doubt_objects: Vec<usize>,
+    pub errors: Vec<String>,
+}
+
+/// One counter or ticket object as the clients know it.
+#[derive(Default)]
+struct Sequence {
+    /// Every number acknowledged, over all cycles.
+    acked: BTreeSet<u64>,
+    /// Requests that may or may not have counted.
+    in_doubt: u64,
+}
+
+/// Counts over all cycles, and what went wrong.
+#[derive(Default, Clone)]
+pub struct Totals {
+    pub tickets: usize,
+    pub increments: usize,
+    pub chat: usize,
+    pub alarms: usize,
+    pub in_doubt: usize,
+    pub due_while_down: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub out_of_order: usize,
+    pub late: usize,
+    /// What was lost, duplicated, out of order or late.
+    pub problems: Vec<String>,
+    /// Complete responses other than the expected one.
+    pub errors: Vec<String>,
+}
+
+/// What the clients were told, over all cycles.
+#[derive(Default)]
+pub struct Model {
+    tickets: HashMap<usize, Sequence>,
+    counters: HashMap<usize, Sequence>,
+    /// Per room, the acknowledged messages by id.
+    rooms: HashMap<usize, BTreeMap<u64, String>>,
+    /// The acknowledged operations found missing, so that each counts once however many checks
+    /// find it missing.
+    lost: HashSet<String>,
+    /// Per counter or ticket object, the most it ever read above its acknowledged and in-doubt
+    /// requests, counted once.
+    excess: HashMap<String, u64>,
+    pub totals: Totals,
+}
+
+/// Per object, the highest number acknowledged before this cycle: every number acknowledged in
+/// this cycle must be above it.
+pub struct Floors {
+    pub tickets: HashMap<usize, u64>,
+    pub counters: HashMap<usize, u64>,
+    pub rooms: HashMap<usize, u64>,
+}
+
+impl Model {
+    fn objects(&mut self, seqs: &Sequences) -> &mut HashMap<usize, Sequence> {
+        if seqs.namespace == TICKETS.namespace {
+            &mut self.tickets
+        } else {
+            &mut self.counters
+        }
+    }
+
+    pub fn floors(&self) -> Floors {
+        let highest = |m: &HashMap<usize, Sequence>| {
+            m.iter()
+                .filter_map(|(&o, s)| Some((o, *s.acked.last()?)))
+                .collect()
+        };
+        Floors {
+            tickets: highest(&self.tickets),
+            counters: highest(&self.counters),
+            rooms: self
+                .rooms
+                .iter()
+                .filter_map(|(&r, m)| Some((r, *m.keys().last()?)))
+                .collect(),
+        }
+    }
+
+    /// Records one client's acknowledged numbers, in the order it got them.
+    pub fn record_sequence(
+        &mut self,
+        seqs: &Sequences,
+        floors: &HashMap<usize, u64>,
+        log: ClientLog<(usize, u64)>,
+    ) {
+        let mut problems = Vec::new();
+        let (mut duplicated, mut out_of_order) = (0, 0);
+        let mut last: HashMap<usize, u64> = HashMap::new();
+        let objects = self.objects(seqs);
+        for &(object, n) in &log.acks {
+            let path = seqs.path(object);
+            let above = last
+                .insert(object, n)
+                .unwrap_or(0)
+                .max(floors.get(&object).copied().unwrap_or(0));
+            if n <= above {
+                out_of_order += 1;
+                problems.push(format!("{path} answered {n} after {above}"));
+            }
+            if !objects.entry(object).or_default().acked.insert(n) {
+                duplicated += 1;
+                problems.push(format!("{path} answered {n} twice"));
+            }
+        }
+        for &object in &log.in_doubt_objects {
+            objects.entry(object).or_default().in_doubt += 1;
+        }
+        let t = &mut self.totals;
+        if seqs.namespace == TICKETS.namespace {
+            t.tickets += log.acks.len();
+        } else {
+            t.increments += log.acks.len();
+        }
+        t.in_doubt += log.in_doubt;
+        t.duplicated += duplicated;
+        t.out_of_order += out_of_order;
+        t.problems.extend(problems);
+        t.errors.extend(log.errors);
+    }
+
+    /// Records one chat user's acknowledged messages, in the order it got them.
+    pub fn record_chat(
+        &mut self,
+        floors: &HashMap<usize, u64>,
+        log: ClientLog<(usize, u64, String)>,
+    ) {
+        let t = &mut self.totals;
+        let mut last: HashMap<usize, u64> = HashMap::new();
+        for (room, id, text) in log.acks {
+            let above = last
+                .insert(room, id)
+                .unwrap_or(0)
+                .max(floors.get(&room).copied().unwrap_or(0));
+            if id <= above {
+                t.out_of_order += 1;
+                t.problems.push(format!(
+                    "room r{room} broadcast {text:?} as {id} after {above}"
+                ));
+            }
+            if let Some(earlier) = self.rooms.entry(room).or_default().insert(id, text.clone()) {
+                t.duplicated += 1;
+                t.problems.push(format!(
+                    "room r{room} broadcast both {earlier:?} and {text:?} as {id}"
+                ));
+            }
+            t.chat += 1;
+        }
+        t.in_doubt += log.in_doubt;
+        t.errors.extend(log.errors);
+    }
+
+    /// Reads every object of `seqs` ever touched: it must count every acknowledged number and no
+    /// more than the acknowledged and in-doubt requests.
+    pub async fn check_sequence(&mut self, host: &Host, seqs: &Sequences) {
+        let c = client();
+        let objects: Vec<usize> = self.objects(seqs).keys().copied().collect();
+        let reads: Vec<(usize, Value)> = futures::stream::iter(objects)
+            .map(|object| {
+                let req = c.get(host.at(&seqs.path(object)));
+                async move { (object, read(req).await) }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (object, body) in reads {
+            let path = seqs.path(object);
+            let value = body[seqs.get_field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("GET {path}: {body}"));
+            let s = &self.objects(seqs)[&object];
+            let missing: Vec<u64> = s.acked.range(value + 1..).copied().collect();
+            let (acked, in_doubt) = (s.acked.len() as u64, s.in_doubt);
+            let newly_lost = missing
+                .iter()
+                .filter(|n| self.lost.insert(format!("{path} {n}")))
+                .count();
+            if newly_lost > 0 {
+                self.totals.lost += newly_lost;
+                self.totals.problems.push(format!(
+                    "{path} reads {value} after a restart, but {missing:?} were acknowledged"
+                ));
+            }
+            let excess = value.saturating_sub(acked + in_doubt);
+            let before = self.excess.entry(path.clone()).or_default();
+            if excess > *before {
+                self.totals.duplicated += (excess - *before) as usize;
+                *before = excess;
+                self.totals.problems.push(format!(
+                    "{path} reads {value}, above the {acked} acknowledged plus {in_doubt} in doubt"
+                ));
+            }
+        }
+    }
+
+    /// Reads every room's history: each message acknowledged since it last held them all must be
+    /// in it, under its id.
+    pub async fn check_chat(&mut self, host: &Host) {
+        let c = client();
+        for (&room, acked) in &self.rooms {
+            let body = read(c.get(host.at(&format!("/chat/r{room}/messages")))).await;
+            let history: BTreeMap<u64, String> = body
+                .as_array()
+                .unwrap_or_else(|| panic!("room r{room} history: {body}"))
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap(),
+                        m["text"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            let ids: Vec<u64> = history.keys().copied().collect();
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "room r{room} history has gaps: {ids:?}"
+            );
+            // Older messages left the history by design; they were checked in their cycle.
+            let oldest = ids.first().copied().unwrap_or(u64::MAX);
+            let newest = ids.last().copied().unwrap_or(0);
+            for (&id, text) in acked.range(oldest.min(newest + 1)..) {
+                if history.get(&id) != Some(text) && self.lost.insert(format!("r{room} {id}")) {
+                    self.totals.lost += 1;
+                    self.totals.problems.push(format!(
+                        "room r{room} message {id} {text:?} is {:?} after a restart",
+                        history.get(&id)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits until no alarm is pending (bounded), then checks that each alarm acknowledged this
+    /// cycle fired at or after its time and in time. Returns the latest firing, in ms after the
+    /// alarm's time or, when it could not fire before the kill, after the restart.
+    pub async fn check_alarms(
+        &mut self,
+        host: &Host,
+        alarms: &[(String, u64)],
+        killed_at: u64,
+        restart_at: u64,
+    ) -> u64 {
+        // Every alarm set this cycle, in doubt or not, was due by then.
+        let due_by = killed_at + ALARM_DELAY_MS.end;
+        let deadline = due_by.max(now_ms()) + ALARM_BOUND_MS;
+        while now_ms() < deadline && host.stats().await["pending_alarms"] != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let c = client();
+        let logs: Vec<(&str, u64, Value)> = futures::stream::iter(alarms)
+            .map(|(name, at)| {
+                let req = c.get(host.at(&format!("/alarms/{name}/alarm/log")));
+                async move { (name.as_str(), *at, read(req).await) }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut worst = 0;
+        for (name, at, log) in logs {
+            if at > killed_at && at < restart_at {
+                self.totals.due_while_down += 1;
+            }
+            let Some(fired) = log[0]["at"].as_u64() else {
+                let still = read(c.get(host.at(&format!("/alarms/{name}/alarm")))).await;
+                if still["alarm"] == at {
+                    self.totals.late += 1;
+                    self.totals.problems.push(format!(
+                        "alarm {name} due at {at} has not fired {} ms after the restart",
+                        now_ms() - restart_at
+                    ));
+                } else {
+                    self.totals.lost += 1;
+                    self.totals.problems.push(format!(
+                        "alarm {name} due at {at} never fired and is gone: {still}"
+                    ));
+                }
+                continue;
+            };
+            // Fired before the kill: measured from its time; after the restart: from the later of
+            // its time and the restart.
+            let from = if fired < killed_at {
+                at
+            } else {
+                at.max(restart_at)
+            };
+            if fired < at {
+                self.totals
+                    .errors
+                    .push(format!("alarm {name} due at {at} fired early, at {fired}"));
+            }
+            let delay = fired.saturating_sub(from);
+            worst = worst.max(delay);
+            if delay > ALARM_BOUND_MS {
+                self.totals.late += 1;
+                self.totals.problems.push(format!(
+                    "alarm {name} due at {at} fired {delay} ms late (killed at {killed_at}, \
+                     restarted at {restart_at})"
+                ));
+            }
+        }
+        worst
+    }
+}
+
+/// A GET on the restarted host, which must answer 200 with JSON.
+async fn read(req: reqwest::RequestBuilder) -> Value {
+    let (status, body) = json(req).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
