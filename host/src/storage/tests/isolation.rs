@@ -1,30 +1,27 @@
 //! Objects sharing one database, and commits nobody awaited.
 
-use super::{Host, all, entries, finish_durably, object_id, temp_db};
-use crate::storage::{ListOptions, StorageLimits};
+use super::{Host, all, entries, finish_durably};
+use crate::storage::ListOptions;
 use futures::executor::block_on;
 
 #[test]
 fn objects_sharing_a_database_are_isolated() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let limits = StorageLimits::default();
-    let (ida, idb) = (object_id("alice"), object_id("bob"));
-    let mut a = host.object(ida, limits);
-    let mut b = host.object(idb, limits);
+    let mut host = Host::new();
+    let mut a = host.object("alice");
+    let mut b = host.object("bob");
 
     a.put_many(entries(&[("", b"a0"), ("k", b"a1"), ("z", b"a2")]))
         .unwrap();
     b.put_many(entries(&[("k", b"b1"), ("m", b"b2")])).unwrap();
     finish_durably(&mut a, &host);
-    let b_pending = b.finish_event(&host.committer).unwrap();
+    let b_pending = b.finish_event(host.committer()).unwrap();
     assert_eq!(a.get("m").unwrap(), None);
     assert_eq!(b.get("z").unwrap(), None);
     assert_eq!(b.get("").unwrap(), None);
 
     // One object's delete-all leaves the other's keys, durable or pending.
     a.delete_all();
-    let a_cleared = a.finish_event(&host.committer).unwrap();
+    let a_cleared = a.finish_event(host.committer()).unwrap();
     block_on(a_cleared).unwrap();
     block_on(b_pending).unwrap();
     a.prune().unwrap();
@@ -38,10 +35,9 @@ fn objects_sharing_a_database_are_isolated() {
     finish_durably(&mut a, &host);
 
     drop((a, b));
-    host.stop();
-    let host = Host::start(&path);
-    let a = host.object(ida, limits);
-    let b = host.object(idb, limits);
+    host.restart();
+    let a = host.object("alice");
+    let b = host.object("bob");
     assert_eq!(all(&a), entries(&[("a", b"x")]));
     assert_eq!(a.size(), 2);
     assert_eq!(all(&b), b_all);
@@ -53,8 +49,6 @@ fn objects_sharing_a_database_are_isolated() {
     };
     assert_eq!(s_keys(&b.list(&reversed).unwrap()), ["m", "k"]);
     assert_eq!(s_keys(&a.list(&reversed).unwrap()), ["a"]);
-    drop((a, b));
-    host.stop();
 }
 
 fn s_keys(entries: &[(String, Vec<u8>)]) -> Vec<&str> {
@@ -66,18 +60,15 @@ fn s_keys(entries: &[(String, Vec<u8>)]) -> Vec<&str> {
 /// layer piles up behind it.
 #[test]
 fn prune_drops_durable_commits_nobody_awaited() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("unawaited"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("unawaited");
     s.put("a", b"1".to_vec()).unwrap();
     // The response that would have waited for this commit went away (its client disconnected).
-    drop(s.finish_event(&host.committer));
+    drop(s.finish_event(host.committer()));
     s.put("b", b"2".to_vec()).unwrap();
-    let second = s.finish_event(&host.committer).unwrap();
+    let second = s.finish_event(host.committer()).unwrap();
     // The commit thread applies commits in order: once the second is durable, so is the first.
     block_on(second).unwrap();
     s.prune().unwrap();
     assert!(s.last_commit().is_none(), "durable layers are left pending");
-    drop(s);
-    host.stop();
 }

@@ -1,16 +1,14 @@
 //! Reads that merge the current event, pending commits and the database.
 
-use super::{Host, all, assert_reopened, entries, finish_durably, object_id, strings, temp_db};
-use crate::storage::{ListOptions, ObjectStorage, StorageLimits};
+use super::{Host, all, assert_durable, entries, finish_durably, listed, strings};
+use crate::storage::{ListOptions, ObjectStorage};
 use futures::executor::block_on;
 use std::collections::BTreeMap;
 
 #[test]
 fn delete_all_then_puts_and_list_across_pending_clear() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let id = object_id("delete-all");
-    let mut s = host.object(id, StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("delete-all");
     s.put_many(entries(&[
         ("a", b"durable"),
         ("m", b"durable"),
@@ -32,7 +30,7 @@ fn delete_all_then_puts_and_list_across_pending_clear() {
     let after_clear = entries(&[("b", b"new"), ("m", b"new")]);
     assert_eq!(all(&s), after_clear);
     assert_eq!(s.size(), 8);
-    let cleared = s.finish_event(&host.committer).unwrap();
+    let cleared = s.finish_event(host.committer()).unwrap();
 
     // Event 2, with the clear still pending (never awaited here): the durable keys stay hidden
     // from gets, lists in both directions, and batch reads.
@@ -56,7 +54,7 @@ fn delete_all_then_puts_and_list_across_pending_clear() {
     let expected = entries(&[("a", b"again"), ("b", b"new"), ("c", b"event")]);
     assert_eq!(all(&s), expected);
     assert_eq!(s.size(), 6 + 4 + 6);
-    let second = s.finish_event(&host.committer).unwrap();
+    let second = s.finish_event(host.committer()).unwrap();
     assert_eq!(all(&s), expected);
 
     // A second delete-all on top of the pending layers, then a rollback of it.
@@ -71,17 +69,13 @@ fn delete_all_then_puts_and_list_across_pending_clear() {
     block_on(second).unwrap();
     s.prune().unwrap();
     assert!(s.last_commit().is_none());
-    assert_eq!(all(&s), expected);
-    drop(s);
-    host.stop();
-    assert_reopened(&path, id, &expected, 16);
+    assert_durable(host, s, "delete-all", &expected, 16);
 }
 
 #[test]
 fn list_limit_and_reverse_over_every_layer() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("layers"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("layers");
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut put = |s: &mut ObjectStorage, k: &str, v: &str| {
         s.put(k, v.as_bytes().to_vec()).unwrap();
@@ -98,7 +92,7 @@ fn list_limit_and_reverse_over_every_layer() {
     put(&mut s, "c", "pending");
     assert_eq!(s.delete("e"), Ok(true));
     put(&mut s, "j", "pending");
-    let pending = s.finish_event(&host.committer).unwrap();
+    let pending = s.finish_event(host.committer()).unwrap();
     // Current event: d, g deleted, j replaced, a replaced, e back, l.
     put(&mut s, "d", "event");
     assert_eq!(s.delete("g"), Ok(true));
@@ -129,16 +123,7 @@ fn list_limit_and_reverse_over_every_layer() {
                         limit,
                         ..ListOptions::default()
                     };
-                    let mut expected: Vec<_> = model
-                        .iter()
-                        .filter(|(k, _)| start.is_none_or(|b| k.as_str() >= b))
-                        .filter(|(k, _)| end.is_none_or(|b| k.as_str() < b))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    if reverse {
-                        expected.reverse();
-                    }
-                    expected.truncate(limit.map_or(usize::MAX, |l| l as usize));
+                    let expected = listed(&model, &options);
                     assert_eq!(s.list(&options).unwrap(), expected, "{options:?}");
                     checked += 1;
                 }
@@ -161,6 +146,4 @@ fn list_limit_and_reverse_over_every_layer() {
         ])
     );
     block_on(pending).unwrap();
-    drop(s);
-    host.stop();
 }

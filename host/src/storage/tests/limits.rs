@@ -1,14 +1,13 @@
 //! The limits on keys, entries, batches, the quota and transaction depth; a refusal changes nothing.
 
-use super::{Host, all, entries, finish_durably, is_invalid, is_limit, object_id, temp_db};
+use super::{Host, all, entries, finish_durably, is_invalid, is_limit};
 use crate::storage::StorageLimits;
 use futures::executor::block_on;
 
 #[test]
 fn key_limit() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("keys"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("keys");
     let ok = "k".repeat(2048);
     let long = "k".repeat(2049);
 
@@ -30,17 +29,14 @@ fn key_limit() {
     finish_durably(&mut s, &host);
     assert_eq!(s.delete(&ok), Ok(true));
     finish_durably(&mut s, &host);
-    drop(s);
-    host.stop();
 }
 
 const MIB2: usize = 2 * 1024 * 1024;
 
 #[test]
 fn entry_limit() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("entries"), StorageLimits::default());
+    let mut host = Host::new();
+    let mut s = host.object("entries");
 
     s.put("k", vec![7; MIB2 - 1]).unwrap();
     assert!(is_limit(s.put("k", vec![7; MIB2])));
@@ -54,22 +50,18 @@ fn entry_limit() {
     // Both full-size entries reach the disk intact.
     finish_durably(&mut s, &host);
     drop(s);
-    host.stop();
-    let host = Host::start(&path);
-    let s = host.object(object_id("entries"), StorageLimits::default());
+    host.restart();
+    let s = host.object("entries");
     assert_eq!(s.size(), 2 * MIB2 as u64);
     assert_eq!(s.get("k").unwrap(), Some(vec![7; MIB2 - 1]));
     assert_eq!(s.get(&key).unwrap(), Some(vec![1; MIB2 - 2048]));
     assert_eq!(s.get("y").unwrap(), None);
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn batch_limit() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("batches"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("batches");
     let keys = |n: usize| (0..n).map(|i| format!("k{i:03}")).collect::<Vec<_>>();
     let batch = |n: usize| {
         keys(n)
@@ -95,26 +87,22 @@ fn batch_limit() {
 
     // The limit counts keys given, repeats included.
     assert!(is_limit(s.get_many(&vec!["a".to_owned(); 129])));
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn quota_refusal_changes_nothing() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
+    let mut host = Host::new();
     let limits = StorageLimits {
         max_object_bytes: 100,
         ..StorageLimits::default()
     };
-    let id = object_id("quota");
-    let mut s = host.object(id, limits);
+    let mut s = host.object_with("quota", limits);
 
     // 40 durable bytes, 30 pending, 29 in the event: 99.
     s.put("a", vec![1; 39]).unwrap();
     finish_durably(&mut s, &host);
     s.put("b", vec![2; 29]).unwrap();
-    let pending = s.finish_event(&host.committer);
+    let pending = s.finish_event(host.committer());
     s.put("c", vec![3; 28]).unwrap();
     assert_eq!(s.size(), 99);
     let before = all(&s);
@@ -148,9 +136,8 @@ fn quota_refusal_changes_nothing() {
     block_on(pending.unwrap()).unwrap();
     finish_durably(&mut s, &host);
     drop(s);
-    host.stop();
-    let host = Host::start(&path);
-    let mut s = host.object(id, limits);
+    host.restart();
+    let mut s = host.object_with("quota", limits);
     assert_eq!(s.size(), 100);
     assert_eq!(all(&s), full);
     assert!(is_limit(s.put("y", Vec::new())));
@@ -158,15 +145,12 @@ fn quota_refusal_changes_nothing() {
     assert_eq!(s.delete("x"), Ok(true));
     s.put("y", vec![0; 29]).unwrap();
     assert_eq!(s.size(), 100);
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn put_many_with_one_bad_entry_writes_nothing() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("bad-entry"), StorageLimits::default());
+    let mut host = Host::new();
+    let mut s = host.object("bad-entry");
     s.put("keep", b"old".to_vec()).unwrap();
     let good = |k: &str| (k.to_owned(), b"new".to_vec());
 
@@ -183,19 +167,15 @@ fn put_many_with_one_bad_entry_writes_nothing() {
     // Nothing of them reaches the disk either.
     finish_durably(&mut s, &host);
     drop(s);
-    host.stop();
-    let host = Host::start(&path);
-    let s = host.object(object_id("bad-entry"), StorageLimits::default());
+    host.restart();
+    let s = host.object("bad-entry");
     assert_eq!(all(&s), entries(&[("keep", b"old")]));
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn transaction_depth_limit() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("depth"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("depth");
     for i in 0..64 {
         s.begin().unwrap();
         s.put(&format!("k{i:02}"), vec![i]).unwrap();
@@ -207,6 +187,4 @@ fn transaction_depth_limit() {
     }
     assert!(is_invalid(s.rollback()));
     assert!(all(&s).is_empty());
-    drop(s);
-    host.stop();
 }

@@ -5,34 +5,93 @@
 use super::{Committer, Db, ListOptions, ObjectStorage, StorageError, StorageLimits};
 use crate::names::ObjectId;
 use futures::executor::block_on;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use tempfile::TempDir;
 
-/// A database with its commit thread, as the host runs them.
+mod isolation;
+mod layers;
+mod limits;
+mod model;
+mod transactions;
+
+/// A database in a temporary directory of its own, with its commit thread, as the host runs them.
+/// Dropping it stops the thread and closes the database: every `ObjectStorage` must be gone by
+/// then, as those opened after the host are (locals drop in reverse order).
 struct Host {
+    running: Option<Running>,
+    dir: TempDir,
+}
+
+struct Running {
     db: Arc<Db>,
     committer: Committer,
     thread: JoinHandle<()>,
 }
 
 impl Host {
-    fn start(path: &Path) -> Host {
-        let db = Arc::new(Db::open(path).expect("open the database"));
+    /// Starts on a fresh, empty database.
+    fn new() -> Host {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Host {
+            running: Some(Running::start(&dir)),
+            dir,
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("the host is running")
+    }
+
+    fn committer(&self) -> &Committer {
+        &self.running().committer
+    }
+
+    /// Object `name`'s storage, with the default limits.
+    fn object(&self, name: &str) -> ObjectStorage {
+        self.object_with(name, StorageLimits::default())
+    }
+
+    fn object_with(&self, name: &str, limits: StorageLimits) -> ObjectStorage {
+        let id = ObjectId::new("storage-tests", name);
+        let db = self.running().db.clone();
+        ObjectStorage::open(id, db, limits).expect("open object storage")
+    }
+
+    /// Stops and starts again on the same database, as the host does after a restart. Every
+    /// `ObjectStorage` must be gone.
+    fn restart(&mut self) {
+        self.running.take().expect("the host is running").stop();
+        self.running = Some(Running::start(&self.dir));
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // After a failed assertion the checks of `stop` could only panic again, aborting the run.
+        if let Some(running) = self.running.take()
+            && !std::thread::panicking()
+        {
+            running.stop();
+        }
+    }
+}
+
+impl Running {
+    fn start(dir: &TempDir) -> Running {
+        let db = Db::open(&dir.path().join("dohost.redb")).expect("open the database");
+        let db = Arc::new(db);
         let (committer, thread) =
             Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
-        Host {
+        Running {
             db,
             committer,
             thread,
         }
     }
 
-    fn object(&self, id: ObjectId, limits: StorageLimits) -> ObjectStorage {
-        ObjectStorage::open(id, self.db.clone(), limits).expect("open object storage")
-    }
-
-    /// Ends the commit thread and closes the database. Every `ObjectStorage` must be gone.
+    /// Ends the commit thread and closes the database.
     fn stop(self) {
         drop(self.committer);
         self.thread.join().expect("the commit thread panicked");
@@ -43,31 +102,28 @@ impl Host {
     }
 }
 
-/// Reopens the database at `path` and checks that object `id` holds exactly `expected`, of
-/// `size` bytes: what survived is what was committed.
-fn assert_reopened(path: &Path, id: ObjectId, expected: &[(String, Vec<u8>)], size: u64) {
-    let host = Host::start(path);
-    let s = host.object(id, StorageLimits::default());
-    assert_eq!(all(&s), expected);
-    assert_eq!(s.size(), size);
+/// Checks that `s`, object `name`'s storage, holds exactly `expected`, of `size` bytes, and still
+/// does after a restart of the host: all of it was committed.
+fn assert_durable(
+    mut host: Host,
+    s: ObjectStorage,
+    name: &str,
+    expected: &[(String, Vec<u8>)],
+    size: u64,
+) {
+    let check = |s: &ObjectStorage, when: &str| {
+        assert_eq!(all(s), expected, "contents {when}");
+        assert_eq!(s.size(), size, "size {when}");
+    };
+    check(&s, "before the restart");
     drop(s);
-    host.stop();
-}
-
-/// A database file in a fresh temporary directory.
-fn temp_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("dohost.redb");
-    (dir, path)
-}
-
-fn object_id(name: &str) -> ObjectId {
-    ObjectId::new("storage-tests", name)
+    host.restart();
+    check(&host.object(name), "after the restart");
 }
 
 /// Ends the event successfully and waits until its writes are durable.
 fn finish_durably(s: &mut ObjectStorage, host: &Host) {
-    if let Some(outcome) = s.finish_event(&host.committer) {
+    if let Some(outcome) = s.finish_event(host.committer()) {
         block_on(outcome).expect("the commit succeeds");
     }
     s.prune().expect("no commit failed");
@@ -98,8 +154,24 @@ fn is_invalid<T>(r: Result<T, StorageError>) -> bool {
     matches!(r, Err(StorageError::InvalidArgument(_)))
 }
 
-mod isolation;
-mod layers;
-mod limits;
-mod model;
-mod transactions;
+/// What `list` returns for valid options `o` over the entries of `map`: the plain model of it.
+fn listed(map: &BTreeMap<String, Vec<u8>>, o: &ListOptions) -> Vec<(String, Vec<u8>)> {
+    // `str` orders by bytes, as the storage does.
+    let mut out: Vec<(String, Vec<u8>)> = map
+        .iter()
+        .filter(|(k, _)| {
+            o.prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str()))
+                && o.start.as_ref().is_none_or(|s| *k >= s)
+                && o.start_after.as_ref().is_none_or(|s| *k > s)
+                && o.end.as_ref().is_none_or(|e| *k < e)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if o.reverse {
+        out.reverse();
+    }
+    if let Some(limit) = o.limit {
+        out.truncate(limit as usize);
+    }
+    out
+}

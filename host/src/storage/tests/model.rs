@@ -1,8 +1,7 @@
 //! The model test: random events on two objects, checked step by step against a plain `BTreeMap`,
 //! through pending commits, failed events, transactions and restarts.
 
-use super::{Host, all, object_id, temp_db};
-use crate::names::ObjectId;
+use super::{Host, all, listed};
 use crate::storage::{
     CommitOutcome, ListOptions, MAX_TRANSACTION_DEPTH, ObjectStorage, StorageError, StorageLimits,
 };
@@ -10,7 +9,6 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// Small limits, so that random operations meet every one of them often.
 const MODEL_LIMITS: StorageLimits = StorageLimits {
@@ -221,25 +219,7 @@ impl Model {
         if o.start.is_some() && o.start_after.is_some() {
             return Err(Refused::Invalid);
         }
-        // `str` orders by bytes, as the storage does.
-        let mut out: Vec<(String, Vec<u8>)> = self
-            .current
-            .iter()
-            .filter(|(k, _)| {
-                o.prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str()))
-                    && o.start.as_ref().is_none_or(|s| *k >= s)
-                    && o.start_after.as_ref().is_none_or(|s| *k > s)
-                    && o.end.as_ref().is_none_or(|e| *k < e)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if o.reverse {
-            out.reverse();
-        }
-        if let Some(limit) = o.limit {
-            out.truncate(limit as usize);
-        }
-        Ok(out)
+        Ok(listed(&self.current, o))
     }
 
     /// The event succeeded; transactions left open are rolled back. Whether it wrote.
@@ -296,11 +276,9 @@ fn run_op(s: &mut ObjectStorage, op: &Op) -> Result<Out, StorageError> {
 
 /// The system under test: two objects sharing one database and commit thread.
 struct Harness {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    ids: [ObjectId; 2],
-    host: Option<Host>,
+    /// Before `host`, so that they are dropped first.
     objects: Vec<ObjectStorage>,
+    host: Host,
     /// Per object, the outcomes of its finished events the test has not awaited yet.
     outcomes: [Vec<CommitOutcome>; 2],
     models: [Model; 2],
@@ -308,19 +286,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let (dir, path) = temp_db();
-        let host = Host::start(&path);
-        let ids = [object_id("model-0"), object_id("model-1")];
-        let objects = ids
-            .iter()
-            .map(|&id| host.object(id, MODEL_LIMITS))
-            .collect();
+        let host = Host::new();
         Harness {
-            _dir: dir,
-            path,
-            ids,
-            host: Some(host),
-            objects,
+            objects: open_objects(&host),
+            host,
             outcomes: Default::default(),
             models: Default::default(),
         }
@@ -379,10 +348,9 @@ impl Harness {
             Step::Finish(obj, wait) => {
                 let obj = *obj;
                 let wrote = self.models[obj].finish();
-                let host = self.host.as_ref().expect("the host is running");
                 let s = &mut self.objects[obj];
                 let before = s.last_commit();
-                let outcome = s.finish_event(&host.committer);
+                let outcome = s.finish_event(self.host.committer());
                 if wrote {
                     // Its own commit, not an earlier one.
                     let own = outcome.as_ref().is_some_and(|o| {
@@ -433,20 +401,22 @@ impl Harness {
         self.settle(0)?;
         self.settle(1)?;
         self.objects.clear();
-        self.host.take().expect("the host is running").stop();
-        let host = Host::start(&self.path);
-        self.objects = self
-            .ids
-            .iter()
-            .map(|&id| host.object(id, MODEL_LIMITS))
-            .collect();
-        self.host = Some(host);
+        self.host.restart();
+        self.objects = open_objects(&self.host);
         for obj in 0..2 {
             self.models[obj].discard();
             self.check_all(obj, "after a restart")?;
         }
         Ok(())
     }
+}
+
+/// Both objects' storage, with the model's limits.
+fn open_objects(host: &Host) -> Vec<ObjectStorage> {
+    ["model-0", "model-1"]
+        .iter()
+        .map(|name| host.object_with(name, MODEL_LIMITS))
+        .collect()
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -547,8 +517,5 @@ proptest! {
         }
         // Whatever was finished is durable.
         h.reopen()?;
-        let Harness { objects, host, .. } = h;
-        drop(objects);
-        host.expect("the host is running").stop();
     }
 }

@@ -1,14 +1,13 @@
 //! Transactions and the boundaries of events: open, committed, rolled back, discarded.
 
-use super::{Host, all, assert_reopened, entries, finish_durably, is_invalid, object_id, temp_db};
-use crate::storage::{ListOptions, StorageLimits};
+use super::{Host, all, assert_durable, entries, finish_durably, is_invalid};
+use crate::storage::ListOptions;
 use futures::executor::block_on;
 
 #[test]
 fn commit_or_rollback_without_transaction_is_invalid() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("no-tx"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("no-tx");
     assert!(is_invalid(s.commit()));
     assert!(is_invalid(s.rollback()));
     s.begin().unwrap();
@@ -18,15 +17,12 @@ fn commit_or_rollback_without_transaction_is_invalid() {
     assert!(is_invalid(s.rollback()));
     // The refused calls changed nothing.
     assert_eq!(all(&s), entries(&[("a", b"1")]));
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn list_with_start_and_start_after_is_invalid() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("list-args"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("list-args");
     s.put("a", b"1".to_vec()).unwrap();
     let both = ListOptions {
         start: Some("a".into()),
@@ -41,16 +37,12 @@ fn list_with_start_and_start_after_is_invalid() {
         ..both
     };
     assert!(is_invalid(s.list(&empty)));
-    drop(s);
-    host.stop();
 }
 
 #[test]
 fn open_transaction_is_rolled_back_at_finish_event() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let id = object_id("open-tx");
-    let mut s = host.object(id, StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("open-tx");
     s.put("base", b"0".to_vec()).unwrap();
     finish_durably(&mut s, &host);
 
@@ -66,7 +58,7 @@ fn open_transaction_is_rolled_back_at_finish_event() {
     s.begin().unwrap();
     s.delete_all();
     assert!(all(&s).is_empty());
-    let outcome = s.finish_event(&host.committer);
+    let outcome = s.finish_event(host.committer());
     assert!(outcome.is_some());
     let expected = entries(&[("a", b"1"), ("base", b"0")]);
     assert_eq!(all(&s), expected);
@@ -79,21 +71,16 @@ fn open_transaction_is_rolled_back_at_finish_event() {
     // An event whose every write sits in an open transaction commits nothing.
     s.begin().unwrap();
     s.put("d", b"4".to_vec()).unwrap();
-    assert!(s.finish_event(&host.committer).is_none());
-    assert_eq!(all(&s), expected);
-
-    drop(s);
-    host.stop();
-    assert_reopened(&path, id, &expected, 7);
+    assert!(s.finish_event(host.committer()).is_none());
+    assert_durable(host, s, "open-tx", &expected, 7);
 }
 
 #[test]
 fn discarded_event_leaves_nothing() {
-    let (_dir, path) = temp_db();
-    let host = Host::start(&path);
-    let mut s = host.object(object_id("discard"), StorageLimits::default());
+    let host = Host::new();
+    let mut s = host.object("discard");
     s.put("a", b"1".to_vec()).unwrap();
-    let first = s.finish_event(&host.committer);
+    let first = s.finish_event(host.committer());
     s.put("b", b"2".to_vec()).unwrap();
     s.delete_all();
     s.begin().unwrap();
@@ -114,6 +101,4 @@ fn discarded_event_leaves_nothing() {
         first.as_ref().unwrap()
     ));
     block_on(gate).unwrap();
-    drop(s);
-    host.stop();
 }
