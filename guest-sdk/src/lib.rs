@@ -343,14 +343,23 @@ pub mod __private {
         with_instance(slot, |object| object.fetch(request.into()).map(Into::into))
     }
 
+    /// Runs one event of WebSocket `socket` as [`with_instance`] does, giving `handle` its handle.
+    fn with_socket<T: DurableObject>(
+        slot: &'static Slot<T>,
+        socket: u64,
+        handle: impl FnOnce(&mut T, WebSocket) -> crate::Result<()>,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| handle(object, WebSocket::new(socket)))
+    }
+
     /// Handles one `on-message` event.
     pub fn on_message<T: DurableObject>(
         slot: &'static Slot<T>,
         socket: u64,
         message: Message,
     ) -> Result<(), String> {
-        with_instance(slot, |object| {
-            object.websocket_message(WebSocket::new(socket), message.into())
+        with_socket(slot, socket, |object, ws| {
+            object.websocket_message(ws, message.into())
         })
     }
 
@@ -362,8 +371,8 @@ pub mod __private {
         reason: String,
         was_clean: bool,
     ) -> Result<(), String> {
-        with_instance(slot, |object| {
-            object.websocket_close(WebSocket::new(socket), code, reason, was_clean)
+        with_socket(slot, socket, |object, ws| {
+            object.websocket_close(ws, code, reason, was_clean)
         })
     }
 
@@ -373,9 +382,7 @@ pub mod __private {
         socket: u64,
         error: String,
     ) -> Result<(), String> {
-        with_instance(slot, |object| {
-            object.websocket_error(WebSocket::new(socket), error)
-        })
+        with_socket(slot, socket, |object, ws| object.websocket_error(ws, error))
     }
 
     /// Handles one `on-alarm` event.

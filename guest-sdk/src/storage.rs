@@ -41,40 +41,36 @@ pub struct ListOptions {
     limit: Option<u32>,
 }
 
+/// Defines the [`ListOptions`] setters of its `Option<String>` fields, which all work alike: each
+/// takes the field's name and doc comment.
+macro_rules! string_setters {
+    ($($(#[doc = $doc:literal])* $field:ident,)*) => {$(
+        $(#[doc = $doc])*
+        #[must_use]
+        pub fn $field(mut self, $field: impl Into<String>) -> Self {
+            self.$field = Some($field.into());
+            self
+        }
+    )*};
+}
+
 impl ListOptions {
     /// Options that select every key, in ascending order.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Only keys that begin with `prefix`.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
-        self
-    }
-
-    /// Only keys greater than or equal to `start`. Exclusive with
-    /// [`start_after`](Self::start_after).
-    #[must_use]
-    pub fn start(mut self, start: impl Into<String>) -> Self {
-        self.start = Some(start.into());
-        self
-    }
-
-    /// Only keys strictly greater than `start_after`: pass the last key of one page to get the
-    /// next. Exclusive with [`start`](Self::start).
-    #[must_use]
-    pub fn start_after(mut self, start_after: impl Into<String>) -> Self {
-        self.start_after = Some(start_after.into());
-        self
-    }
-
-    /// Only keys strictly less than `end`.
-    #[must_use]
-    pub fn end(mut self, end: impl Into<String>) -> Self {
-        self.end = Some(end.into());
-        self
+    string_setters! {
+        /// Only keys that begin with `prefix`.
+        prefix,
+        /// Only keys greater than or equal to `start`. Exclusive with
+        /// [`start_after`](Self::start_after).
+        start,
+        /// Only keys strictly greater than `start_after`: pass the last key of one page to get the
+        /// next. Exclusive with [`start`](Self::start).
+        start_after,
+        /// Only keys strictly less than `end`.
+        end,
     }
 
     /// Descending order when `true`; the [`limit`](Self::limit) then keeps the greatest keys.
