@@ -3,17 +3,8 @@
 
 mod support;
 
-use serde_json::{Value, json};
-use support::{Host, client, json};
-
-async fn ops(host: &Host, object: &str, ops: Value) -> (u16, Value) {
-    json(
-        client()
-            .post(host.at(&format!("/t/{object}/ops")))
-            .json(&ops),
-    )
-    .await
-}
+use serde_json::json;
+use support::{Host, client, json, ops};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_hits_the_cpu_limit_while_others_are_served() {
@@ -26,6 +17,7 @@ async fn an_infinite_loop_hits_the_cpu_limit_while_others_are_served() {
     let started = std::time::Instant::now();
     let (status, body) = ops(
         &host,
+        "t",
         "bystander",
         json!([{"op": "put", "key": "k", "value": "v"}]),
     )
@@ -47,7 +39,7 @@ async fn an_infinite_loop_hits_the_cpu_limit_while_others_are_served() {
     );
 
     // The object gets a fresh instance afterwards.
-    let (status, body) = ops(&host, "spinner", json!([{"op": "get", "key": "k"}])).await;
+    let (status, body) = ops(&host, "t", "spinner", json!([{"op": "get", "key": "k"}])).await;
     assert_eq!((status, &body), (200, &json!([{"ok": null}])));
 }
 
@@ -59,7 +51,7 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["code"], "memory_limit_exceeded", "{body}");
     assert!(body["error"].as_str().unwrap().contains("32 MiB"), "{body}");
-    let (status, _) = ops(&host, "bomb", json!([])).await;
+    let (status, _) = ops(&host, "t", "bomb", json!([])).await;
     assert_eq!(status, 200);
 }
 
@@ -70,6 +62,7 @@ async fn a_trap_or_an_error_after_a_put_leaves_storage_as_it_was() {
     let c = client();
     let (status, _) = ops(
         &host,
+        "t",
         "o",
         json!([{"op": "put", "key": "k", "value": "before"}]),
     )
@@ -98,7 +91,7 @@ async fn a_trap_or_an_error_after_a_put_leaves_storage_as_it_was() {
 
     // A trap in the middle of a batch of operations discards the earlier ones of that event.
     let (status, _) = ops(
-        &host,
+        &host, "t",
         "o",
         json!([{"op": "put", "key": "k", "value": "lost"}, {"op": "put", "key": "new", "value": "x"}, {"op": "trap"}]),
     )
@@ -107,6 +100,7 @@ async fn a_trap_or_an_error_after_a_put_leaves_storage_as_it_was() {
 
     let (status, body) = ops(
         &host,
+        "t",
         "o",
         json!([{"op": "get", "key": "k"}, {"op": "get", "key": "new"}]),
     )
@@ -125,6 +119,7 @@ async fn over_limit_keys_values_batches_and_quota_get_clear_errors() {
     let keys: Vec<String> = (0..129).map(|i| format!("k{i}")).collect();
     let (status, body) = ops(
         &host,
+        "t",
         "o",
         json!([
             {"op": "put", "key": "k".repeat(2048), "value": "fits"},
@@ -164,7 +159,7 @@ async fn over_limit_keys_values_batches_and_quota_get_clear_errors() {
     assert_eq!(kind(11), "invalid-argument");
 
     // Only what was accepted was stored.
-    let (_, body) = ops(&host, "o", json!([{"op": "list"}])).await;
+    let (_, body) = ops(&host, "t", "o", json!([{"op": "list"}])).await;
     let keys: Vec<&str> = body[0]["ok"]
         .as_array()
         .unwrap()

@@ -11,16 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::{Host, client, json};
-
-async fn ops(host: &Host, ns: &str, object: &str, ops: Value) -> (u16, Value) {
-    json(
-        client()
-            .post(host.at(&format!("/{ns}/{object}/ops")))
-            .json(&ops),
-    )
-    .await
-}
+use support::{Host, ops};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_and_namespaces_cannot_see_each_others_keys() {

@@ -161,6 +161,22 @@ pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     (status, value)
 }
 
+/// `POST /{namespace}/{object}/ops` with a list of `test_object` storage operations; the status
+/// and the results.
+pub async fn ops(
+    host: &Host,
+    namespace: &str,
+    object: &str,
+    ops: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    json(
+        client()
+            .post(host.at(&format!("/{namespace}/{object}/ops")))
+            .json(&ops),
+    )
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lifecycle beyond `kill`: restart after a pause, SIGTERM, the process id.
 // ---------------------------------------------------------------------------------------------
