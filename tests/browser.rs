@@ -184,10 +184,7 @@ async fn move_to(page: &Client, points: &[(f64, f64)]) {
 }
 
 fn output_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("test-output");
+    let dir = support::target_dir().join("test-output");
     std::fs::create_dir_all(&dir).expect("create target/test-output");
     dir
 }

@@ -46,7 +46,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,7 +55,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use support::chaos_model::{ALARM_DELAY_MS, COUNTERS, ClientLog, Model, Sequences, TICKETS};
-use support::{Host, Message, Ws, client, json, now_ms};
+use support::{Host, Message, Ws, client, json, now_ms, target_dir};
 
 /// The namespaces and the guests deployed as them.
 const NAMESPACES: [(&str, &str); 4] = [
@@ -452,11 +451,4 @@ fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
             .parse()
             .unwrap_or_else(|_| panic!("{name} is not a number: {value:?}")),
     )
-}
-
-/// Where the summary line is written: the workspace's `target/`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }

@@ -14,12 +14,16 @@ use std::time::Duration;
 
 pub const TOKEN: &str = "test-admin-token";
 
+/// The workspace's `target/` folder, or `CARGO_TARGET_DIR`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// The path of a guest component built by `scripts/test`.
 pub fn wasm(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target
+    let path = target_dir()
         .join("wasm32-wasip2/release")
         .join(format!("{name}.wasm"));
     assert!(
