@@ -39,7 +39,7 @@ const MARGIN: u64 = 8 << 20;
 /// Joins the room as `user` over a connection with a small receive buffer, so that a client that
 /// stops reading stalls the host's writes soon; the history it is sent first is read.
 async fn join(host: &Host, room: &str, user: &str) -> Ws {
-    let addr = host.url.trim_start_matches("http://").parse().unwrap();
+    let addr = host.addr().parse().unwrap();
     let tcp = TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(4096).unwrap();
     let tcp = tcp.connect(addr).await.unwrap();

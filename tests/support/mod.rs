@@ -106,6 +106,11 @@ impl Host {
         format!("{}{path}", self.url)
     }
 
+    /// The address the host listens on, `IP:PORT`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
     /// Deploys through the admin API; returns status and JSON body.
     pub async fn deploy_bytes(&self, namespace: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
         let r = client()

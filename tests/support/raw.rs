@@ -54,13 +54,9 @@ impl Raw {
     }
 }
 
-fn addr(host: &Host) -> String {
-    host.url.trim_start_matches("http://").to_owned()
-}
-
 /// Opens a raw connection to the host.
 pub async fn connect(host: &Host) -> TcpStream {
-    TcpStream::connect(addr(host)).await.expect("connect")
+    TcpStream::connect(host.addr()).await.expect("connect")
 }
 
 /// Reads everything until the server closes (or resets) the connection. Panics if it has not
