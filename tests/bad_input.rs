@@ -15,7 +15,8 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use support::raw::{connect, frame_head, get, raw, read_to_close, tcp_of, trickle};
 use support::{
-    Host, Message, TOKEN, client, json, poll, wasm, ws_connect, ws_expect_close, ws_send, ws_text,
+    Host, Message, TOKEN, Ws, client, json, poll, wasm, ws_connect, ws_expect_close, ws_send,
+    ws_text,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -583,6 +584,22 @@ async fn wait_logged(host: &Host, which: &str, n: usize) -> Vec<Value> {
     .await
 }
 
+/// Opens a socket to `o` beside the witness, and waits until the host holds both.
+async fn open_beside_witness(host: &Host) -> Ws {
+    let ws = ws_connect(&host.ws("/t/o/ws")).await;
+    wait_open_sockets(host, 2).await;
+    ws
+}
+
+/// Expects the host to close `ws` with `code`, to log it as error number `n`, and to hold the
+/// witness alone again; returns the `errors` log.
+async fn expect_error_close(host: &Host, ws: &mut Ws, code: u16, n: usize) -> Vec<Value> {
+    assert_eq!(ws_expect_close(ws).await.0, code);
+    let log = wait_logged(host, "errors", n).await;
+    wait_open_sockets(host, 1).await;
+    log
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_websocket_frames_close_the_socket_precisely() {
     let (host, _dir, _) = start(&["--max-ws-message", "1024"]).await;
@@ -601,8 +618,7 @@ async fn broken_websocket_frames_close_the_socket_precisely() {
     let mut closes = 0;
 
     // Invalid UTF-8 in a text frame: 1007, and an error event.
-    let mut ws = ws_connect(&host.ws("/t/o/ws")).await;
-    wait_open_sockets(&host, 2).await;
+    let mut ws = open_beside_witness(&host).await;
     ws.send(Message::Frame(Frame::message(
         b"echo:\xff\xfe".to_vec(),
         OpCode::Data(Data::Text),
@@ -610,20 +626,17 @@ async fn broken_websocket_frames_close_the_socket_precisely() {
     )))
     .await
     .unwrap();
-    assert_eq!(ws_expect_close(&mut ws).await.0, 1007);
     errors += 1;
-    let log = wait_logged(&host, "errors", errors).await;
+    let log = expect_error_close(&host, &mut ws, 1007, errors).await;
     assert!(
         log[errors - 1]["error"]
             .as_str()
             .is_some_and(|e| e.contains("1007")),
         "{log:?}"
     );
-    wait_open_sockets(&host, 1).await;
 
     // Invalid UTF-8 split across fragments: the same.
-    let mut ws = ws_connect(&host.ws("/t/o/ws")).await;
-    wait_open_sockets(&host, 2).await;
+    let mut ws = open_beside_witness(&host).await;
     ws.send(Message::Frame(Frame::message(
         b"echo:\xe2\x82".to_vec(),
         OpCode::Data(Data::Text),
@@ -638,31 +651,23 @@ async fn broken_websocket_frames_close_the_socket_precisely() {
     )))
     .await
     .unwrap();
-    assert_eq!(ws_expect_close(&mut ws).await.0, 1007);
     errors += 1;
-    wait_logged(&host, "errors", errors).await;
-    wait_open_sockets(&host, 1).await;
+    expect_error_close(&host, &mut ws, 1007, errors).await;
 
     // A protocol violation (a reserved bit set): 1002, and an error event.
-    let mut ws = ws_connect(&host.ws("/t/o/ws")).await;
-    wait_open_sockets(&host, 2).await;
+    let mut ws = open_beside_witness(&host).await;
     let mut frame = frame_head(true, 0x1, 2);
     frame[0] |= 0x40;
     frame.extend_from_slice(b"hi");
     tcp_of(&mut ws).write_all(&frame).await.unwrap();
-    assert_eq!(ws_expect_close(&mut ws).await.0, 1002);
     errors += 1;
-    wait_logged(&host, "errors", errors).await;
-    wait_open_sockets(&host, 1).await;
+    expect_error_close(&host, &mut ws, 1002, errors).await;
 
     // A message over the limit: 1009, and an error event.
-    let mut ws = ws_connect(&host.ws("/t/o/ws")).await;
-    wait_open_sockets(&host, 2).await;
+    let mut ws = open_beside_witness(&host).await;
     let _ = ws.send(Message::text("x".repeat(2000))).await;
-    assert_eq!(ws_expect_close(&mut ws).await.0, 1009);
     errors += 1;
-    wait_logged(&host, "errors", errors).await;
-    wait_open_sockets(&host, 1).await;
+    expect_error_close(&host, &mut ws, 1009, errors).await;
 
     // Dropped mid-frame (a header promising 100 bytes, 10 sent) and mid-message (a first
     // fragment, then nothing): a 1006 close event, unclean.
@@ -670,8 +675,7 @@ async fn broken_websocket_frames_close_the_socket_precisely() {
         [frame_head(true, 0x1, 100), b"echo:01234".to_vec()].concat(),
         [frame_head(false, 0x1, 5), b"echo:".to_vec()].concat(),
     ] {
-        let mut ws = ws_connect(&host.ws("/t/o/ws")).await;
-        wait_open_sockets(&host, 2).await;
+        let mut ws = open_beside_witness(&host).await;
         tcp_of(&mut ws).write_all(&partial).await.unwrap();
         drop(ws);
         closes += 1;
