@@ -70,6 +70,26 @@ fn ops_head(length: usize) -> String {
     )
 }
 
+/// `PUT /_admin/namespaces/{namespace}` head with the token, declaring `length` bytes of component,
+/// with `extra` header lines (each ending in CRLF).
+fn deploy_head(namespace: &str, length: usize, extra: &str) -> String {
+    format!(
+        "PUT /_admin/namespaces/{namespace} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {length}\r\n{extra}\r\n"
+    )
+}
+
+/// What the admin API shows of namespace `t`, which a failed deploy must leave as it was.
+async fn namespace_t(host: &Host) -> Value {
+    json(
+        fresh_client()
+            .get(host.at("/_admin/namespaces/t"))
+            .bearer_auth(TOKEN),
+    )
+    .await
+    .1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_paths_and_names_get_json_errors() {
     let (host, _dir, before) = start(&[]).await;
@@ -215,26 +235,12 @@ async fn oversize_bodies_get_413_and_run_nothing() {
     assert_eq!(storage(&host).await, before);
 
     // A component over 128 MiB, declared: refused before a byte of it is read.
-    let (_, info) = json(
-        client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
-    let upload = format!(
-        "PUT /_admin/namespaces/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Length: {}\r\n\r\n",
-        (128 << 20) + 1
-    );
+    let info = namespace_t(&host).await;
+    let upload = deploy_head("t", (128 << 20) + 1, "");
     raw(&host, upload.as_bytes())
         .await
         .assert_error(413, "body_too_large");
-    let (_, after) = json(
-        client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
+    let after = namespace_t(&host).await;
     assert_eq!(after, info, "the namespace is unchanged");
     assert_eq!(storage(&host).await, before);
 }
@@ -267,24 +273,12 @@ async fn truncated_bodies_run_nothing_and_deploy_nothing() {
     }
 
     // Half a component, then the connection drops: nothing is deployed, the old code serves on.
-    let (_, info) = json(
-        client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
+    let info = namespace_t(&host).await;
     let component = std::fs::read(wasm("counter")).unwrap();
     let mut tcp = connect(&host).await;
-    tcp.write_all(
-        format!(
-            "PUT /_admin/namespaces/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Length: {}\r\n\r\n",
-            component.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    tcp.write_all(deploy_head("t", component.len(), "").as_bytes())
+        .await
+        .unwrap();
     tcp.write_all(&component[..component.len() / 2])
         .await
         .unwrap();
@@ -294,12 +288,7 @@ async fn truncated_bodies_run_nothing_and_deploy_nothing() {
         .expect("an answer")
         .assert_error(400, "bad_body");
     drop(tcp);
-    let (_, after) = json(
-        client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
+    let after = namespace_t(&host).await;
     assert_eq!(after, info, "nothing was deployed");
     assert_eq!(storage(&host).await, before, "the test object still serves");
     // And a whole upload still deploys.
@@ -378,32 +367,16 @@ async fn slow_bodies_get_408_and_run_nothing() {
     assert_eq!(storage(&host).await, before);
 
     // A stalled upload deploys nothing.
-    let (_, info) = json(
-        fresh_client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
+    let info = namespace_t(&host).await;
     let mut tcp = connect(&host).await;
-    tcp.write_all(
-        format!(
-            "PUT /_admin/namespaces/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Length: 100000\r\n\r\n\0asm"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    tcp.write_all(&[deploy_head("t", 100_000, "").as_bytes(), b"\0asm"].concat())
+        .await
+        .unwrap();
     read_to_close(&mut tcp)
         .await
         .expect("an answer")
         .assert_error(408, "body_timeout");
-    let (_, after) = json(
-        fresh_client()
-            .get(host.at("/_admin/namespaces/t"))
-            .bearer_auth(TOKEN),
-    )
-    .await;
+    let after = namespace_t(&host).await;
     assert_eq!(after, info);
 
     // An upload that keeps coming deploys, however long it takes in all: here in 8 parts 300 ms
@@ -411,16 +384,9 @@ async fn slow_bodies_get_408_and_run_nothing() {
     let component = std::fs::read(wasm("counter")).unwrap();
     let mut tcp = connect(&host).await;
     let started = Instant::now();
-    tcp.write_all(
-        format!(
-            "PUT /_admin/namespaces/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            component.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    tcp.write_all(deploy_head("slow", component.len(), "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
     for part in component.chunks(component.len().div_ceil(8)) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         if tcp.write_all(part).await.is_err() {
@@ -440,7 +406,7 @@ async fn the_admin_api_wants_the_exact_token_and_valid_names() {
     let (host, _dir, before) = start(&[]).await;
     let c = client();
     let component = std::fs::read(wasm("counter")).unwrap();
-    let (_, info) = json(c.get(host.at("/_admin/namespaces/t")).bearer_auth(TOKEN)).await;
+    let info = namespace_t(&host).await;
 
     let prefix = &TOKEN[..TOKEN.len() - 1];
     let longer = format!("{TOKEN}x");
@@ -542,7 +508,7 @@ async fn the_admin_api_wants_the_exact_token_and_valid_names() {
     // Nothing was deployed, nothing stored.
     let (_, list) = json(c.get(host.at("/_admin/namespaces")).bearer_auth(TOKEN)).await;
     assert_eq!(list["namespaces"].as_array().unwrap().len(), 1, "{list}");
-    let (_, after) = json(c.get(host.at("/_admin/namespaces/t")).bearer_auth(TOKEN)).await;
+    let after = namespace_t(&host).await;
     assert_eq!(after, info);
     assert_eq!(storage(&host).await, before);
 }
