@@ -27,6 +27,27 @@ async fn chat_messages(ws: &mut Ws, n: usize) -> Vec<Value> {
     out
 }
 
+/// The next chat message a client receives, which must be number `id`, from `user`, saying `text`.
+async fn expect_message(ws: &mut Ws, id: u64, user: &str, text: &str) {
+    let m = ws_json_of_type(ws, "message").await;
+    assert_eq!(
+        (m["id"].as_u64(), m["user"].as_str(), m["text"].as_str()),
+        (Some(id), Some(user), Some(text))
+    );
+}
+
+/// The room's history as `GET /chat/{room}/messages` answers it, in [`chat_fields`].
+async fn stored_messages(host: &Host, room: &str) -> Vec<Value> {
+    let (status, stored) = json(client().get(host.at(&format!("/chat/{room}/messages")))).await;
+    assert_eq!(status, 200, "{stored}");
+    stored
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(chat_fields)
+        .collect()
+}
+
 /// Joins the chat room `room` as `user`; returns the socket and the history it was sent first.
 async fn join(host: &Host, room: &str, user: &str) -> (Ws, Vec<Value>) {
     let mut ws = ws_connect(&host.ws(&format!("/chat/{room}/ws?user={user}"))).await;
@@ -93,15 +114,7 @@ async fn chat_room_orders_remembers_and_survives_hibernation_and_redeploy() {
     // A late joiner gets the history; /messages agrees.
     let (mut dave, history) = join(&host, "lobby", "dave").await;
     assert_eq!(history.iter().map(chat_fields).collect::<Vec<_>>(), order);
-    let (status, stored) = json(client().get(host.at("/chat/lobby/messages"))).await;
-    assert_eq!(status, 200, "{stored}");
-    let stored: Vec<Value> = stored
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(chat_fields)
-        .collect();
-    assert_eq!(stored, order);
+    assert_eq!(stored_messages(&host, "lobby").await, order);
 
     // Alice leaves: everyone else is told.
     ws_close(&mut alice, 1000, "bye").await;
@@ -114,22 +127,14 @@ async fn chat_room_orders_remembers_and_survives_hibernation_and_redeploy() {
     host.wait_hibernated().await;
     ws_send(&mut bob, "bob-asleep").await;
     for ws in [&mut bob, &mut carol, &mut dave] {
-        let m = ws_json_of_type(ws, "message").await;
-        assert_eq!(
-            (m["id"].as_u64(), m["user"].as_str(), m["text"].as_str()),
-            (Some(10), Some("bob"), Some("bob-asleep"))
-        );
+        expect_message(ws, 10, "bob", "bob-asleep").await;
     }
 
     // After a redeploy, the same sockets keep working.
     host.deploy("chat", "chat_room").await;
     ws_send(&mut carol, &json!({"text": "carol-redeployed"}).to_string()).await;
     for ws in [&mut bob, &mut carol, &mut dave] {
-        let m = ws_json_of_type(ws, "message").await;
-        assert_eq!(
-            (m["id"].as_u64(), m["user"].as_str(), m["text"].as_str()),
-            (Some(11), Some("carol"), Some("carol-redeployed"))
-        );
+        expect_message(ws, 11, "carol", "carol-redeployed").await;
     }
     // Another room is another object.
     let (_other, history) = join(&host, "elsewhere", "erin").await;
@@ -152,15 +157,7 @@ async fn a_chat_message_anyone_has_seen_survives_a_kill_9() {
         .map(chat_fields)
         .collect();
     tokio::task::block_in_place(|| host.kill_and_restart());
-    let (status, stored) = json(client().get(host.at("/chat/durable/messages"))).await;
-    assert_eq!(status, 200, "{stored}");
-    let stored: Vec<Value> = stored
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(chat_fields)
-        .collect();
-    assert_eq!(stored, seen);
+    assert_eq!(stored_messages(&host, "durable").await, seen);
     let (_, history) = join(&host, "durable", "cy").await;
     assert_eq!(history.iter().map(chat_fields).collect::<Vec<_>>(), seen);
 }
