@@ -26,6 +26,16 @@ async fn set(host: &Host, object: &str, query: &str) -> u64 {
         .unwrap_or_else(|| panic!("{{\"alarm\": ms}}: {body}"))
 }
 
+/// `POST /alarm/{setting}` on `object`, which sets how its alarm handler behaves; must succeed.
+async fn configure(host: &Host, object: &str, setting: &str) {
+    let r = client()
+        .post(host.at(&format!("/t/{object}/alarm/{setting}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
 /// `GET /alarm`: the alarm time, if set.
 async fn get(host: &Host, object: &str) -> Option<u64> {
     let (status, body) = json(client().get(host.at(&format!("/t/{object}/alarm")))).await;
@@ -129,12 +139,7 @@ async fn a_deleted_or_replaced_alarm_does_not_fire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_is_retried_with_backoff() {
     let (host, _dir) = start().await;
-    let r = client()
-        .post(host.at("/t/flaky/alarm/fail-times?n=2"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    configure(&host, "flaky", "fail-times?n=2").await;
     let due = set(&host, "flaky", "in=100").await;
 
     // Fails at `due`, again 2 s later, succeeds 4 s after that.
@@ -159,12 +164,7 @@ async fn a_failing_handler_is_retried_with_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_rearms_is_delivered_again() {
     let (host, _dir) = start().await;
-    let r = client()
-        .post(host.at("/t/rearm/alarm/rearm?in=400"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    configure(&host, "rearm", "rearm?in=400").await;
     let due = set(&host, "rearm", "in=100").await;
     let log = wait_log(&host, "rearm", 2, Duration::from_secs(10)).await;
     assert!(at(&log[0]) >= due, "{log:?}");
