@@ -106,28 +106,16 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
             alarm_sends: AtomicUsize::new(0),
         });
         let ticket_clients: Vec<_> = (0..TICKET_CLIENTS)
-            .map(|_| {
-                let load = load.clone();
-                let seed = rng.random();
-                tokio::spawn(async move { sequence_client(load, TICKETS, seed).await })
-            })
+            .map(|_| tokio::spawn(sequence_client(load.clone(), TICKETS, rng.random())))
             .collect();
         let counter_clients: Vec<_> = (0..COUNTER_CLIENTS)
-            .map(|_| {
-                let load = load.clone();
-                let seed = rng.random();
-                tokio::spawn(async move { sequence_client(load, COUNTERS, seed).await })
-            })
+            .map(|_| tokio::spawn(sequence_client(load.clone(), COUNTERS, rng.random())))
             .collect();
         let chat_users: Vec<_> = (0..ROOMS * USERS_PER_ROOM)
             .map(|k| tokio::spawn(chat_user(load.clone(), k % ROOMS, k)))
             .collect();
         let alarm_clients: Vec<_> = (0..ALARM_CLIENTS)
-            .map(|k| {
-                let load = load.clone();
-                let seed = rng.random();
-                tokio::spawn(async move { alarm_client(load, k, seed).await })
-            })
+            .map(|k| tokio::spawn(alarm_client(load.clone(), k, rng.random())))
             .collect();
 
         let load_ms = rng.random_range(LOAD_MS);
