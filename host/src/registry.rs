@@ -37,6 +37,21 @@ pub struct Deployment {
     pub pre: ObjectPre,
 }
 
+/// A deployed namespace: a handle that stays while its code is replaced. A request looks the
+/// namespace up once and its event carries the handle, which gives the code current when the
+/// event runs (so an event queued before a redeploy runs the new code).
+pub struct Namespace {
+    pub name: String,
+    current: RwLock<Arc<Deployment>>,
+}
+
+impl Namespace {
+    /// The namespace's code now.
+    pub fn current(&self) -> Arc<Deployment> {
+        self.current.read().unwrap().clone()
+    }
+}
+
 /// Why a deploy was refused. The namespace keeps its old code.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -68,7 +83,7 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     db: Arc<Db>,
     cache_dir: PathBuf,
-    namespaces: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    namespaces: RwLock<BTreeMap<String, Arc<Namespace>>>,
     /// Deploys of one host run one at a time, so versions are assigned without races.
     deploying: Mutex<()>,
 }
@@ -105,7 +120,12 @@ impl Registry {
             match loaded {
                 Ok(d) => {
                     tracing::info!(namespace = %ns, version = d.info.version, "loaded");
-                    registry.namespaces.write().unwrap().insert(ns, Arc::new(d));
+                    let namespace = Namespace {
+                        name: ns.clone(),
+                        current: RwLock::new(Arc::new(d)),
+                    };
+                    let mut namespaces = registry.namespaces.write().unwrap();
+                    namespaces.insert(ns, Arc::new(namespace));
                 }
                 Err(e) => tracing::error!(namespace = %ns, "cannot load deployed component: {e}"),
             }
@@ -113,15 +133,23 @@ impl Registry {
         Ok(registry)
     }
 
+    /// A deployed namespace.
+    pub fn namespace(&self, namespace: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.read().unwrap().get(namespace).cloned()
+    }
+
     /// A namespace's current code.
     pub fn get(&self, namespace: &str) -> Option<Arc<Deployment>> {
-        self.namespaces.read().unwrap().get(namespace).cloned()
+        self.namespace(namespace).map(|n| n.current())
     }
 
     /// Every namespace, by name.
     pub fn list(&self) -> Vec<DeploymentInfo> {
         let namespaces = self.namespaces.read().unwrap();
-        namespaces.values().map(|d| d.info.clone()).collect()
+        namespaces
+            .values()
+            .map(|n| n.current().info.clone())
+            .collect()
     }
 
     /// Checks, compiles and stores a component as the namespace's new code. Blocking (compiling
@@ -158,10 +186,18 @@ impl Registry {
             info: info.clone(),
             pre,
         });
-        self.namespaces
-            .write()
-            .unwrap()
-            .insert(namespace.to_owned(), deployment);
+        let mut namespaces = self.namespaces.write().unwrap();
+        match namespaces.get(namespace) {
+            Some(deployed) => *deployed.current.write().unwrap() = deployment,
+            None => {
+                let deployed = Namespace {
+                    name: namespace.to_owned(),
+                    current: RwLock::new(deployment),
+                };
+                namespaces.insert(namespace.to_owned(), Arc::new(deployed));
+            }
+        }
+        drop(namespaces);
         tracing::info!(namespace, version, size = bytes.len(), "deployed");
         Ok(info)
     }

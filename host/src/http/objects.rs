@@ -36,7 +36,7 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     let (mut parts, body) = req.into_parts();
     let uri = parts.uri.clone();
     let target = parse_target(uri.path(), uri.query())?;
-    let deployment = app.objects.deployment(target.namespace)?;
+    let namespace = app.objects.namespace(target.namespace)?;
     let upgrade = if wants_websocket(&parts.headers) {
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
             .await
@@ -66,7 +66,7 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     };
     let fetched = app
         .objects
-        .fetch(deployment, &target.name, request, upgrade.is_some())
+        .fetch(namespace, &target.name, request, upgrade.is_some())
         .await
         .inspect_err(|e| {
             if e.is_overloaded() {

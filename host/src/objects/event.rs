@@ -1,7 +1,7 @@
 //! The events an object's queue carries, and what each produced.
 
 use super::error::ObjectError;
-use crate::registry::Deployment;
+use crate::registry::Namespace;
 use crate::runtime::{Request, Response};
 use crate::sockets::{Accepted, SocketEvent};
 use crate::storage::CommitOutcome;
@@ -16,19 +16,19 @@ pub struct Fetched {
 
 pub(super) enum Event {
     Fetch {
-        deployment: Arc<Deployment>,
+        namespace: Arc<Namespace>,
         request: Request,
         upgrade: bool,
         reply: oneshot::Sender<Outcome<Fetched>>,
     },
     Socket {
-        deployment: Arc<Deployment>,
+        namespace: Arc<Namespace>,
         socket: u64,
         event: SocketEvent,
     },
     /// The alarm due at `due_at`, after `retries` failed deliveries.
     Alarm {
-        deployment: Arc<Deployment>,
+        namespace: Arc<Namespace>,
         due_at: u64,
         retries: u32,
         reply: oneshot::Sender<Outcome<()>>,

@@ -6,7 +6,7 @@ use super::event::{Event, Fetched, Outcome};
 use super::shared::Inner;
 use crate::cpu_share::Meter;
 use crate::names::ObjectIdentity;
-use crate::registry::Deployment;
+use crate::registry::Namespace;
 use crate::runtime::{EventError, Instance, Request};
 use crate::sockets::{Accepted, Queued, SocketEvent};
 use crate::storage::{CommitOutcome, DbError, ObjectStorage};
@@ -135,25 +135,25 @@ impl EventLoop {
             }
             match event {
                 Some(Event::Fetch {
-                    deployment,
+                    namespace,
                     request,
                     upgrade,
                     reply,
                 }) => {
-                    let _ = reply.send(self.fetch(&deployment, request, upgrade).await);
+                    let _ = reply.send(self.fetch(&namespace, request, upgrade).await);
                 }
                 Some(Event::Socket {
-                    deployment,
+                    namespace,
                     socket,
                     event,
-                }) => self.socket_event(&deployment, socket, event).await,
+                }) => self.socket_event(&namespace, socket, event).await,
                 Some(Event::Alarm {
-                    deployment,
+                    namespace,
                     due_at,
                     retries,
                     reply,
                 }) => {
-                    let _ = reply.send(self.alarm(&deployment, due_at, retries).await);
+                    let _ = reply.send(self.alarm(&namespace, due_at, retries).await);
                 }
                 Some(Event::DropAlarm { due_at, reply }) => {
                     let _ = reply.send(self.drop_alarm(due_at));
@@ -226,7 +226,7 @@ impl EventLoop {
     /// Gets the object ready for an event: durable state trusted, the current code live.
     async fn prepare(
         &mut self,
-        deployment: &Deployment,
+        namespace: &Namespace,
     ) -> Result<(), (ObjectError, Option<CommitOutcome>)> {
         self.leave_idle_list();
         if self.storage().prune().is_err() {
@@ -238,6 +238,7 @@ impl EventLoop {
                 .reset(&committer)
                 .map_err(|e| (e.into(), None))?;
         }
+        let deployment = namespace.current();
         // A live instance of older code is replaced: the next event runs the new code.
         if matches!(&self.slot, Some(Slot::Live { version, .. }) if *version != deployment.info.version)
         {
@@ -344,11 +345,11 @@ impl EventLoop {
 
     async fn fetch(
         &mut self,
-        deployment: &Deployment,
+        namespace: &Namespace,
         request: Request,
         upgrade: bool,
     ) -> Outcome<Fetched> {
-        if let Err((e, gate)) = self.prepare(deployment).await {
+        if let Err((e, gate)) = self.prepare(namespace).await {
             return Outcome::failed(e, gate);
         }
         let result = self.instance().fetch(&request, upgrade).await;
@@ -361,8 +362,8 @@ impl EventLoop {
         }
     }
 
-    async fn socket_event(&mut self, deployment: &Deployment, socket: u64, event: SocketEvent) {
-        if let Err((e, _)) = self.prepare(deployment).await {
+    async fn socket_event(&mut self, namespace: &Namespace, socket: u64, event: SocketEvent) {
+        if let Err((e, _)) = self.prepare(namespace).await {
             tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "WebSocket event not delivered: {e}");
             return;
         }
@@ -370,7 +371,7 @@ impl EventLoop {
         self.finish(result);
     }
 
-    async fn alarm(&mut self, deployment: &Deployment, due_at: u64, retries: u32) -> Outcome<()> {
+    async fn alarm(&mut self, namespace: &Namespace, due_at: u64, retries: u32) -> Outcome<()> {
         match self.storage().get_alarm() {
             // Moved or deleted since it was scheduled: nothing to deliver.
             Ok(current) if current != Some(due_at) => {
@@ -382,7 +383,7 @@ impl EventLoop {
             Ok(_) => {}
             Err(e) => return Outcome::failed(EventError::Failed(e.to_string()), None),
         }
-        if let Err((e, gate)) = self.prepare(deployment).await {
+        if let Err((e, gate)) = self.prepare(namespace).await {
             return Outcome::failed(e, gate);
         }
         let result = self.instance().alarm(retries).await;

@@ -25,7 +25,7 @@ pub use shared::LifecycleConfig;
 use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare};
 use crate::names::{ObjectId, ObjectIdentity};
-use crate::registry::{Deployment, Registry};
+use crate::registry::{Namespace, Registry};
 use crate::runtime::{Request, Runtime};
 use crate::sockets::{SocketEvent, Sockets};
 use crate::storage::{Committer, Db};
@@ -108,12 +108,12 @@ impl Objects {
         self.inner.cpu_share.background_left(namespace)
     }
 
-    /// The code deployed as `namespace`: looked up once per request or alarm, and carried with
-    /// its event, so the event runs the code current when it arrived.
-    pub fn deployment(&self, namespace: &str) -> Result<Arc<Deployment>, ObjectError> {
+    /// The deployed namespace `namespace`: looked up once per request or alarm, and carried
+    /// with its event.
+    pub fn namespace(&self, namespace: &str) -> Result<Arc<Namespace>, ObjectError> {
         self.inner
             .registry
-            .get(namespace)
+            .namespace(namespace)
             .ok_or_else(|| ObjectError::UnknownNamespace(namespace.to_owned()))
     }
 
@@ -160,18 +160,18 @@ impl Objects {
         outcome.released().await
     }
 
-    /// Delivers a request to the object `name` of `deployment`'s namespace and returns its
+    /// Delivers a request to the object `name` of `namespace` and returns its
     /// response once the output gate lets it out. `upgrade`: the request asks for a WebSocket.
     pub async fn fetch(
         &self,
-        deployment: Arc<Deployment>,
+        namespace: Arc<Namespace>,
         name: &str,
         request: Request,
         upgrade: bool,
     ) -> Result<Fetched, ObjectError> {
-        let namespace = deployment.info.namespace.clone();
-        self.ask(&namespace, name, |reply| Event::Fetch {
-            deployment,
+        let ns = namespace.name.clone();
+        self.ask(&ns, name, |reply| Event::Fetch {
+            namespace,
             request,
             upgrade,
             reply,
@@ -181,9 +181,9 @@ impl Objects {
 
     /// Queues an event of one of the object's sockets. Its failures are the object's to log.
     pub fn websocket_event(&self, namespace: &str, name: &str, socket: u64, event: SocketEvent) {
-        let queued = self.deployment(namespace).and_then(|deployment| {
+        let queued = self.namespace(namespace).and_then(|deployed| {
             let event = Event::Socket {
-                deployment,
+                namespace: deployed,
                 socket,
                 event,
             };
@@ -203,9 +203,9 @@ impl Objects {
         due_at: u64,
         retries: u32,
     ) -> Result<(), ObjectError> {
-        let deployment = self.deployment(namespace)?;
+        let deployed = self.namespace(namespace)?;
         self.ask(namespace, name, |reply| Event::Alarm {
-            deployment,
+            namespace: deployed,
             due_at,
             retries,
             reply,
