@@ -5,6 +5,7 @@
 mod support;
 
 use serde_json::json;
+use std::time::Duration;
 use support::{Host, TOKEN, client, json, wasm};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +110,30 @@ async fn a_redeploy_changes_live_objects_without_a_restart() {
     let (_, list) = json(c.get(host.at("/_admin/namespaces")).bearer_auth(TOKEN)).await;
     assert_eq!(list["namespaces"].as_array().unwrap().len(), 1);
     assert_eq!(list["namespaces"][0]["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_queued_before_a_redeploy_runs_the_new_code() {
+    // The loop holds the object for about its CPU budget (a few seconds), long enough for a
+    // request to queue behind it and a redeploy to complete.
+    let (host, _dir) = Host::start(&["--cpu-limit", "3000"]);
+    host.deploy("app", "test_object").await;
+    let c = client();
+    let looping = tokio::spawn(json(c.get(host.at("/app/x/loop"))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = tokio::spawn(json(c.post(host.at("/app/x/"))));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!queued.is_finished(), "the request should wait behind the loop");
+
+    host.deploy("app", "counter").await;
+    assert!(
+        !looping.is_finished(),
+        "the loop ended before the deploy did: the test needs a longer --cpu-limit"
+    );
+    let (status, body) = looping.await.unwrap();
+    assert_eq!(body["code"], "cpu_limit_exceeded", "{status} {body}");
+    // Queued under the old code, it runs after the deploy: it gets the new code.
+    assert_eq!(queued.await.unwrap(), (200, json!({"count": 1})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
