@@ -123,7 +123,10 @@ async fn an_event_queued_before_a_redeploy_runs_the_new_code() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let queued = tokio::spawn(json(c.post(host.at("/app/x/"))));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!queued.is_finished(), "the request should wait behind the loop");
+    assert!(
+        !queued.is_finished(),
+        "the request should wait behind the loop"
+    );
 
     host.deploy("app", "counter").await;
     assert!(

@@ -1,6 +1,6 @@
 //! WebSockets end to end, with `test_object` (`GET /ws?tags=..`): echo, tags, attachments and
 //! broadcasts across hibernation, the output gate of a failed event, closes from either side and
-//! from a lost connection, the message size limit, auto-responses answered by a sleeping object,
+//! from a lost connection, sockets that never open, the message size limit, auto-responses answered by a sleeping object,
 //! sockets kept across a redeploy, and a graceful shutdown.
 
 mod support;
@@ -218,6 +218,20 @@ async fn a_failed_event_sends_nothing() {
     ws_send(&mut ws, "echo:again").await;
     assert_eq!(ws_text(&mut ws).await, "again");
     assert_eq!(ws_quiet(&mut other, Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_accepted_by_an_event_that_fails_or_refuses_the_upgrade_is_forgotten() {
+    let (host, _dir) = start(&[]).await;
+    for (then, status) in [("fail", "HTTP 500"), ("refuse", "HTTP 403")] {
+        let refused = support::ws_try_connect(&host.ws(&format!("/t/never/ws?then={then}"))).await;
+        let error = refused
+            .err()
+            .unwrap_or_else(|| panic!("{then}: the socket opened"));
+        assert!(error.starts_with(status), "{then}: {error}");
+    }
+    assert_eq!(sockets(&host, "never", "").await, Vec::<u64>::new());
+    assert_eq!(host.stats().await["open_sockets"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

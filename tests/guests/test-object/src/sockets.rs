@@ -42,7 +42,12 @@ pub fn accept(state: State, req: &Request) -> Result<Response> {
     let tags = req.query_param("tags").unwrap_or_default();
     let tags: Vec<&str> = tags.split(',').filter(|t| !t.is_empty()).collect();
     match state.accept_websocket(&tags) {
-        Ok(_) => Ok(Response::websocket_accepted()),
+        // `?then=fail` and `?then=refuse`: the socket is accepted, but never opens.
+        Ok(_) => match req.query_param("then").as_deref() {
+            Some("fail") => Err(Error::from("deliberate failure after accept")),
+            Some("refuse") => Ok(Response::error("refused after accept", 403)),
+            _ => Ok(Response::websocket_accepted()),
+        },
         Err(e) => answer(Err(e)),
     }
 }
