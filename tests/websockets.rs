@@ -1,7 +1,7 @@
 //! WebSockets end to end, with `test_object` (`GET /ws?tags=..`): echo, tags, attachments and
 //! broadcasts across hibernation, the output gate of a failed event, closes from either side and
-//! from a lost connection, sockets that never open, the message size limit, auto-responses answered by a sleeping object,
-//! sockets kept across a redeploy, and a graceful shutdown.
+//! from a lost connection, sockets that never open, the message size limit, auto-responses
+//! answered by a sleeping object, sockets kept across a redeploy, and a graceful shutdown.
 
 mod support;
 
