@@ -90,12 +90,12 @@ async fn a_trap_or_an_error_after_a_put_leaves_storage_as_it_was() {
     );
 
     // A trap in the middle of a batch of operations discards the earlier ones of that event.
-    let (status, _) = ops(
-        &host, "t",
-        "o",
-        json!([{"op": "put", "key": "k", "value": "lost"}, {"op": "put", "key": "new", "value": "x"}, {"op": "trap"}]),
-    )
-    .await;
+    let batch = json!([
+        {"op": "put", "key": "k", "value": "lost"},
+        {"op": "put", "key": "new", "value": "x"},
+        {"op": "trap"},
+    ]);
+    let (status, _) = ops(&host, "t", "o", batch).await;
     assert_eq!(status, 500);
 
     let (status, body) = ops(

@@ -298,6 +298,11 @@ async fn namespaces(args: AdminArgs) -> Result<()> {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for milliseconds since the epoch.
 fn format_time(ms: u64) -> String {
+    // RFC 3339 has four-digit years; a later time would make the formatter fail.
+    const LAST_MS: u64 = 253_402_300_799_999; // 9999-12-31 23:59:59.999
+    if ms > LAST_MS {
+        return format!("{ms} ms after 1970");
+    }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
     // RFC 3339: `YYYY-MM-DDTHH:MM:SSZ`.
     let rfc = humantime::format_rfc3339_seconds(at).to_string();
@@ -337,5 +342,7 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
         assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_time(1_700_000_000_999), "2023-11-14 22:13:20");
+        assert_eq!(format_time(253_402_300_799_999), "9999-12-31 23:59:59");
+        assert_eq!(format_time(u64::MAX), format!("{} ms after 1970", u64::MAX));
     }
 }

@@ -5,7 +5,6 @@
 //! (hibernation), so growth is allowed while what the busy ones hold fits the budget; the
 //! least recently used idle instances are then evicted to make room. Growth that even evicting
 //! every idle instance could not make room for is refused, and its event fails as `overloaded`.
-
 //!
 //! It also holds the arithmetic of memory mappings: the kernel limits how many a process may
 //! have, and each instance slot holds a few, so the live-instance cap must fit under that limit.

@@ -112,10 +112,6 @@ fn message_of(out: Outgoing) -> Message {
 /// Not an `async fn`: those keep their arguments twice in the future (as arguments, and as the
 /// locals they are moved into; rust-lang/rust#62958), which for the socket alone is 368 bytes of
 /// every idle connection. The `async move` block below uses its captures in place.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would hold its arguments twice"
-)]
 pub fn serve(
     mut ws: WebSocket,
     sockets: Arc<Sockets>,
@@ -123,9 +119,10 @@ pub fn serve(
     owner: Arc<Owner>,
     accepted: Accepted,
 ) -> impl Future<Output = ()> + Send {
+    // Opened here, not in the task: the task then holds only the socket's id and outbox.
+    let socket = accepted.socket;
+    let outbox = accepted.open();
     async move {
-        let socket = accepted.socket;
-        let outbox = accepted.open();
         let outbox = &*outbox;
         let deliver = |event: SocketEvent| {
             objects.websocket_event(&owner.namespace, &owner.name, socket, event)

@@ -220,6 +220,9 @@ impl Objects {
         name: &str,
         due_at: u64,
     ) -> Result<(), ObjectError> {
+        // A namespace that is not deployed (its code failed to load) keeps its alarms for a
+        // later start that loads it.
+        self.namespace(namespace)?;
         self.ask(namespace, name, |reply| Event::DropAlarm { due_at, reply })
             .await
     }

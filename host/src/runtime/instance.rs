@@ -173,8 +173,6 @@ impl Instance {
     }
 }
 
-/// guest waits in a host call (a WASI sleep, or a poll on a clock), where no guest code runs to
-/// check it. Dropping the call there is safe: an event that failed drops its instance.
 /// Counts the fuel of the call into the guest that just ended on its namespace's meter.
 pub(super) fn count_fuel(store: &mut impl AsContextMut<Data = HostState>) {
     let mut store = store.as_context_mut();

@@ -12,6 +12,7 @@ const MEMORY_POOL_BYTES: u64 = 16 << 40;
 /// (its module plus adapter shims); these leave room for others.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const TABLES_PER_COMPONENT: u32 = 8;
+
 /// Refuses a component with more linear memories than an instance slot holds: the pool, and the
 /// mapping budget behind the live-instance cap, hold one each.
 pub fn check_memories(component: &Component) -> Result<(), String> {
