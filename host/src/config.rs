@@ -158,17 +158,19 @@ pub struct HostConfig {
 impl HostConfig {
     /// The defaults, for a data dir and token.
     pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
+        let memory = machine_memory();
+        let share = |parts: u64| usize::try_from(memory / parts).unwrap_or(usize::MAX);
         HostConfig {
             data_dir,
             admin_token,
             idle_timeout: DEFAULT_IDLE_TIMEOUT.0,
             max_live_objects: default_max_live_objects(),
-            max_memory: usize::try_from(machine_memory() / 2).unwrap_or(usize::MAX),
+            max_memory: share(2),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_ws_message: DEFAULT_MAX_WS_MESSAGE,
             max_ws_backlog: DEFAULT_MAX_WS_BACKLOG,
-            max_ws_backlog_total: usize::try_from(machine_memory() / 16).unwrap_or(usize::MAX),
+            max_ws_backlog_total: share(16),
             header_timeout: DEFAULT_HEADER_TIMEOUT.0,
             body_timeout: DEFAULT_BODY_TIMEOUT.0,
             event: EventLimits::default(),
