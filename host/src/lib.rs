@@ -23,6 +23,8 @@
 //!   output gate.
 //! - [`alarms`]: one timer for every object's alarm; delivery with retries.
 //! - [`routing`]: which object a request path addresses (pure, fuzzed).
+//! - [`outbound`]: which outbound HTTP destinations a guest may reach, by URL and by resolved
+//!   address (pure).
 //! - [`http`]: requests and WebSocket upgrades to objects, the admin API, the JSON errors.
 //! - [`server`]: assembling a host from its data dir; the admin token.
 
@@ -34,6 +36,7 @@ pub mod http;
 pub mod memory;
 pub mod names;
 pub mod objects;
+pub mod outbound;
 pub mod registry;
 pub mod routing;
 pub mod runtime;
