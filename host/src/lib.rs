@@ -25,6 +25,8 @@
 //! - [`routing`]: which object a request path addresses (pure, fuzzed).
 //! - [`outbound`]: which outbound HTTP destinations a guest may reach, by URL and by resolved
 //!   address (pure).
+//! - [`manifest`]: the app manifest `dohost.toml`: worker, routes, object classes, vars, outbound
+//!   rules (pure).
 //! - [`http`]: requests and WebSocket upgrades to objects, the admin API, the JSON errors.
 //! - [`server`]: assembling a host from its data dir; the admin token.
 
@@ -33,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod cpu_share;
 pub mod http;
+pub mod manifest;
 pub mod memory;
 pub mod names;
 pub mod objects;
