@@ -5,7 +5,7 @@
 use dohost::config::EventLimits;
 use dohost::memory::MemoryBudget;
 use dohost::registry::{DeployError, validate};
-use dohost::runtime::Runtime;
+use dohost::runtime::{Role, Runtime};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 
@@ -19,7 +19,7 @@ fn runtime() -> &'static Runtime {
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    match validate(runtime(), bytes) {
+    match validate(runtime(), bytes, Role::Object) {
         Ok(_) => assert!(bytes.starts_with(b"\0asm")),
         Err(e) => {
             assert!(

@@ -1,8 +1,11 @@
-//! The `dohost` command: serve objects, deploy components, list namespaces.
+//! The `dohost` command: serve objects, deploy components and apps, set secrets, list
+//! namespaces.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dohost::config::{self, EventLimits, HostConfig, Seconds};
+use dohost::manifest::Manifest;
+use dohost::registry::AppSpec;
 use dohost::server::{self, Host};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,8 +21,12 @@ struct Cli {
 enum Command {
     /// Serve every deployed namespace over HTTP.
     Serve(ServeArgs),
-    /// Upload a component as the code of a namespace, on a running host.
+    /// Deploy an app from its manifest (dohost.toml), or one component as a namespace, on a
+    /// running host.
     Deploy(DeployArgs),
+    /// Manage an app's secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// List the deployed namespaces of a running host.
     Namespaces(AdminArgs),
 }
@@ -104,11 +111,35 @@ struct AdminArgs {
 
 #[derive(Args)]
 struct DeployArgs {
-    /// The component: a .wasm built for wasm32-wasip2.
-    file: PathBuf,
-    /// The namespace: [a-z0-9-]{1,63}. Objects are then at /{name}/{object-name}/.
+    /// A component (.wasm built for wasm32-wasip2) to deploy alone, as the namespace `--name`.
+    /// Without it, the app of the manifest (`--config`) is deployed.
+    #[arg(requires = "name")]
+    file: Option<PathBuf>,
+    /// The namespace of a lone component: [a-z0-9-]{1,63}. Its objects are then at
+    /// /{name}/{object-name}/.
     #[arg(long)]
+    name: Option<String>,
+    /// The app manifest.
+    #[arg(long, default_value = "dohost.toml", conflicts_with = "file")]
+    config: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret of the manifest's app to the value read from standard input (a trailing
+    /// newline dropped). The host keeps it in its data dir and never shows it back.
+    Put(SecretArgs),
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    /// The secret's name, as guests read it: a letter or _, then letters, digits or _.
     name: String,
+    /// The app manifest, for the app's name.
+    #[arg(long, default_value = "dohost.toml")]
+    config: PathBuf,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -140,6 +171,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Deploy(args) => runtime.block_on(deploy(args)),
+        Command::Secret(SecretCommand::Put(args)) => runtime.block_on(put_secret(args)),
         Command::Namespaces(args) => runtime.block_on(namespaces(args)),
     }
 }
@@ -243,18 +275,74 @@ async fn admin_call(
 }
 
 async fn deploy(args: DeployArgs) -> Result<()> {
-    let bytes = read_component(&args.file)?;
-    let name = &args.name;
+    let (Some(file), Some(name)) = (&args.file, &args.name) else {
+        return deploy_app(&args.config, &args.admin).await;
+    };
+    let bytes = read_component(file)?;
     let info = admin_call(&args.admin, |c, url| {
         c.put(format!("{url}/_admin/namespaces/{name}")).body(bytes)
     })
     .await
-    .with_context(|| format!("deploying {} as {name}", args.file.display()))?;
+    .with_context(|| format!("deploying {} as {name}", file.display()))?;
     println!(
         "deployed {} as {name}, version {}",
-        args.file.display(),
+        file.display(),
         info["version"]
     );
+    Ok(())
+}
+
+/// Deploys the app of a manifest: every component read here, uploaded in one request, switched
+/// all or nothing by the host.
+async fn deploy_app(config: &Path, admin: &AdminArgs) -> Result<()> {
+    use base64::Engine;
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let manifest = Manifest::load(config)?;
+    let worker = match &manifest.worker {
+        Some(w) => Some(b64(read_component(&w.component)?)),
+        None => None,
+    };
+    let mut classes = serde_json::Map::new();
+    for class in &manifest.objects {
+        let bytes = read_component(&class.component)?;
+        classes.insert(class.namespace.clone(), b64(bytes).into());
+    }
+    let body = serde_json::json!({
+        "spec": AppSpec::from(&manifest),
+        "worker": worker,
+        "classes": classes,
+    });
+    let name = &manifest.name;
+    let info = admin_call(admin, |c, url| {
+        c.put(format!("{url}/_admin/apps/{name}")).json(&body)
+    })
+    .await
+    .with_context(|| format!("deploying app {name} from {}", config.display()))?;
+    println!(
+        "deployed app {name}, version {}: {} class(es){}",
+        info["version"],
+        manifest.objects.len(),
+        if manifest.worker.is_some() { " and a worker" } else { "" }
+    );
+    Ok(())
+}
+
+async fn put_secret(args: SecretArgs) -> Result<()> {
+    use std::io::Read;
+    let manifest = Manifest::load(&args.config)?;
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("reading the secret from standard input")?;
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
+    let (app, name) = (&manifest.name, &args.name);
+    admin_call(&args.admin, |c, url| {
+        c.put(format!("{url}/_admin/apps/{app}/secrets/{name}")).body(value)
+    })
+    .await
+    .with_context(|| format!("setting secret {name} of app {app}"))?;
+    println!("secret {name} of app {app} set");
     Ok(())
 }
 

@@ -263,13 +263,7 @@ impl RawManifest {
         }
         let mut vars = BTreeMap::new();
         for (name, value) in self.vars {
-            if !is_identifier(&name, |b| b.is_ascii_alphabetic() || b == b'_') {
-                return Err(format!(
-                    "vars: `{}` is not a valid name: a letter or _, then letters, digits or _, \
-                     at most {MAX_NAME_BYTES} characters",
-                    shorten(&name)
-                ));
-            }
+            check_var_name(&name).map_err(|e| format!("vars: {e}"))?;
             // Guests see bindings and vars side by side (like a Worker's `env`).
             if let Some(j) = objects.iter().position(|o| o.binding == name) {
                 return Err(format!(
@@ -346,8 +340,21 @@ fn check_component(path: String) -> Result<PathBuf, String> {
     }
 }
 
+/// Checks the name of a variable or secret: a letter or `_`, then letters, digits or `_`.
+pub fn check_var_name(name: &str) -> Result<(), String> {
+    if is_identifier(name, |b| b.is_ascii_alphabetic() || b == b'_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid name: a letter or _, then letters, digits or _, at most \
+             {MAX_NAME_BYTES} characters",
+            shorten(name)
+        ))
+    }
+}
+
 /// Checks a binding; when only its case (or a `-`) is wrong, says what it should be.
-fn check_binding(binding: &str) -> Result<(), String> {
+pub fn check_binding(binding: &str) -> Result<(), String> {
     let is_binding = |s: &str| is_identifier(s, |b| b.is_ascii_uppercase());
     if is_binding(binding) {
         return Ok(());

@@ -37,6 +37,14 @@ pub fn check_namespace(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// Checks an object name given as text (through a stub): 1 to 256 bytes.
+pub fn check_object_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_OBJECT_NAME_BYTES {
+        return Err(NameError::ObjectLength(name.len()));
+    }
+    Ok(())
+}
+
 /// Percent-decodes one path segment into an object name and checks it.
 pub fn decode_object_name(segment: &str) -> Result<String, NameError> {
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
@@ -103,6 +111,16 @@ pub struct ObjectIdentity {
     pub namespace: String,
     pub name: String,
     pub id: ObjectId,
+}
+
+impl ObjectIdentity {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ObjectIdentity {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            id: ObjectId::new(namespace, name),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 use crate::alarms::Alarms;
 use crate::config::HostConfig;
 use crate::cpu_share::{CpuShare, DEMOTION};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, ClientAddress};
 use crate::memory::MemoryBudget;
 use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::sockets::{Backlog, Sockets};
 use crate::storage::{Committer, Db, DbError};
+use crate::workers::Workers;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +99,7 @@ impl Host {
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
         let router = http::router(AppState {
+            workers: Arc::new(Workers::new(objects.clone())),
             objects: objects.clone(),
             sockets: sockets.clone(),
             alarms,
@@ -187,9 +189,9 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or memory: wait for some to be freed rather than
                     // spin. Any other error (a connection reset before it was accepted) is that
@@ -204,8 +206,12 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Every request learns its client's address (a worker may rate-limit by it).
+        let service = router
+            .clone()
+            .layer(axum::Extension(ClientAddress(peer.ip())));
         let connection = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
             .with_upgrades();
         let (mut stopped, alive) = (stopped.clone(), alive.clone());
         tokio::spawn(async move {

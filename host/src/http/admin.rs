@@ -1,11 +1,15 @@
-//! The admin API: listing and deploying namespaces, and the host's stats. Every route needs the
+//! The admin API: listing and deploying namespaces and apps, setting secrets, and the host's
+//! stats. Every route needs the
 //! admin token as `Authorization: Bearer <token>`.
 
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::names;
-use crate::registry::DeploymentInfo;
+use crate::registry::{AppError, AppSpec, AppUpload, DeploymentInfo, MAX_SECRET_BYTES};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -140,6 +144,138 @@ pub(super) async fn deploy(
             )
         })??;
     Ok(axum::Json(info).into_response())
+}
+
+/// An app deploy as the admin API takes it: the spec, and each component base64-encoded.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppBody {
+    spec: AppSpec,
+    worker: Option<String>,
+    #[serde(default)]
+    classes: BTreeMap<String, String>,
+}
+
+/// A route parameter that must be a name (an app's, a secret's), checked.
+fn name_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = param.map_err(|e| {
+        ApiError::invalid_name(format!("not a valid name: {}", e.body_text()))
+    })?;
+    Ok(name)
+}
+
+fn app_error(e: AppError) -> ApiError {
+    let (status, code) = match &e {
+        AppError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
+        AppError::Taken { .. } => (StatusCode::CONFLICT, "owned_by_app"),
+        AppError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        AppError::Component { .. } if !e.is_client_error() => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
+        }
+        AppError::Component { .. } => (StatusCode::BAD_REQUEST, "invalid_component"),
+        AppError::Name(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+        AppError::Spec(_) => (StatusCode::BAD_REQUEST, "invalid_app"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+/// `PUT /_admin/apps/{app}`: deploys an app, all or nothing. The upload (every component,
+/// base64 in JSON) may be up to twice `--max-component-bytes`.
+pub(super) async fn deploy_app(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let name = name_param(name)?;
+    let deadline = BodyDeadline::Progress(app.body_timeout);
+    let bytes = read_body(body, &headers, 2 * app.max_component_bytes, deadline).await?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_app", m);
+    let body: AppBody =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the app upload: {e}")))?;
+    let decode = |what: &str, b64: &str| {
+        BASE64
+            .decode(b64)
+            .map_err(|e| bad(format!("{what}: not base64: {e}")))
+    };
+    let worker = body
+        .worker
+        .as_deref()
+        .map(|w| decode("the worker", w))
+        .transpose()?;
+    let mut classes = BTreeMap::new();
+    for (namespace, b64) in &body.classes {
+        classes.insert(namespace.clone(), decode(namespace, b64)?);
+    }
+    let upload = AppUpload {
+        spec: body.spec,
+        worker,
+        classes,
+    };
+    let registry = app.registry.clone();
+    let deployed = tokio::task::spawn_blocking(move || registry.deploy_app(&name, upload))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "deploy_failed",
+                format!("deploy panicked: {e}"),
+            )
+        })?;
+    let info = deployed.map_err(app_error)?;
+    app.workers.forget_older(&info.name, info.version);
+    Ok(axum::Json(info).into_response())
+}
+
+/// `GET /_admin/apps`.
+pub(super) async fn list_apps(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    Ok(axum::Json(json!({ "apps": app.registry.list_apps() })).into_response())
+}
+
+/// `GET /_admin/apps/{app}`.
+pub(super) async fn show_app(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let name = name_param(name)?;
+    let deployed = app
+        .registry
+        .app(&name)
+        .ok_or_else(|| app_error(AppError::UnknownApp(name)))?;
+    Ok(axum::Json(&deployed.info).into_response())
+}
+
+/// `PUT /_admin/apps/{app}/secrets/{name}`: the body is the value. Never shown back.
+pub(super) async fn put_secret(
+    State(app): State<AppState>,
+    params: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let Path((name, secret)) = params.map_err(|e| {
+        ApiError::invalid_name(format!("not a valid name: {}", e.body_text()))
+    })?;
+    let deadline = BodyDeadline::Whole(app.body_timeout);
+    let bytes = read_body(body, &headers, MAX_SECRET_BYTES, deadline).await?;
+    let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_secret",
+            "a secret is UTF-8 text".to_owned(),
+        )
+    })?;
+    app.registry
+        .put_secret(&name, &secret, &value)
+        .map_err(app_error)?;
+    Ok(axum::Json(json!({ "app": name, "secret": secret })).into_response())
 }
 
 #[cfg(test)]

@@ -111,7 +111,8 @@ impl From<DeployError> for ApiError {
             DeployError::NotWasm => "not_wasm",
             DeployError::CoreModule => "core_module",
             DeployError::Invalid(_) => "invalid_component",
-            DeployError::WrongWorld(_) => "wrong_world",
+            DeployError::WrongWorld(_) | DeployError::NotAWorker(_) => "wrong_world",
+            DeployError::OwnedByApp { .. } => "owned_by_app",
             DeployError::Db(_) => "storage_error",
         };
         let status = if e.is_client_error() {

@@ -1,9 +1,12 @@
 //! HTTP: routing requests to objects, the admin API, and the JSON errors both answer with.
 //!
-//! - `ANY /{namespace}/{object-name}/{rest...}` is delivered to the object; it sees `/{rest}`
-//!   with the query kept.
+//! - A request that an app's worker route matches goes to that worker, which sees the whole path;
+//!   else `ANY /{namespace}/{object-name}/{rest...}` of a public class is delivered to the object,
+//!   which sees `/{rest}` with the query kept (the longest match wins, see `objects`).
 //! - `GET /_admin/namespaces`, `GET|PUT|POST /_admin/namespaces/{namespace}` (PUT and POST
-//!   deploy) and `GET /_admin/stats` need the admin token as `Authorization: Bearer <token>`.
+//!   deploy), `GET /_admin/apps`, `GET|PUT|POST /_admin/apps/{app}` (an app deploy: JSON, see
+//!   `admin::deploy_app`), `PUT /_admin/apps/{app}/secrets/{name}` and `GET /_admin/stats` need
+//!   the admin token as `Authorization: Bearer <token>`.
 //!   Namespaces can never start with `_`, so the two never meet.
 //!
 //! Every answer the host makes itself is JSON, `{"error": message, "code": code}`, including the
@@ -26,7 +29,7 @@ mod websocket;
 
 pub use error::ApiError;
 pub use limits::{MAX_HEADER_BYTES, MAX_TARGET_BYTES};
-pub use state::AppState;
+pub use state::{AppState, ClientAddress};
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -43,6 +46,17 @@ pub fn router(state: AppState) -> Router {
             get(admin::show_namespace)
                 .put(admin::deploy)
                 .post(admin::deploy),
+        )
+        .route("/_admin/apps", get(admin::list_apps))
+        .route(
+            "/_admin/apps/{app}",
+            get(admin::show_app)
+                .put(admin::deploy_app)
+                .post(admin::deploy_app),
+        )
+        .route(
+            "/_admin/apps/{app}/secrets/{name}",
+            axum::routing::put(admin::put_secret),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(objects::object_request)

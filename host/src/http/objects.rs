@@ -1,16 +1,18 @@
-//! Delivering a request to the object its path names, and the object's answer (or WebSocket) back.
+//! Delivering a request to the worker of the app whose route matches, or to the object its path
+//! names, and the answer (or WebSocket) back.
 
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
-use super::state::AppState;
+use super::state::{AppState, ClientAddress};
 use super::websocket;
-use crate::names::ObjectId;
-use crate::routing::parse_target;
+use crate::objects::ObjectError;
+use crate::registry::{App, Namespace};
+use crate::routing::{Target, parse_target};
 use crate::runtime;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -32,11 +34,55 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Where a request goes: an app's worker, or an object at its address.
+enum Destination<'a> {
+    Worker(Arc<App>),
+    Object {
+        namespace: Arc<Namespace>,
+        target: Target<'a>,
+    },
+}
+
+/// The longest match wins between the apps' worker routes and each public namespace's own
+/// `/{namespace}/`; on a tie, the worker route (it was asked for by name). A private class, or
+/// none, at the path answers as a namespace that is not deployed.
+fn destination<'a>(
+    app: &AppState,
+    host: Option<&str>,
+    uri: &'a Uri,
+) -> Result<Destination<'a>, ApiError> {
+    let worker = app.registry.route(host, uri.path());
+    let object = parse_target(uri.path(), uri.query()).map(|target| {
+        let namespace = app.objects.namespace(target.namespace);
+        (target, namespace)
+    });
+    let object_length = match &object {
+        Ok((target, Ok(namespace))) if namespace.current().public => Some(1 + target.namespace.len()),
+        _ => None,
+    };
+    match (worker, object_length) {
+        (Some((app, length)), object) if object.is_none_or(|o| length >= o) => {
+            Ok(Destination::Worker(app))
+        }
+        (_, Some(_)) => {
+            let (target, namespace) = object.expect("matched above");
+            Ok(Destination::Object {
+                namespace: namespace.expect("matched above"),
+                target,
+            })
+        }
+        _ => {
+            let (target, _) = object?;
+            Err(ObjectError::UnknownNamespace(target.namespace.to_owned()).into())
+        }
+    }
+}
+
 async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let uri = parts.uri.clone();
-    let target = parse_target(uri.path(), uri.query())?;
-    let namespace = app.objects.namespace(target.namespace)?;
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let destination = destination(&app, host, &uri)?;
     let upgrade = if wants_websocket(&parts.headers) {
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
             .await
@@ -58,30 +104,43 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let request = runtime::Request {
+    let client_address = parts
+        .extensions
+        .get::<ClientAddress>()
+        .map(|a| a.0.to_string());
+    let mut request = runtime::Request {
         method: parts.method.as_str().to_owned(),
-        path: target.path,
+        path: String::new(),
         headers,
         body,
+        client_address,
     };
-    let fetched = app
-        .objects
-        .fetch(namespace, &target.name, request, upgrade.is_some())
-        .await
-        .inspect_err(|e| {
-            if e.is_overloaded() {
-                app.objects.count_overload(e);
-            }
-        })?;
+    let fetched = match destination {
+        Destination::Worker(worker) => {
+            request.path = match uri.query() {
+                Some(q) => format!("{}?{q}", uri.path()),
+                None => uri.path().to_owned(),
+            };
+            app.workers.fetch(&worker, request, upgrade.is_some()).await
+        }
+        Destination::Object { namespace, target } => {
+            request.path = target.path;
+            let upgrading = upgrade.is_some();
+            app.objects
+                .fetch(namespace, &target.name, request, upgrading, None)
+                .await
+        }
+    }
+    .inspect_err(|e| {
+        if e.is_overloaded() {
+            app.objects.count_overload(e);
+        }
+    })?;
     match (upgrade, fetched.accepted) {
         (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
-            // Shared: every idle socket's task holds its owner, so it is one pointer there.
-            let id = ObjectId::new(target.namespace, &target.name);
-            let owner = Arc::new(websocket::Owner {
-                namespace: target.namespace.to_owned(),
-                name: target.name,
-                id,
-            });
+            // Shared: every idle socket's task holds its owner, so it is one pointer there. The
+            // owner is the object that accepted, which a worker may have handed the upgrade to.
+            let owner = accepted.owner().clone();
             let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
             let limit = app.sockets.max_message;
             // A failed handshake drops `accepted` with the callback, which forgets the socket.

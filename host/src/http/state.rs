@@ -4,6 +4,8 @@ use crate::alarms::Alarms;
 use crate::objects::Objects;
 use crate::registry::Registry;
 use crate::sockets::Sockets;
+use crate::workers::Workers;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub objects: Objects,
+    pub workers: Arc<Workers>,
     pub sockets: Arc<Sockets>,
     pub alarms: Arc<Alarms>,
     pub registry: Arc<Registry>,
@@ -20,3 +23,8 @@ pub struct AppState {
     /// How long a request body may take to arrive, from the end of its head.
     pub body_timeout: Duration,
 }
+
+/// The IP address of the client at the other end of a request's connection, put in the
+/// request's extensions by [`crate::server::serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);

@@ -9,21 +9,13 @@
 //! UTF-8, 1002 for any other violation (an unmasked frame, reserved bits, a bad continuation).
 //! A connection lost without a close frame, even mid-frame, is a 1006 close event.
 
-use crate::names::ObjectId;
+use crate::names::ObjectIdentity;
 use crate::objects::Objects;
 use crate::sockets::{Accepted, Outbox, Outgoing, Queued, Slow, SocketEvent, Sockets};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::task::Poll;
-
-/// The address of the object a socket belongs to.
-#[derive(Clone)]
-pub struct Owner {
-    pub namespace: String,
-    pub name: String,
-    pub id: ObjectId,
-}
 
 /// Turns a frame (or the end of the stream) into an event for the object, and, when the peer
 /// broke the protocol, the close frame the host answers with before it drops the connection.
@@ -116,7 +108,7 @@ pub fn serve(
     mut ws: WebSocket,
     sockets: Arc<Sockets>,
     objects: Objects,
-    owner: Arc<Owner>,
+    owner: Arc<ObjectIdentity>,
     accepted: Accepted,
 ) -> impl Future<Output = ()> + Send {
     // Opened here, not in the task: the task then holds only the socket's id and outbox.

@@ -2,7 +2,7 @@
 
 use super::error::ObjectError;
 use crate::registry::Namespace;
-use crate::runtime::{Request, Response};
+use crate::runtime::{Chain, Request, Response};
 use crate::sockets::{Accepted, SocketEvent};
 use crate::storage::CommitOutcome;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub(super) enum Event {
         namespace: Arc<Namespace>,
         request: Request,
         upgrade: bool,
+        /// The objects waiting on this request, for a stub call; `None` for one from a client.
+        chain: Option<Chain>,
         reply: oneshot::Sender<Outcome<Fetched>>,
     },
     Socket {

@@ -7,7 +7,7 @@ use super::shared::Inner;
 use crate::cpu_share::Meter;
 use crate::names::ObjectIdentity;
 use crate::registry::Namespace;
-use crate::runtime::{EventError, Instance, Request};
+use crate::runtime::{Chain, EventError, Guest, Instance, Request};
 use crate::sockets::{Accepted, Queued, SocketEvent};
 use crate::storage::{CommitOutcome, DbError, ObjectStorage};
 use std::sync::Arc;
@@ -138,9 +138,10 @@ impl EventLoop {
                     namespace,
                     request,
                     upgrade,
+                    chain,
                     reply,
                 }) => {
-                    let _ = reply.send(self.fetch(&namespace, request, upgrade).await);
+                    let _ = reply.send(self.fetch(&namespace, request, upgrade, chain).await);
                 }
                 Some(Event::Socket {
                     namespace,
@@ -176,7 +177,7 @@ impl EventLoop {
     fn storage(&mut self) -> &mut ObjectStorage {
         match self.slot.as_mut().expect("slot is set between events") {
             Slot::Asleep(storage) => storage,
-            Slot::Live { instance, .. } => instance.storage(),
+            Slot::Live { instance, .. } => object_storage(instance),
         }
     }
 
@@ -218,7 +219,11 @@ impl EventLoop {
     fn hibernate(&mut self) {
         self.leave_idle_list();
         self.slot = self.slot.take().map(|slot| match slot {
-            Slot::Live { instance, .. } => Slot::Asleep(instance.into_storage()),
+            Slot::Live { instance, .. } => Slot::Asleep(
+                instance
+                    .into_storage()
+                    .expect("an object's instance holds its storage"),
+            ),
             asleep => asleep,
         });
     }
@@ -249,13 +254,18 @@ impl EventLoop {
             let Some(Slot::Asleep(storage)) = self.slot.take() else {
                 unreachable!("checked above")
             };
+            let guest = Guest {
+                identity: self.identity.clone(),
+                storage: Some((storage, self.inner.committer.clone())),
+                env: deployment.env.clone(),
+                calls: self.inner.calls.clone(),
+            };
             let created = self
                 .inner
                 .runtime
                 .instantiate(
                     &deployment.pre,
-                    self.identity.clone(),
-                    storage,
+                    guest,
                     self.inner.sockets.clone(),
                     self.meter.clone(),
                 )
@@ -269,6 +279,7 @@ impl EventLoop {
                     })
                 }
                 Err((e, storage)) => {
+                    let storage = storage.expect("an object's instantiation hands its storage back");
                     tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "{e}");
                     if e.is_limit() {
                         self.inner.cpu_share.demote(&self.identity.namespace, &e);
@@ -297,7 +308,7 @@ impl EventLoop {
         match result {
             Ok(value) => {
                 let committer = self.inner.committer.clone();
-                let gate = self.instance().storage().finish_event(&committer);
+                let gate = self.storage().finish_event(&committer);
                 self.join_idle_list();
                 if !io.outputs.is_empty() {
                     self.release_behind_gate(gate.clone(), io.outputs);
@@ -309,7 +320,7 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "event failed: {e}");
-                if e.is_limit() || self.instance().storage().hit_quota() {
+                if e.is_limit() || self.storage().hit_quota() {
                     self.inner.cpu_share.demote(&self.identity.namespace, &e);
                 }
                 // A socket accepted by a failed event never opens: dropping it forgets it.
@@ -348,11 +359,12 @@ impl EventLoop {
         namespace: &Namespace,
         request: Request,
         upgrade: bool,
+        chain: Option<Chain>,
     ) -> Outcome<Fetched> {
         if let Err((e, gate)) = self.prepare(namespace).await {
             return Outcome::failed(e, gate);
         }
-        let result = self.instance().fetch(&request, upgrade).await;
+        let result = self.instance().fetch(request, upgrade, chain).await;
         let outcome = self.finish(result);
         Outcome {
             result: outcome
@@ -388,7 +400,7 @@ impl EventLoop {
         }
         let result = self.instance().alarm(retries).await;
         if result.is_ok() {
-            let storage = self.instance().storage();
+            let storage = self.storage();
             // Handled: the alarm is spent, unless the handler set a new one.
             if !storage.alarm_changed() {
                 storage.delete_alarm();
@@ -420,4 +432,11 @@ impl EventLoop {
             Err(e) => Outcome::failed(EventError::Failed(e.to_string()), None),
         }
     }
+}
+
+/// A live object's storage: its instance holds it from instantiation until dropped.
+fn object_storage(instance: &mut Instance) -> &mut ObjectStorage {
+    instance
+        .storage()
+        .expect("an object's instance holds its storage")
 }

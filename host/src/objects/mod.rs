@@ -13,6 +13,7 @@
 //! one). The loop does not wait for the disk itself; it runs the next event while the commit
 //! flushes. WebSocket output waits in the object's gated queue, which releases it in event order.
 
+mod calls;
 mod error;
 mod event;
 mod event_loop;
@@ -23,12 +24,13 @@ pub use event::Fetched;
 pub use shared::LifecycleConfig;
 
 use crate::clock::now_ms;
-use crate::cpu_share::{Cause, CpuShare};
+use crate::cpu_share::{Cause, CpuShare, Meter};
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
-use crate::runtime::{Request, Runtime};
+use crate::runtime::{Calls, Chain, Request, Runtime};
 use crate::sockets::{SocketEvent, Sockets};
 use crate::storage::{Committer, Db};
+use calls::ObjectCalls;
 use event::{Event, Outcome};
 use event_loop::EventLoop;
 use shared::{IdleList, Inner, evict_for_memory};
@@ -36,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// The live objects of a host.
 #[derive(Clone)]
@@ -56,13 +58,14 @@ impl Objects {
     ) -> Self {
         let memory = runtime.memory().clone();
         let objects = Objects {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 runtime,
                 cpu_share,
                 sockets,
                 registry,
                 db,
                 committer,
+                calls: Arc::new(ObjectCalls(inner.clone())),
                 instances: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
                 config,
                 loops: Mutex::new(HashMap::new()),
@@ -161,19 +164,22 @@ impl Objects {
     }
 
     /// Delivers a request to the object `name` of `namespace` and returns its
-    /// response once the output gate lets it out. `upgrade`: the request asks for a WebSocket.
+    /// response once the output gate lets it out. `upgrade`: the request asks for a WebSocket;
+    /// `chain`: the objects waiting on it, for a stub call.
     pub async fn fetch(
         &self,
         namespace: Arc<Namespace>,
         name: &str,
         request: Request,
         upgrade: bool,
+        chain: Option<Chain>,
     ) -> Result<Fetched, ObjectError> {
         let ns = namespace.name.clone();
         self.ask(&ns, name, |reply| Event::Fetch {
             namespace,
             request,
             upgrade,
+            chain,
             reply,
         })
         .await
@@ -236,5 +242,32 @@ impl Objects {
     /// flight). A hibernated object with nothing to do has none.
     pub fn awake_objects(&self) -> usize {
         self.inner.loops.lock().unwrap().len()
+    }
+}
+
+/// What the workers of apps borrow from the objects: instance slots, the runtime, calls.
+impl Objects {
+    /// A permit for one more live instance (see [`Inner::instance_permit`]): workers and objects
+    /// share the host's instance slots.
+    pub async fn instance_permit(&self) -> Result<OwnedSemaphorePermit, ObjectError> {
+        self.inner.instance_permit().await
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    pub fn sockets(&self) -> &Arc<Sockets> {
+        &self.inner.sockets
+    }
+
+    /// Delivers the stub calls of an instance.
+    pub fn calls(&self) -> Arc<dyn Calls> {
+        self.inner.calls.clone()
+    }
+
+    /// Counts the guest instructions of `namespace` (a worker counts under its app's name).
+    pub fn meter(&self, namespace: &str) -> Meter {
+        self.inner.cpu_share.meter(namespace)
     }
 }

@@ -7,7 +7,7 @@ use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
 use crate::names::ObjectId;
 use crate::registry::Registry;
-use crate::runtime::Runtime;
+use crate::runtime::{Calls, Runtime};
 use crate::sockets::Sockets;
 use crate::storage::{Committer, Db, StorageLimits};
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +32,8 @@ pub(super) struct Inner {
     pub(super) registry: Arc<Registry>,
     pub(super) db: Arc<Db>,
     pub(super) committer: Committer,
+    /// Handed to every instance, for its stub calls.
+    pub(super) calls: Arc<dyn Calls>,
     pub(super) config: LifecycleConfig,
     /// The queue of every object that has an event loop.
     pub(super) loops: Mutex<HashMap<ObjectId, mpsc::UnboundedSender<Event>>>,

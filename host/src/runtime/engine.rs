@@ -1,17 +1,16 @@
-//! The engine and linker every object shares, and instantiating an object.
+//! The engine and linkers every instance shares, and instantiating an object or a worker.
 
-use super::bindings::DurableObjectPre;
+use super::bindings::{v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
 use super::imports;
-use super::instance::{Instance, call_guest, classify, count_fuel};
+use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
 use super::limits::MemoryCap;
 use super::pool;
-use super::state::HostState;
+use super::state::{Guest, HostState};
 use crate::config::EventLimits;
 use crate::cpu_share::Meter;
 use crate::memory::MemoryBudget;
-use crate::names::ObjectIdentity;
 use crate::scheduling::{Heavy, in_background};
 use crate::sockets::Sockets;
 use crate::storage::ObjectStorage;
@@ -20,13 +19,28 @@ use std::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, StoreContextMut, UpdateDeadline};
 
-/// A checked, compiled component, ready to instantiate quickly.
-pub type ObjectPre = DurableObjectPre<HostState>;
+/// What a component is deployed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A Durable Object class: the world `durable-object` of any version the host serves.
+    Object,
+    /// An app's worker: the world `worker` of 0.3.0.
+    Worker,
+}
 
-/// The wasmtime engine and linker, shared by every object.
+/// A checked, compiled component, ready to instantiate quickly.
+#[derive(Clone)]
+pub enum Pre {
+    ObjectV0_2(v0_2::DurableObjectPre<HostState>),
+    ObjectV0_3(v0_3::DurableObjectPre<HostState>),
+    Worker(v0_3::worker::WorkerPre<HostState>),
+}
+
+/// The wasmtime engine and linkers, shared by every instance.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
+    objects: Linker<HostState>,
+    workers: Linker<HostState>,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
     budget: Arc<MemoryBudget>,
@@ -54,12 +68,15 @@ impl Runtime {
         // hands its pages back to the kernel, so a hibernated object keeps no stack resident.
         config.async_stack_zeroing(true);
         let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        imports::add_to_linker(&mut linker)?;
+        let mut objects = Linker::new(&engine);
+        imports::add_object_imports(&mut objects)?;
+        let mut workers = Linker::new(&engine);
+        imports::add_worker_imports(&mut workers)?;
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Runtime {
             engine,
-            linker,
+            objects,
+            workers,
             limits,
             ticker,
             budget,
@@ -79,31 +96,41 @@ impl Runtime {
         &self.budget
     }
 
-    /// Checks that `component` is a Durable Object: everything it imports is granted, and it
-    /// exports the handler. The error says what is missing.
-    pub fn prepare(&self, component: &Component) -> Result<ObjectPre, String> {
-        let pre = self
-            .linker
+    /// Checks that `component` implements the world of `role`: everything it imports is
+    /// granted, and it exports the handlers. The error says what is missing.
+    pub fn prepare(&self, component: &Component, role: Role) -> Result<Pre, String> {
+        let linker = match role {
+            Role::Object => &self.objects,
+            Role::Worker => &self.workers,
+        };
+        let pre = linker
             .instantiate_pre(component)
             .map_err(|e| format!("{e:#}"))?;
-        DurableObjectPre::new(pre).map_err(|e| format!("{e:#}"))
+        let checked = match role {
+            // The version an object targets is the one of the handler it exports.
+            Role::Object if exports_v0_2(component, &self.engine) => {
+                v0_2::DurableObjectPre::new(pre).map(Pre::ObjectV0_2)
+            }
+            Role::Object => v0_3::DurableObjectPre::new(pre).map(Pre::ObjectV0_3),
+            Role::Worker => v0_3::worker::WorkerPre::new(pre).map(Pre::Worker),
+        };
+        checked.map_err(|e| format!("{e:#}"))
     }
 
-    /// Creates an instance of an object, counting its guest instructions (instantiation's
-    /// included) on `meter`. On failure the storage is handed back.
+    /// Creates an instance of an object or a worker, counting its guest instructions
+    /// (instantiation's included) on `meter`. On failure an object's storage is handed back.
     pub async fn instantiate(
         &self,
-        pre: &ObjectPre,
-        identity: ObjectIdentity,
-        storage: ObjectStorage,
+        pre: &Pre,
+        guest: Guest,
         sockets: Arc<Sockets>,
         meter: Meter,
-    ) -> Result<Instance, (EventError, ObjectStorage)> {
+    ) -> Result<Instance, (EventError, Option<ObjectStorage>)> {
         // Instantiating may first reset memory a big instance left in the pool: it starts heavy.
         let heavy = Heavy::default();
         heavy.reset(true);
         let memory = MemoryCap::new(self.limits.memory_bytes, self.budget.clone(), heavy.clone());
-        let state = HostState::new(identity, storage, sockets, memory, meter, self.limits);
+        let state = HostState::new(guest, sockets, memory, meter, self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         // Instantiation has a time limit and a CPU budget of its own, as an event has.
@@ -117,7 +144,7 @@ impl Runtime {
         }
         let busy = self.ticker.busy();
         let deadline = store.data().deadline;
-        let instantiated = call_guest(deadline, &heavy, pre.instantiate_async(&mut store)).await;
+        let instantiated = call_guest(deadline, &heavy, Bindings::instantiate(pre, &mut store)).await;
         drop(busy);
         count_fuel(&mut store);
         match instantiated {
@@ -166,4 +193,12 @@ fn on_tick(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<Update
         std::thread::yield_now();
     }
     Ok(UpdateDeadline::Yield(1))
+}
+
+/// Whether an object component exports the 0.2.0 handler, rather than 0.3.0's.
+fn exports_v0_2(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name == "dohost:object/http-handler@0.2.0")
 }

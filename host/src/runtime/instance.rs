@@ -1,9 +1,12 @@
-//! A live instance of one object: delivering one event to it under its limits.
+//! A live instance of one object or worker: delivering one event to it under its limits.
 
-use super::bindings::{AlarmInfo, DurableObject, Message, Request, Response};
+use super::bindings::{v0_2, v0_3};
+use super::calls::Chain;
+use super::engine::Pre;
 use super::epoch::{Busy, EPOCH_TICK, EpochTicker};
 use super::error::EventError;
 use super::metering::FuelCount;
+use super::request::{Request, Response};
 use super::state::{HostState, SocketIo};
 use crate::config::{EventLimits, FUEL_PER_MS};
 use crate::scheduling::{Heavy, run_guest, with_long_slice};
@@ -13,10 +16,48 @@ use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{AsContextMut, PoolConcurrencyLimitError, Store, Trap};
 
-/// A live instance of one object.
+/// The exports of an instance, in the version of the contract its component speaks.
+pub(super) enum Bindings {
+    ObjectV0_2(v0_2::DurableObject),
+    ObjectV0_3(v0_3::DurableObject),
+    Worker(v0_3::worker::Worker),
+}
+
+impl Bindings {
+    pub(super) async fn instantiate(
+        pre: &Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Bindings> {
+        Ok(match pre {
+            Pre::ObjectV0_2(pre) => Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
+            Pre::ObjectV0_3(pre) => Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
+            Pre::Worker(pre) => Bindings::Worker(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// Runs `$body` with `$b` the object's bindings and `$v` its version's generated module; a
+/// worker gets `$worker` instead (it exports no object handlers, and is never sent their events).
+macro_rules! on_object {
+    ($bindings:expr, |$b:ident, $v:ident| $body:expr, worker => $worker:expr) => {
+        match $bindings {
+            Bindings::ObjectV0_2($b) => {
+                use v0_2 as $v;
+                $body
+            }
+            Bindings::ObjectV0_3($b) => {
+                use v0_3 as $v;
+                $body
+            }
+            Bindings::Worker(_) => $worker,
+        }
+    };
+}
+
+/// A live instance of one object or worker.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: DurableObject,
+    bindings: Bindings,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
     /// Shared with the store's memory limiter and epoch callback, which mark it.
@@ -26,7 +67,7 @@ pub struct Instance {
 impl Instance {
     pub(super) fn new(
         store: Store<HostState>,
-        bindings: DurableObject,
+        bindings: Bindings,
         limits: EventLimits,
         ticker: Arc<EpochTicker>,
         heavy: Heavy,
@@ -73,18 +114,40 @@ impl Instance {
         }
     }
 
-    /// Delivers one request; `upgrade` says whether it asks for a WebSocket. On `Err` the
-    /// instance must be dropped: it may be in any state.
+    /// Delivers one request; `upgrade` says whether it asks for a WebSocket, `chain` which
+    /// objects wait on it (an object's event only). On `Err` the instance must be dropped: it
+    /// may be in any state.
     pub async fn fetch(
         &mut self,
-        request: &Request,
+        request: Request,
         upgrade: bool,
+        chain: Option<Chain>,
     ) -> Result<Response, EventError> {
         let (_busy, deadline) = self.start_event()?;
-        self.store.data_mut().io.upgrade = upgrade;
-        let handler = self.bindings.dohost_object_http_handler();
-        let call = handler.call_fetch(&mut self.store, request);
-        let called = call_guest(deadline, &self.heavy, call).await;
+        let state = self.store.data_mut();
+        state.io.upgrade = upgrade;
+        state.chain = chain.unwrap_or_else(|| state.home_chain.clone());
+        let store = &mut self.store;
+        let called = match &self.bindings {
+            Bindings::ObjectV0_2(b) => {
+                let request = request.into();
+                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let called = call_guest(deadline, &self.heavy, call).await;
+                called.map(|r| r.map(Response::from))
+            }
+            Bindings::ObjectV0_3(b) => {
+                let request = request.into();
+                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let called = call_guest(deadline, &self.heavy, call).await;
+                called.map(|r| r.map(Response::from))
+            }
+            Bindings::Worker(b) => {
+                let request = request.into();
+                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let called = call_guest(deadline, &self.heavy, call).await;
+                called.map(|r| r.map(Response::from))
+            }
+        };
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
         // bounded by the guest's memory limit, and it goes no further.
@@ -105,45 +168,53 @@ impl Instance {
         event: SocketEvent,
     ) -> Result<(), EventError> {
         let (_busy, deadline) = self.start_event()?;
-        let handler = self.bindings.dohost_object_websocket_handler();
-        let called = call_guest(deadline, &self.heavy, async {
-            match event {
-                SocketEvent::Text(t) => {
-                    handler
-                        .call_on_message(&mut self.store, socket, &Message::Text(t))
-                        .await
+        self.store.data_mut().reset_chain();
+        let store = &mut self.store;
+        let called = on_object!(&self.bindings, |b, v| {
+            use v::exports::dohost::object::websocket_handler::Message;
+            let handler = b.dohost_object_websocket_handler();
+            call_guest(deadline, &self.heavy, async {
+                match event {
+                    SocketEvent::Text(t) => {
+                        handler
+                            .call_on_message(&mut *store, socket, &Message::Text(t))
+                            .await
+                    }
+                    SocketEvent::Binary(b) => {
+                        handler
+                            .call_on_message(&mut *store, socket, &Message::Binary(b))
+                            .await
+                    }
+                    SocketEvent::Close {
+                        code,
+                        reason,
+                        was_clean,
+                    } => {
+                        handler
+                            .call_on_close(&mut *store, socket, code, &reason, was_clean)
+                            .await
+                    }
+                    SocketEvent::Error(e) => handler.call_on_error(&mut *store, socket, &e).await,
                 }
-                SocketEvent::Binary(b) => {
-                    handler
-                        .call_on_message(&mut self.store, socket, &Message::Binary(b))
-                        .await
-                }
-                SocketEvent::Close {
-                    code,
-                    reason,
-                    was_clean,
-                } => {
-                    handler
-                        .call_on_close(&mut self.store, socket, code, &reason, was_clean)
-                        .await
-                }
-                SocketEvent::Error(e) => handler.call_on_error(&mut self.store, socket, &e).await,
-            }
-        })
-        .await;
+            })
+            .await
+        }, worker => return Err(not_an_object()));
         self.outcome(called)
     }
 
     /// Delivers the alarm; `retries` is how many deliveries failed before.
     pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
         let (_busy, deadline) = self.start_event()?;
-        let info = AlarmInfo {
-            retry_count: retries,
-            is_retry: retries > 0,
-        };
-        let handler = self.bindings.dohost_object_alarm_handler();
-        let call = handler.call_on_alarm(&mut self.store, info);
-        let called = call_guest(deadline, &self.heavy, call).await;
+        self.store.data_mut().reset_chain();
+        let store = &mut self.store;
+        let called = on_object!(&self.bindings, |b, v| {
+            let info = v::exports::dohost::object::alarm_handler::AlarmInfo {
+                retry_count: retries,
+                is_retry: retries > 0,
+            };
+            let call = b.dohost_object_alarm_handler().call_on_alarm(&mut *store, info);
+            call_guest(deadline, &self.heavy, call).await
+        }, worker => return Err(not_an_object()));
         self.outcome(called)
     }
 
@@ -157,13 +228,13 @@ impl Instance {
         self.store.data().memory.bytes
     }
 
-    /// The object's storage, to finish or discard the event.
-    pub fn storage(&mut self) -> &mut ObjectStorage {
-        &mut self.store.data_mut().storage
+    /// The object's storage, to finish or discard the event; `None` for a worker.
+    pub fn storage(&mut self) -> Option<&mut ObjectStorage> {
+        self.store.data_mut().storage.as_mut()
     }
 
-    /// Drops the instance, keeping its storage (with any commits still in flight).
-    pub fn into_storage(self) -> ObjectStorage {
+    /// Drops the instance, keeping an object's storage (with any commits still in flight).
+    pub fn into_storage(self) -> Option<ObjectStorage> {
         // Unmapping or zeroing a big linear memory does not yield.
         if self.store.data().memory.is_big() {
             with_long_slice(|| self.store.into_data().storage)
@@ -171,6 +242,11 @@ impl Instance {
             self.store.into_data().storage
         }
     }
+}
+
+/// Only objects get WebSocket events and alarms; the host never routes them to a worker.
+fn not_an_object() -> EventError {
+    EventError::Failed("a worker has no WebSocket or alarm handler".into())
 }
 
 /// Counts the fuel of the call into the guest that just ended on its namespace's meter.

@@ -1,12 +1,14 @@
 //! wasmtime: the engine, the host side of the WIT imports, and running one event of one object
 //! under its limits.
 //!
-//! A guest gets exactly the imports of the `durable-object` world plus the WASI interfaces a Rust
-//! std guest links against; WASI grants nothing: no files, no environment, no network, a closed
-//! stdin and discarded stdout/stderr.
+//! A guest gets exactly the imports of its world (`durable-object` of 0.2.0 or 0.3.0, or
+//! `worker`) plus the WASI interfaces a Rust std guest links against; WASI grants nothing: no
+//! files, no environment, no network, a closed stdin and discarded stdout/stderr.
 //!
 //! The files, bottom up:
-//! - `bindings`: the Rust side of the world, generated from `wit/`.
+//! - `bindings`: the Rust side of the worlds, one module per version of `wit/`.
+//! - `request`: a request and a response, whatever the version.
+//! - `calls`: what a stub call asks of the objects above.
 //! - `error`: why an event failed.
 //! - `limits`: the memory cap and the log-line bucket of an instance.
 //! - `metering`: counting guest instructions toward a namespace's CPU share.
@@ -18,6 +20,7 @@
 //! - `instance`: a live instance; delivering one event.
 
 mod bindings;
+mod calls;
 mod engine;
 mod epoch;
 mod error;
@@ -26,12 +29,14 @@ mod instance;
 mod limits;
 mod metering;
 mod pool;
+mod request;
 mod state;
 
-pub use bindings::{Request, Response};
-pub use engine::{ObjectPre, Runtime};
+pub use calls::{Call, CallError, Called, Calls, Chain, MAX_CALL_DEPTH};
+pub use engine::{Pre, Role, Runtime};
 pub use error::EventError;
 pub use instance::Instance;
 pub use limits::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
 pub use pool::check_memories;
-pub use state::SocketIo;
+pub use request::{Request, Response};
+pub use state::{Guest, SocketIo};

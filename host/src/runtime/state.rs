@@ -1,14 +1,16 @@
-//! The store data of one instance: who it is, its storage and sockets, and its running event's
-//! limits and meters.
+//! The store data of one instance: who it is, its storage and sockets, its app, and its running
+//! event's limits and meters.
 
+use super::calls::{Calls, Chain};
 use super::epoch::EPOCH_TICK;
 use super::limits::{LogBucket, MemoryCap};
 use super::metering::FuelCount;
 use crate::config::EventLimits;
 use crate::cpu_share::Meter;
+use crate::env::Env;
 use crate::names::ObjectIdentity;
 use crate::sockets::{Accepted, Queued, Sockets};
-use crate::storage::ObjectStorage;
+use crate::storage::{Committer, ObjectStorage, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,10 +30,29 @@ pub struct SocketIo {
     pub(super) closing: HashSet<u64>,
 }
 
+/// Who an instance serves: an object with its storage, or a worker (its identity then names its
+/// app, with an empty object name).
+pub struct Guest {
+    pub identity: ObjectIdentity,
+    /// The object's storage, and the committer that flushes it before a call; `None` for a
+    /// worker.
+    pub storage: Option<(ObjectStorage, Committer)>,
+    pub env: Arc<Env>,
+    pub calls: Arc<dyn Calls>,
+}
+
 /// The store data of one instance.
 pub struct HostState {
     pub(super) identity: ObjectIdentity,
-    pub(super) storage: ObjectStorage,
+    pub(super) storage: Option<ObjectStorage>,
+    pub(super) committer: Option<Committer>,
+    pub(super) env: Arc<Env>,
+    pub(super) calls: Arc<dyn Calls>,
+    /// The objects waiting on the running event, this one last: a call to one of them is a
+    /// cycle.
+    pub(super) chain: Chain,
+    /// The chain of an event no call started: this object alone, or nothing for a worker.
+    pub(super) home_chain: Chain,
     pub(super) sockets: Arc<Sockets>,
     pub(super) io: SocketIo,
     pub(super) memory: MemoryCap,
@@ -62,18 +83,33 @@ impl WasiView for HostState {
 impl HostState {
     /// The state of a new instance, its first event (instantiation) given `limits`.
     pub(super) fn new(
-        identity: ObjectIdentity,
-        storage: ObjectStorage,
+        guest: Guest,
         sockets: Arc<Sockets>,
         memory: MemoryCap,
         meter: Meter,
         limits: EventLimits,
     ) -> Self {
         let now = Instant::now();
-        HostState {
-            log: LogBucket::new(&identity),
+        let Guest {
             identity,
             storage,
+            env,
+            calls,
+        } = guest;
+        let (storage, committer) = storage.unzip();
+        HostState {
+            log: LogBucket::new(&identity),
+            chain: Chain::default(),
+            home_chain: if storage.is_some() {
+                Chain::of(&identity)
+            } else {
+                Chain::default()
+            },
+            identity,
+            storage,
+            committer,
+            env,
+            calls,
             sockets,
             io: SocketIo::default(),
             memory,
@@ -92,5 +128,20 @@ impl HostState {
                 .build(),
             table: ResourceTable::new(),
         }
+    }
+}
+
+impl HostState {
+    /// Starts an event no call started.
+    pub(super) fn reset_chain(&mut self) {
+        self.chain = self.home_chain.clone();
+    }
+
+    /// The object's storage; a worker has none (its world does not import `storage`, so only a
+    /// host bug gets this error).
+    pub(super) fn storage(&mut self) -> Result<&mut ObjectStorage, StorageError> {
+        self.storage
+            .as_mut()
+            .ok_or_else(|| StorageError::Internal("a worker has no storage".into()))
     }
 }

@@ -6,7 +6,7 @@ use super::messages::{
     MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing, SocketError,
 };
 use crate::clock::now_ms;
-use crate::names::ObjectId;
+use crate::names::{ObjectId, ObjectIdentity};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,13 +39,20 @@ pub struct Sockets {
 /// the one place a socket that never opened is forgotten.
 pub struct Accepted {
     pub socket: u64,
-    object: ObjectId,
+    /// The object that accepted it: a socket handed on through a stub is not the addressed
+    /// object's.
+    owner: Arc<ObjectIdentity>,
     /// `None` once opened.
     outbox: Option<Arc<Outbox>>,
     sockets: Arc<Sockets>,
 }
 
 impl Accepted {
+    /// The object the socket belongs to.
+    pub fn owner(&self) -> &Arc<ObjectIdentity> {
+        &self.owner
+    }
+
     /// What waits to be written to the socket.
     pub fn outbox(&self) -> &Arc<Outbox> {
         self.outbox
@@ -65,7 +72,7 @@ impl Accepted {
 impl Drop for Accepted {
     fn drop(&mut self) {
         if self.outbox.is_some() {
-            self.sockets.remove(&self.object, self.socket);
+            self.sockets.remove(&self.owner.id, self.socket);
         }
     }
 }
@@ -85,7 +92,7 @@ impl Sockets {
     /// event can already send to it.
     pub fn accept(
         self: &Arc<Self>,
-        object: ObjectId,
+        owner: &ObjectIdentity,
         tags: Vec<String>,
     ) -> Result<Accepted, SocketError> {
         if tags.len() > MAX_TAGS {
@@ -103,7 +110,7 @@ impl Sockets {
         let socket = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.backlog.clone()));
         let mut objects = self.objects.lock().unwrap();
-        objects.entry(object).or_default().open.insert(
+        objects.entry(owner.id).or_default().open.insert(
             socket,
             Socket {
                 tags,
@@ -114,7 +121,7 @@ impl Sockets {
         );
         Ok(Accepted {
             socket,
-            object,
+            owner: Arc::new(owner.clone()),
             outbox: Some(outbox),
             sockets: self.clone(),
         })
@@ -386,8 +393,9 @@ mod tests {
     #[test]
     fn a_socket_past_its_bound_is_given_up_and_its_bytes_freed() {
         let sockets = Arc::new(Sockets::new(1 << 20, Backlog::new(1000, 1 << 20)));
-        let id = ObjectId::new("ns", "a");
-        let a = sockets.accept(id, vec![]).unwrap();
+        let owner = ObjectIdentity::new("ns", "a");
+        let id = owner.id;
+        let a = sockets.accept(&owner, vec![]).unwrap();
         let first = sockets.queue(&id, a.socket, text(600)).unwrap();
         assert!(first.is_some());
         assert_eq!(sockets.bytes_waiting(), 600);
@@ -405,11 +413,12 @@ mod tests {
     fn past_the_host_bound_the_clients_with_most_unread_go_first_not_those_behind_the_gate() {
         const KIB: usize = 1 << 10;
         let sockets = Arc::new(Sockets::new(1 << 20, Backlog::new(4 << 20, 1000 * KIB)));
-        let id = ObjectId::new("ns", "room");
+        let owner = ObjectIdentity::new("ns", "room");
+        let id = owner.id;
         let (gated, unread, little) = (
-            sockets.accept(id, vec![]).unwrap(),
-            sockets.accept(id, vec![]).unwrap(),
-            sockets.accept(id, vec![]).unwrap(),
+            sockets.accept(&owner, vec![]).unwrap(),
+            sockets.accept(&owner, vec![]).unwrap(),
+            sockets.accept(&owner, vec![]).unwrap(),
         );
         // 500 KiB behind the output gate (an event's output whose commit is not durable yet).
         let held = sockets.queue(&id, gated.socket, text(500 * KIB)).unwrap();
@@ -442,8 +451,9 @@ mod tests {
     #[test]
     fn an_outbox_dropped_with_messages_queued_gives_their_bytes_back() {
         let sockets = Arc::new(Sockets::new(1 << 20, Backlog::new(1 << 20, 1 << 20)));
-        let id = ObjectId::new("ns", "a");
-        let a = sockets.accept(id, vec![]).unwrap();
+        let owner = ObjectIdentity::new("ns", "a");
+        let id = owner.id;
+        let a = sockets.accept(&owner, vec![]).unwrap();
         let queued = sockets.queue(&id, a.socket, text(100)).unwrap().unwrap();
         sockets.release(&id, vec![(a.socket, queued)]);
         assert_eq!(sockets.bytes_waiting(), 100);

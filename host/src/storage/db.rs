@@ -20,6 +20,13 @@ pub(crate) const ALARMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("a
 pub(crate) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 /// Deployment metadata: namespace → JSON ([`crate::registry::DeploymentInfo`]).
 pub(crate) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// Deployed apps: app → JSON ([`crate::registry::AppInfo`]). Their classes are in the two tables
+/// above like any namespace.
+pub(crate) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// App workers: app → the uploaded wasm bytes.
+pub(crate) const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+/// App secrets: `app \0 name` → value.
+pub(crate) const SECRETS: TableDefinition<&str, &str> = TableDefinition::new("secrets");
 
 /// A failure of the database itself (I/O, corruption). Nothing a guest did wrong.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +55,9 @@ impl Db {
         txn.open_table(ALARMS)?;
         txn.open_table(COMPONENTS)?;
         txn.open_table(DEPLOYMENTS)?;
+        txn.open_table(APPS)?;
+        txn.open_table(WORKERS)?;
+        txn.open_table(SECRETS)?;
         txn.commit()?;
         Ok(Db { db })
     }

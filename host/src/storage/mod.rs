@@ -12,7 +12,7 @@ mod object;
 
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer};
-pub(crate) use db::{COMPONENTS, DEPLOYMENTS};
+pub(crate) use db::{APPS, COMPONENTS, DEPLOYMENTS, SECRETS, WORKERS};
 pub use db::{Db, DbError};
 pub use limits::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_OBJECT_BYTES,

@@ -47,6 +47,9 @@ pub struct ObjectStorage {
     savepoints: Vec<(Changeset, u64)>,
     /// Whether the current event was refused a write for the quota.
     hit_quota: bool,
+    /// Whether the current event set or deleted the alarm, even in a part of it already
+    /// committed before a call.
+    alarm_touched: bool,
 }
 
 type Entries = Vec<(String, Vec<u8>)>;
@@ -65,6 +68,7 @@ impl ObjectStorage {
             event_size: committed_size,
             savepoints: Vec::new(),
             hit_quota: false,
+            alarm_touched: false,
         })
     }
 
@@ -185,16 +189,18 @@ impl ObjectStorage {
     /// Sets the alarm, replacing any other; written with the event.
     pub fn set_alarm(&mut self, alarm: Alarm) {
         self.event.alarm = Some(Some(alarm));
+        self.alarm_touched = true;
     }
 
     /// Cancels the alarm; written with the event.
     pub fn delete_alarm(&mut self) {
         self.event.alarm = Some(None);
+        self.alarm_touched = true;
     }
 
     /// Whether the current event set or deleted the alarm.
     pub fn alarm_changed(&self) -> bool {
-        self.event.alarm.is_some()
+        self.alarm_touched
     }
 
     /// The entries selected by `options`, in key order (descending with `reverse`).
@@ -295,6 +301,7 @@ impl ObjectStorage {
     /// Forgets the current event's writes (the event failed).
     pub fn discard_event(&mut self) {
         self.hit_quota = false;
+        self.alarm_touched = false;
         self.event = Changeset::default();
         self.event_size = self.committed_size;
         self.savepoints.clear();
@@ -305,10 +312,33 @@ impl ObjectStorage {
     /// earlier commit it may have read from. Transactions left open are rolled back.
     pub fn finish_event(&mut self, committer: &Committer) -> Option<CommitOutcome> {
         self.hit_quota = false;
+        self.alarm_touched = false;
         if let Some((event, size)) = self.savepoints.drain(..).next() {
             self.event = event;
             self.event_size = size;
         }
+        self.submit(committer)
+    }
+
+    /// Commits the current event's writes so far, before a call leaves the object (the output
+    /// gate covers calls): returns what the call must wait for, as [`Self::finish_event`] does.
+    /// The event goes on; only its later writes are discarded if it fails. Refused inside a
+    /// transaction, whose writes are not the event's yet.
+    pub fn commit_before_call(
+        &mut self,
+        committer: &Committer,
+    ) -> Result<Option<CommitOutcome>, StorageError> {
+        if !self.savepoints.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "a call cannot leave inside an open transaction: commit or roll it back first"
+                    .into(),
+            ));
+        }
+        Ok(self.submit(committer))
+    }
+
+    /// Hands the current event's writes to the committer; what an output must wait for.
+    fn submit(&mut self, committer: &Committer) -> Option<CommitOutcome> {
         if self.event.is_empty() {
             return self.last_commit();
         }

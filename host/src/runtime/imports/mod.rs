@@ -1,26 +1,37 @@
 //! The host side of each WIT interface a guest imports, one file each. Adding an interface: a
-//! file here implementing its `Host` trait for [`HostState`], and one line in [`add_to_linker`].
+//! file here implementing its `Host` trait for [`HostState`], and one line in the linker
+//! function of each world that imports it.
+//!
+//! An interface unchanged between versions of the contract is implemented once, for every
+//! version, by a macro in its file.
 
+mod config;
 mod identity;
 mod logging;
+mod stubs;
 mod storage;
 mod websockets;
 
-use super::bindings::dohost::object as wit;
+use super::bindings::{v0_2, v0_3};
 use super::state::HostState;
 use wasmtime::component::{HasSelf, Linker};
 
-/// Grants a guest the imports of the `durable-object` world, and the WASI interfaces a Rust std
-/// guest links against (which grant nothing: see [`HostState::new`]).
-pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Grants an object the imports of its world in every version the host serves, and the WASI
+/// interfaces a Rust std guest links against (which grant nothing: see [`HostState::new`]).
+pub(super) fn add_object_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wit::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::identity::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::storage::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    wit::websockets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_2::DurableObject::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_3::DurableObject::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Grants a worker the imports of its world: no storage, identity or WebSockets.
+pub(super) fn add_worker_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    v0_3::worker::Worker::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
 /// The `types` interface has no functions, only the request and response records.
-impl wit::types::Host for HostState {}
+impl v0_2::dohost::object::types::Host for HostState {}
+impl v0_3::dohost::object::types::Host for HostState {}

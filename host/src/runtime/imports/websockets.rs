@@ -1,19 +1,8 @@
 //! `dohost:object/websockets`: accepting, tagging and sending to the sockets the host keeps for
-//! the object.
+//! the object. The same in 0.2.0 and 0.3.0.
 
-use crate::runtime::bindings::dohost::object::websockets as wit_ws;
 use crate::runtime::state::HostState;
 use crate::sockets::{Outgoing, SocketError};
-
-type SocketResult<T> = Result<T, wit_ws::WebsocketError>;
-
-fn ws_wit<T>(r: Result<T, SocketError>) -> SocketResult<T> {
-    r.map_err(|e| match e {
-        SocketError::NotFound => wit_ws::WebsocketError::NotFound,
-        SocketError::LimitExceeded(m) => wit_ws::WebsocketError::LimitExceeded(m),
-        SocketError::InvalidArgument(m) => wit_ws::WebsocketError::InvalidArgument(m),
-    })
-}
 
 impl HostState {
     /// A socket this object may use in this event: open, and not closed earlier in the event.
@@ -27,100 +16,125 @@ impl HostState {
     }
 
     /// Queues `out` behind the output gate, counted in the socket's backlog from now on.
-    fn send(&mut self, socket: u64, out: Outgoing) -> SocketResult<()> {
+    fn send(&mut self, socket: u64, out: Outgoing) -> Result<(), SocketError> {
         if self.io.closing.contains(&socket) {
-            return ws_wit(Err(SocketError::NotFound));
+            return Err(SocketError::NotFound);
         }
-        if let Some(queued) = ws_wit(self.sockets.queue(&self.identity.id, socket, out))? {
+        if let Some(queued) = self.sockets.queue(&self.identity.id, socket, out)? {
             self.io.outputs.push((socket, queued));
         }
         Ok(())
     }
 }
 
-impl wit_ws::Host for HostState {
-    fn accept(&mut self, tags: Vec<String>) -> SocketResult<u64> {
-        if !self.io.upgrade {
-            return ws_wit(Err(SocketError::InvalidArgument(
-                "accept is only valid while handling a WebSocket upgrade request".into(),
-            )));
+macro_rules! websockets_host {
+    ($version:ident) => {
+        mod $version {
+            use super::HostState;
+            use crate::runtime::bindings::$version::dohost::object::websockets::{
+                AutoResponse, Host, WebsocketError,
+            };
+            use crate::sockets::{Outgoing, SocketError};
+
+            type SocketResult<T> = Result<T, WebsocketError>;
+
+            fn ws_wit<T>(r: Result<T, SocketError>) -> SocketResult<T> {
+                r.map_err(|e| match e {
+                    SocketError::NotFound => WebsocketError::NotFound,
+                    SocketError::LimitExceeded(m) => WebsocketError::LimitExceeded(m),
+                    SocketError::InvalidArgument(m) => WebsocketError::InvalidArgument(m),
+                })
+            }
+
+            impl Host for HostState {
+                fn accept(&mut self, tags: Vec<String>) -> SocketResult<u64> {
+                    if !self.io.upgrade {
+                        return ws_wit(Err(SocketError::InvalidArgument(
+                            "accept is only valid while handling a WebSocket upgrade request".into(),
+                        )));
+                    }
+                    if self.io.accepted.is_some() {
+                        return ws_wit(Err(SocketError::InvalidArgument(
+                            "this request's socket was already accepted".into(),
+                        )));
+                    }
+                    let accepted = ws_wit(self.sockets.accept(&self.identity, tags))?;
+                    let socket = accepted.socket;
+                    self.io.accepted = Some(accepted);
+                    Ok(socket)
+                }
+
+                fn get_sockets(&mut self, tag: Option<String>) -> Vec<u64> {
+                    let mut open = self.sockets.list(&self.identity.id, tag.as_deref());
+                    open.retain(|s| !self.io.closing.contains(s));
+                    open
+                }
+
+                fn send_text(&mut self, s: u64, text: String) -> SocketResult<()> {
+                    ws_wit(self.send(s, Outgoing::Text(text)))
+                }
+
+                fn send_binary(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
+                    ws_wit(self.send(s, Outgoing::Binary(data)))
+                }
+
+                fn close(&mut self, s: u64, code: u16, reason: String) -> SocketResult<()> {
+                    if !(code == 1000 || (3000..=4999).contains(&code)) {
+                        return ws_wit(Err(SocketError::InvalidArgument(format!(
+                            "close code {code}: use 1000 or 3000..=4999"
+                        ))));
+                    }
+                    if reason.len() > 123 {
+                        return ws_wit(Err(SocketError::LimitExceeded(format!(
+                            "a close reason of {} bytes; at most 123",
+                            reason.len()
+                        ))));
+                    }
+                    ws_wit(self.send(s, Outgoing::Close(code, reason)))?;
+                    self.io.closing.insert(s);
+                    Ok(())
+                }
+
+                fn get_tags(&mut self, s: u64) -> SocketResult<Vec<String>> {
+                    ws_wit(
+                        self.own(s)
+                            .and_then(|()| self.sockets.tags(&self.identity.id, s)),
+                    )
+                }
+
+                fn set_attachment(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
+                    ws_wit(self.own(s))?;
+                    ws_wit(self.sockets.set_attachment(&self.identity.id, s, data))
+                }
+
+                fn get_attachment(&mut self, s: u64) -> SocketResult<Option<Vec<u8>>> {
+                    ws_wit(
+                        self.own(s)
+                            .and_then(|()| self.sockets.attachment(&self.identity.id, s)),
+                    )
+                }
+
+                fn set_auto_response(&mut self, pair: Option<AutoResponse>) -> SocketResult<()> {
+                    let pair = pair.map(|p| (p.request, p.response));
+                    ws_wit(self.sockets.set_auto_response(self.identity.id, pair))
+                }
+
+                fn get_auto_response(&mut self) -> Option<AutoResponse> {
+                    self.sockets
+                        .auto_response(&self.identity.id)
+                        .map(|(request, response)| AutoResponse { request, response })
+                }
+
+                fn get_auto_response_timestamp(&mut self, s: u64) -> SocketResult<Option<u64>> {
+                    ws_wit(
+                        self.own(s)
+                            .and_then(|()| self.sockets.auto_response_timestamp(&self.identity.id, s)),
+                    )
+                }
+            }
         }
-        if self.io.accepted.is_some() {
-            return ws_wit(Err(SocketError::InvalidArgument(
-                "this request's socket was already accepted".into(),
-            )));
-        }
-        let accepted = ws_wit(self.sockets.accept(self.identity.id, tags))?;
-        let socket = accepted.socket;
-        self.io.accepted = Some(accepted);
-        Ok(socket)
-    }
-
-    fn get_sockets(&mut self, tag: Option<String>) -> Vec<u64> {
-        let mut open = self.sockets.list(&self.identity.id, tag.as_deref());
-        open.retain(|s| !self.io.closing.contains(s));
-        open
-    }
-
-    fn send_text(&mut self, s: u64, text: String) -> SocketResult<()> {
-        self.send(s, Outgoing::Text(text))
-    }
-
-    fn send_binary(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
-        self.send(s, Outgoing::Binary(data))
-    }
-
-    fn close(&mut self, s: u64, code: u16, reason: String) -> SocketResult<()> {
-        if !(code == 1000 || (3000..=4999).contains(&code)) {
-            return ws_wit(Err(SocketError::InvalidArgument(format!(
-                "close code {code}: use 1000 or 3000..=4999"
-            ))));
-        }
-        if reason.len() > 123 {
-            return ws_wit(Err(SocketError::LimitExceeded(format!(
-                "a close reason of {} bytes; at most 123",
-                reason.len()
-            ))));
-        }
-        self.send(s, Outgoing::Close(code, reason))?;
-        self.io.closing.insert(s);
-        Ok(())
-    }
-
-    fn get_tags(&mut self, s: u64) -> SocketResult<Vec<String>> {
-        ws_wit(
-            self.own(s)
-                .and_then(|()| self.sockets.tags(&self.identity.id, s)),
-        )
-    }
-
-    fn set_attachment(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
-        ws_wit(self.own(s))?;
-        ws_wit(self.sockets.set_attachment(&self.identity.id, s, data))
-    }
-
-    fn get_attachment(&mut self, s: u64) -> SocketResult<Option<Vec<u8>>> {
-        ws_wit(
-            self.own(s)
-                .and_then(|()| self.sockets.attachment(&self.identity.id, s)),
-        )
-    }
-
-    fn set_auto_response(&mut self, pair: Option<wit_ws::AutoResponse>) -> SocketResult<()> {
-        let pair = pair.map(|p| (p.request, p.response));
-        ws_wit(self.sockets.set_auto_response(self.identity.id, pair))
-    }
-
-    fn get_auto_response(&mut self) -> Option<wit_ws::AutoResponse> {
-        self.sockets
-            .auto_response(&self.identity.id)
-            .map(|(request, response)| wit_ws::AutoResponse { request, response })
-    }
-
-    fn get_auto_response_timestamp(&mut self, s: u64) -> SocketResult<Option<u64>> {
-        ws_wit(
-            self.own(s)
-                .and_then(|()| self.sockets.auto_response_timestamp(&self.identity.id, s)),
-        )
-    }
+    };
 }
+
+websockets_host!(v0_2);
+websockets_host!(v0_3);

@@ -1,13 +1,18 @@
-//! Deployed namespaces: checking an uploaded component, compiling it, keeping it, and bringing
-//! every namespace back after a restart.
+//! Deployed namespaces and apps: checking an uploaded component, compiling it, keeping it, and
+//! bringing every namespace and app back after a restart. Apps are in `apps.rs`.
 //!
 //! The uploaded bytes are the source of truth and live in the database; the compiled machine code
 //! is only a cache (`<data>/cache/<sha256>.cwasm`), so a restart loads in milliseconds instead of
 //! recompiling, and a cache written by another wasmtime version is simply rebuilt.
 
+mod apps;
+
+pub use apps::{AppError, AppInfo, AppSpec, AppUpload, App, ClassSpec, MAX_CLASSES, MAX_SECRET_BYTES};
+
 use crate::clock::now_ms;
 use crate::names::{self, NameError};
-use crate::runtime::{ObjectPre, Runtime};
+use crate::env::Env;
+use crate::runtime::{Pre, Role, Runtime};
 use crate::storage::{COMPONENTS, DEPLOYMENTS, Db, DbError};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -29,12 +34,26 @@ pub struct DeploymentInfo {
     pub sha256: String,
     /// Size of the uploaded component in bytes.
     pub size: u64,
+    /// The app the class belongs to; `None` for a class deployed alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Whether clients reach the class at `/{namespace}/{name}/`; a class of an app may be
+    /// reachable only through stubs. A class deployed alone always is.
+    #[serde(default = "public_by_default")]
+    pub public: bool,
+}
+
+fn public_by_default() -> bool {
+    true
 }
 
 /// A namespace's code, ready to instantiate.
 pub struct Deployment {
     pub info: DeploymentInfo,
-    pub pre: ObjectPre,
+    pub pre: Pre,
+    /// What its app gives its instances (empty for a class deployed alone).
+    pub env: Arc<Env>,
+    pub public: bool,
 }
 
 /// A deployed namespace: a handle that stays while its code is replaced. A request looks the
@@ -65,8 +84,14 @@ pub enum DeployError {
     CoreModule,
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
-    #[error("the component is not a Durable Object (world dohost:object/durable-object): {0}")]
+    #[error(
+        "the component is not a Durable Object (world dohost:object/durable-object, 0.2.0 or 0.3.0): {0}"
+    )]
     WrongWorld(String),
+    #[error("the component is not a worker (world dohost:object/worker@0.3.0): {0}")]
+    NotAWorker(String),
+    #[error("namespace {namespace:?} belongs to app {app:?}: deploy the app (dohost deploy)")]
+    OwnedByApp { namespace: String, app: String },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -84,6 +109,7 @@ pub struct Registry {
     db: Arc<Db>,
     cache_dir: PathBuf,
     namespaces: RwLock<BTreeMap<String, Arc<Namespace>>>,
+    apps: RwLock<BTreeMap<String, Arc<App>>>,
     /// Deploys of one host run one at a time, so versions are assigned without races.
     deploying: Mutex<()>,
 }
@@ -99,8 +125,10 @@ impl Registry {
             db,
             cache_dir,
             namespaces: RwLock::new(BTreeMap::new()),
+            apps: RwLock::new(BTreeMap::new()),
             deploying: Mutex::new(()),
         };
+        registry.load_apps()?;
         let txn = registry.db.redb().begin_read()?;
         let infos = txn.open_table(DEPLOYMENTS)?;
         let components = txn.open_table(COMPONENTS)?;
@@ -114,18 +142,18 @@ impl Registry {
                         .get(ns.as_str())
                         .map_err(|e| e.to_string())?
                         .ok_or("its component is missing")?;
-                    let pre = registry.load_cached(&info, bytes.value())?;
-                    Ok(Deployment { info, pre })
+                    let pre = registry.load_cached(&info.sha256, bytes.value(), Role::Object)?;
+                    Ok(Deployment {
+                        public: info.public,
+                        env: registry.env_of(info.app.as_deref()),
+                        info,
+                        pre,
+                    })
                 });
             match loaded {
                 Ok(d) => {
                     tracing::info!(namespace = %ns, version = d.info.version, "loaded");
-                    let namespace = Namespace {
-                        name: ns.clone(),
-                        current: RwLock::new(Arc::new(d)),
-                    };
-                    let mut namespaces = registry.namespaces.write().unwrap();
-                    namespaces.insert(ns, Arc::new(namespace));
+                    apps::install(&mut registry.namespaces.write().unwrap(), Arc::new(d));
                 }
                 Err(e) => tracing::error!(namespace = %ns, "cannot load deployed component: {e}"),
             }
@@ -158,11 +186,17 @@ impl Registry {
     /// old.
     pub fn deploy(&self, namespace: &str, bytes: &[u8]) -> Result<DeploymentInfo, DeployError> {
         names::check_namespace(namespace)?;
-        let (component, pre) = validate(&self.runtime, bytes)?;
+        let (component, pre) = validate(&self.runtime, bytes, Role::Object)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         self.write_cache(&sha256, &component);
 
         let _one_at_a_time = self.deploying.lock().unwrap();
+        if let Some(app) = self.get(namespace).and_then(|d| d.info.app.clone()) {
+            return Err(DeployError::OwnedByApp {
+                namespace: namespace.to_owned(),
+                app,
+            });
+        }
         let version = self.get(namespace).map_or(1, |d| d.info.version + 1);
         let info = DeploymentInfo {
             namespace: namespace.to_owned(),
@@ -170,6 +204,8 @@ impl Registry {
             deployed_at_ms: now_ms(),
             sha256,
             size: bytes.len() as u64,
+            app: None,
+            public: true,
         };
         let meta = serde_json::to_vec(&info).expect("deployment info serializes");
         let txn = self.db.redb().begin_write().map_err(DbError::from)?;
@@ -185,19 +221,10 @@ impl Registry {
         let deployment = Arc::new(Deployment {
             info: info.clone(),
             pre,
+            env: Arc::default(),
+            public: true,
         });
-        let mut namespaces = self.namespaces.write().unwrap();
-        match namespaces.get(namespace) {
-            Some(deployed) => *deployed.current.write().unwrap() = deployment,
-            None => {
-                let deployed = Namespace {
-                    name: namespace.to_owned(),
-                    current: RwLock::new(deployment),
-                };
-                namespaces.insert(namespace.to_owned(), Arc::new(deployed));
-            }
-        }
-        drop(namespaces);
+        apps::install(&mut self.namespaces.write().unwrap(), deployment);
         tracing::info!(namespace, version, size = bytes.len(), "deployed");
         Ok(info)
     }
@@ -207,8 +234,8 @@ impl Registry {
     }
 
     /// Loads compiled code from the cache, or compiles (and caches) the stored bytes.
-    fn load_cached(&self, info: &DeploymentInfo, bytes: &[u8]) -> Result<ObjectPre, String> {
-        let path = self.cache_path(&info.sha256);
+    fn load_cached(&self, sha256: &str, bytes: &[u8], role: Role) -> Result<Pre, String> {
+        let path = self.cache_path(sha256);
         // SAFETY: the cache holds only what this host serialized into its own data dir; wasmtime
         // still checks that the file was made by a compatible engine and refuses it otherwise.
         let cached = unsafe { Component::deserialize_file(self.runtime.engine(), &path) };
@@ -217,11 +244,11 @@ impl Registry {
             Err(_) => {
                 let c =
                     Component::new(self.runtime.engine(), bytes).map_err(|e| format!("{e:#}"))?;
-                self.write_cache(&info.sha256, &c);
+                self.write_cache(sha256, &c);
                 c
             }
         };
-        self.runtime.prepare(&component)
+        self.runtime.prepare(&component, role)
     }
 
     /// Best effort: a missing cache only costs a compile at the next start.
@@ -244,7 +271,11 @@ impl Registry {
 /// exercised (and fuzzed: `fuzz/fuzz_targets/deploy.rs`) without a database or a server.
 ///
 /// Blocking: compiling takes from tens of milliseconds to seconds.
-pub fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(Component, ObjectPre), DeployError> {
+pub fn validate(
+    runtime: &Runtime,
+    bytes: &[u8],
+    role: Role,
+) -> Result<(Component, Pre), DeployError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(DeployError::NotWasm);
     }
@@ -255,7 +286,10 @@ pub fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(Component, ObjectPre
         .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
     crate::runtime::check_memories(&component).map_err(DeployError::Invalid)?;
     let pre = runtime
-        .prepare(&component)
-        .map_err(DeployError::WrongWorld)?;
+        .prepare(&component, role)
+        .map_err(|e| match role {
+            Role::Object => DeployError::WrongWorld(e),
+            Role::Worker => DeployError::NotAWorker(e),
+        })?;
     Ok((component, pre))
 }

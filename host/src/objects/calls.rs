@@ -1,0 +1,83 @@
+//! Stub calls between objects of one host: resolving the callee, refusing cycles, and delivering
+//! the call as an event on the callee's queue (no HTTP, no socket).
+
+use super::Objects;
+use super::error::ObjectError;
+use super::shared::Inner;
+use crate::names::{self, ObjectIdentity};
+use crate::runtime::{Call, CallError, Called, Calls, EventError, MAX_CALL_DEPTH};
+use futures::future::BoxFuture;
+use std::sync::Weak;
+
+/// Delivers the calls of every instance of the host. Weak: instances outlive nothing, but a
+/// pooled worker instance kept by the host must not keep the host alive.
+pub(super) struct ObjectCalls(pub(super) Weak<Inner>);
+
+impl Calls for ObjectCalls {
+    fn fetch(&self, call: Call) -> BoxFuture<'static, Result<Called, CallError>> {
+        let objects = self.0.upgrade().map(|inner| Objects { inner });
+        Box::pin(async move {
+            let objects = objects.ok_or_else(|| CallError::Internal("shutting down".into()))?;
+            objects.call(call).await
+        })
+    }
+}
+
+impl Objects {
+    async fn call(&self, call: Call) -> Result<Called, CallError> {
+        let (namespace, own) = call.env.resolve(&call.binding);
+        let deployed = self
+            .inner
+            .registry
+            .namespace(namespace)
+            .filter(|n| own || n.current().public)
+            .ok_or_else(|| {
+                CallError::UnknownNamespace(format!(
+                    "no class is bound as {:?} in the app, and no public namespace has that name",
+                    call.binding
+                ))
+            })?;
+        names::check_object_name(&call.name).map_err(|e| CallError::InvalidName(e.to_string()))?;
+        let callee = ObjectIdentity::new(namespace, &call.name);
+        if call.chain.contains(&callee.id) {
+            return Err(CallError::Cycle(format!(
+                "{} → {}/{}: {}/{} is waiting for this call",
+                call.chain, callee.namespace, callee.name, callee.namespace, callee.name
+            )));
+        }
+        if call.chain.depth() >= MAX_CALL_DEPTH {
+            return Err(CallError::InvalidArgument(format!(
+                "calls nest at most {MAX_CALL_DEPTH} deep: {}",
+                call.chain
+            )));
+        }
+        let chain = call.chain.then(&callee);
+        let fetched = self
+            .fetch(deployed, &call.name, call.request, call.upgrade, Some(chain))
+            .await
+            .map_err(|e| {
+                if e.is_overloaded() {
+                    self.count_overload(&e);
+                }
+                to_call_error(e)
+            })?;
+        Ok(Called {
+            response: fetched.response,
+            accepted: fetched.accepted,
+        })
+    }
+}
+
+fn to_call_error(e: ObjectError) -> CallError {
+    let message = e.to_string();
+    match e {
+        _ if e.is_overloaded() => CallError::Overloaded(message),
+        ObjectError::Event(EventError::TimeLimit(_)) => CallError::TimedOut(message),
+        ObjectError::Event(_) => CallError::Failed(message),
+        ObjectError::UnknownNamespace(_) => CallError::UnknownNamespace(message),
+        ObjectError::Commit(_) | ObjectError::Storage(_) | ObjectError::ShuttingDown => {
+            CallError::Internal(message)
+        }
+        ObjectError::Overloaded(_) => CallError::Overloaded(message),
+    }
+}
