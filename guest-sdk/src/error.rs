@@ -1,5 +1,6 @@
 //! The SDK's error types.
 
+use crate::CallError;
 use std::fmt;
 
 /// Why the host refused a storage call. A refused call changes nothing.
@@ -70,6 +71,8 @@ pub enum Error {
     Storage(StorageError),
     /// The host refused a WebSocket call.
     WebSocket(WebSocketError),
+    /// A call through a [`Stub`](crate::Stub) failed.
+    Call(CallError),
     /// A value could not be converted to or from JSON: a stored value or request body that does
     /// not match the type asked for, or a value that cannot be serialized.
     Json(serde_json::Error),
@@ -82,6 +85,7 @@ impl fmt::Display for Error {
         match self {
             Error::Storage(e) => e.fmt(f),
             Error::WebSocket(e) => e.fmt(f),
+            Error::Call(e) => e.fmt(f),
             Error::Json(e) => write!(f, "JSON error: {e}"),
             Error::Message(m) => f.write_str(m),
         }
@@ -93,6 +97,7 @@ impl std::error::Error for Error {
         match self {
             Error::Storage(e) => Some(e),
             Error::WebSocket(e) => Some(e),
+            Error::Call(e) => Some(e),
             Error::Json(e) => Some(e),
             Error::Message(_) => None,
         }
@@ -108,6 +113,12 @@ impl From<StorageError> for Error {
 impl From<WebSocketError> for Error {
     fn from(e: WebSocketError) -> Self {
         Error::WebSocket(e)
+    }
+}
+
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Self {
+        Error::Call(e)
     }
 }
 

@@ -147,6 +147,7 @@
 #![warn(missing_docs)]
 
 mod alarm;
+mod env;
 mod error;
 pub mod log;
 mod request;
@@ -156,6 +157,7 @@ mod storage;
 mod websocket;
 
 pub use alarm::{AlarmInfo, now_ms};
+pub use env::{CallError, Env, Stub};
 pub use error::{Error, Result, StorageError, WebSocketError};
 pub use request::Request;
 pub use response::Response;
@@ -249,9 +251,9 @@ macro_rules! durable_object {
 
             impl $crate::__private::exports::dohost::object::http_handler::Guest for DohostObject {
                 fn fetch(
-                    request: $crate::__private::dohost::object::types::Request,
+                    request: $crate::__private::shared::types::Request,
                 ) -> ::core::result::Result<
-                    $crate::__private::dohost::object::types::Response,
+                    $crate::__private::shared::types::Response,
                     ::std::string::String,
                 > {
                     $crate::__private::fetch(&INSTANCE, request)
@@ -298,6 +300,57 @@ macro_rules! durable_object {
     };
 }
 
+/// An app's worker: the stateless front that receives the requests of the app's routes, checks
+/// them, and calls objects through [`Stub`]s (from [`Env::stub`]).
+///
+/// Register the implementing type with [`worker!`]. Requests run concurrently, each on an
+/// instance of its own; the host reuses an instance for later requests, so fields may hold
+/// caches, never state that matters.
+pub trait Worker: Sized + 'static {
+    /// Called once per instance, before its first request.
+    fn new(env: Env) -> Self;
+
+    /// Handles one request. `Err` answers 500 with the error's message.
+    ///
+    /// To hand a WebSocket upgrade to an object, forward the request through a stub and return
+    /// the object's answer: its `101` completes the handshake, with the socket the object's.
+    fn fetch(&mut self, req: Request) -> Result<Response>;
+}
+
+/// Registers `$ty`, a type implementing [`Worker`], as the crate's worker: the component then
+/// implements the world `worker` of `dohost:object@0.3.0`. Use it once, at the top level of the
+/// `cdylib` crate, instead of [`durable_object!`].
+#[macro_export]
+macro_rules! worker {
+    ($ty:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct DohostWorker;
+
+            impl $crate::__private::worker::exports::dohost::object::http_handler::Guest
+                for DohostWorker
+            {
+                fn fetch(
+                    request: $crate::__private::shared::types::Request,
+                ) -> ::core::result::Result<
+                    $crate::__private::shared::types::Response,
+                    ::std::string::String,
+                > {
+                    $crate::__private::worker::fetch(&INSTANCE, request)
+                }
+            }
+
+            $crate::__private::worker::export!(
+                DohostWorker with_types_in $crate::__private::worker
+            );
+        };
+    };
+}
+
 /// What [`durable_object!`] expands to needs: the generated bindings and the bodies of the
 /// exported functions. Not part of the API.
 #[doc(hidden)]
@@ -309,10 +362,46 @@ pub mod __private {
 
     wit_bindgen::generate!({
         world: "durable-object",
-        path: "../wit",
+        path: "../wit/v0.3.0",
         // The export macro is invoked from the object's crate, not from this one.
         pub_export_macro: true,
+        with: {
+            "dohost:object/types@0.3.0": dohost_worker_bindings::dohost::object::types,
+            "dohost:object/logging@0.3.0": dohost_worker_bindings::dohost::object::logging,
+            "dohost:object/config@0.3.0": dohost_worker_bindings::dohost::object::config,
+            "dohost:object/stubs@0.3.0": dohost_worker_bindings::dohost::object::stubs,
+        },
     });
+
+    /// The worker world's bindings (a crate of their own: see there), and the body of its export.
+    pub mod worker {
+        pub use dohost_worker_bindings::*;
+
+        use crate::Worker;
+        use std::cell::RefCell;
+        use std::thread::LocalKey;
+
+        /// Handles one request: creates the worker in `slot` if there is none, then hands it
+        /// the request.
+        pub fn fetch<T: Worker>(
+            slot: &'static LocalKey<RefCell<Option<T>>>,
+            request: super::shared::types::Request,
+        ) -> Result<super::shared::types::Response, String> {
+            slot.with_borrow_mut(|slot| {
+                let worker = slot.get_or_insert_with(|| {
+                    std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
+                    T::new(crate::Env::new())
+                });
+                worker
+                    .fetch(request.into())
+                    .map(Into::into)
+                    .map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    /// The interfaces both worlds import, generated once (with the worker world).
+    pub use dohost_worker_bindings::dohost::object as shared;
 
     use exports::dohost::object::alarm_handler::AlarmInfo;
     use exports::dohost::object::websocket_handler::Message;
@@ -338,8 +427,8 @@ pub mod __private {
     /// Handles one `fetch` event, converting the request and the answer.
     pub fn fetch<T: DurableObject>(
         slot: &'static Slot<T>,
-        request: dohost::object::types::Request,
-    ) -> Result<dohost::object::types::Response, String> {
+        request: shared::types::Request,
+    ) -> Result<shared::types::Response, String> {
         with_instance(slot, |object| object.fetch(request.into()).map(Into::into))
     }
 

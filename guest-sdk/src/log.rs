@@ -3,7 +3,7 @@
 //! Lines are tagged by the host with the object's namespace and id. Standard output and standard
 //! error of an object are discarded, so these functions are the way to say something.
 
-use crate::__private::dohost::object::logging::{Level, log};
+use crate::__private::shared::logging::{Level, log};
 
 /// Writes `message` at level trace: detail normally filtered out.
 pub fn trace(message: impl AsRef<str>) {

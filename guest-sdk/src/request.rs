@@ -1,14 +1,19 @@
-//! The request an object is asked to handle.
+//! The request a worker or an object is asked to handle, or sends through a stub.
 
 use serde::de::DeserializeOwned;
 
-use crate::__private::dohost::object::types::Request as WitRequest;
+use crate::__private::shared::types::Request as WitRequest;
 use crate::{Error, Result};
 
-/// An HTTP request addressed to this object.
+/// An HTTP request.
 ///
-/// The path is what follows the object's address: for `/counter/alice/a/b?x=1` it is `/a/b`
-/// with the query `x=1`; for `/counter/alice` it is `/`. The body has been read in full.
+/// For an object reached at its address, the path is what follows it: for
+/// `/counter/alice/a/b?x=1` it is `/a/b` with the query `x=1`; for `/counter/alice` it is `/`. A
+/// worker sees the whole path; an object called through a stub, the path its caller gave. The
+/// body has been read in full.
+///
+/// Build one to send through a [`Stub`](crate::Stub) with [`Request::new`], or forward the one
+/// being handled (changed with [`with_path`](Self::with_path) and the other `with_` methods).
 #[derive(Clone, Debug)]
 pub struct Request {
     method: String,
@@ -18,6 +23,7 @@ pub struct Request {
     query_at: Option<usize>,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    client_address: Option<String>,
 }
 
 impl From<WitRequest> for Request {
@@ -28,11 +34,62 @@ impl From<WitRequest> for Request {
             target: r.path,
             headers: r.headers,
             body: r.body,
+            client_address: r.client_address,
+        }
+    }
+}
+
+impl From<Request> for WitRequest {
+    fn from(r: Request) -> Self {
+        WitRequest {
+            method: r.method,
+            path: r.target,
+            headers: r.headers,
+            body: r.body,
+            client_address: r.client_address,
         }
     }
 }
 
 impl Request {
+    /// A request with `method` (`GET`, `POST`, ...) for `path` (starting with `/`, with an
+    /// optional `?query`, percent-encoded), no headers and an empty body.
+    pub fn new(method: &str, path: &str) -> Self {
+        Request {
+            method: method.to_owned(),
+            target: path.to_owned(),
+            query_at: path.find('?'),
+            headers: Vec::new(),
+            body: Vec::new(),
+            client_address: None,
+        }
+    }
+
+    /// The same request for another path (and query).
+    pub fn with_path(mut self, path: &str) -> Self {
+        self.query_at = path.find('?');
+        self.target = path.to_owned();
+        self
+    }
+
+    /// Adds a header (its name lower-cased).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Replaces the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The IP address of the client that sent the request over the network, if the host knows
+    /// it; through a stub, whatever the caller passed on.
+    pub fn client_address(&self) -> Option<&str> {
+        self.client_address.as_deref()
+    }
+
     /// The method, upper case as sent by the client: `GET`, `POST`, ...
     pub fn method(&self) -> &str {
         &self.method
@@ -143,13 +200,28 @@ mod tests {
     use super::*;
 
     fn request(path: &str) -> Request {
-        WitRequest {
-            method: "GET".into(),
-            path: path.into(),
-            headers: vec![("x-thing".into(), "value".into())],
-            body: b"{\"a\":1}".to_vec(),
-        }
-        .into()
+        Request::new("GET", path)
+            .with_header("X-Thing", "value")
+            .with_body(b"{\"a\":1}".to_vec())
+    }
+
+    #[test]
+    fn a_forwarded_request_keeps_everything_but_what_it_changes() {
+        let wit = WitRequest {
+            method: "POST".into(),
+            path: "/api/rooms/x?y=1".into(),
+            headers: vec![("x-api-key".into(), "k".into())],
+            body: b"hi".to_vec(),
+            client_address: Some("203.0.113.7".into()),
+        };
+        let forwarded: WitRequest = Request::from(wit).with_path("/join?z=2").into();
+        assert_eq!(forwarded.method, "POST");
+        assert_eq!(forwarded.path, "/join?z=2");
+        assert_eq!(forwarded.headers, vec![("x-api-key".to_owned(), "k".to_owned())]);
+        assert_eq!(forwarded.body, b"hi");
+        assert_eq!(forwarded.client_address.as_deref(), Some("203.0.113.7"));
+        let r = Request::new("GET", "/a").with_path("/b?c=d");
+        assert_eq!((r.path(), r.query()), ("/b", Some("c=d")));
     }
 
     #[test]
@@ -185,16 +257,9 @@ mod tests {
     #[test]
     fn websocket_upgrades_are_recognised_by_their_upgrade_header() {
         let with_upgrade = |value: &str| -> Request {
-            WitRequest {
-                method: "GET".into(),
-                path: "/ws".into(),
-                headers: vec![
-                    ("connection".into(), "Upgrade".into()),
-                    ("upgrade".into(), value.into()),
-                ],
-                body: Vec::new(),
-            }
-            .into()
+            Request::new("GET", "/ws")
+                .with_header("connection", "Upgrade")
+                .with_header("upgrade", value)
         };
         assert!(with_upgrade("websocket").is_websocket_upgrade());
         assert!(with_upgrade("WebSocket").is_websocket_upgrade());

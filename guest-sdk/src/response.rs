@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::__private::dohost::object::types::Response as WitResponse;
+use crate::__private::shared::types::Response as WitResponse;
 use crate::Result;
 
 /// An HTTP response, built with one of the constructors and refined with
@@ -19,6 +19,16 @@ pub struct Response {
 impl From<Response> for WitResponse {
     fn from(r: Response) -> Self {
         WitResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl From<WitResponse> for Response {
+    fn from(r: WitResponse) -> Self {
+        Response {
             status: r.status,
             headers: r.headers,
             body: r.body,

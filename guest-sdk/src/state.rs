@@ -3,7 +3,7 @@
 use crate::__private::dohost::object::identity;
 use crate::__private::dohost::object::websockets::{self as wit, AutoResponse};
 use crate::websocket::host;
-use crate::{Result, Storage, WebSocket};
+use crate::{Env, Result, Storage, WebSocket};
 
 /// The object's identity, storage and WebSockets, handed to
 /// [`DurableObject::new`](crate::DurableObject::new).
@@ -18,6 +18,11 @@ pub struct State {
 impl State {
     pub(crate) fn new() -> Self {
         State { _private: () }
+    }
+
+    /// The app's environment: its variables and secrets, and stubs to call other objects.
+    pub fn env(&self) -> Env {
+        Env::new()
     }
 
     /// The object's id: 64 lowercase hex digits, the SHA-256 of the namespace, a zero byte and

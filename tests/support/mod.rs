@@ -132,6 +132,37 @@ impl Host {
         assert_eq!(status, 200, "deploying {guest} as {namespace}: {body}");
     }
 
+    /// Deploys an app through the admin API: `spec` as `dohost.toml` would give it, the worker
+    /// and each class (`(namespace, guest)`) from built guests. Returns status and JSON body.
+    pub async fn deploy_app(
+        &self,
+        app: &str,
+        spec: serde_json::Value,
+        worker: Option<&str>,
+        classes: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        use base64::Engine;
+        let b64 = |guest: &str| {
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(wasm(guest)).unwrap())
+        };
+        let classes: serde_json::Map<_, _> = classes
+            .iter()
+            .map(|(ns, guest)| (ns.to_string(), b64(guest).into()))
+            .collect();
+        let body = serde_json::json!({
+            "spec": spec,
+            "worker": worker.map(b64),
+            "classes": classes,
+        });
+        json(
+            client()
+                .put(self.at(&format!("/_admin/apps/{app}")))
+                .bearer_auth(TOKEN)
+                .json(&body),
+        )
+        .await
+    }
+
     /// Runs a `dohost` admin subcommand against this host, with `--data` pointing at its data
     /// dir and no token given otherwise: the command must find the token file there.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {

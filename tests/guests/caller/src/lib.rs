@@ -1,0 +1,141 @@
+//! A test object (world 0.3.0) that calls other objects through stubs:
+//! - `POST /hops` with a JSON list of `[binding, name]`: counts the visit, then calls the first
+//!   hop with the rest; answers the names visited, or 502 with the failed call's kind.
+//! - `POST /write-then-call?to=BINDING&name=NAME`: increments its `n`, then calls `/seen?n=N`
+//!   on the other object; `POST /seen?n=N` keeps the largest `n` seen; `GET /n` and `GET /seen`
+//!   read them.
+//! - `POST /call-in-transaction?to=BINDING&name=NAME`: calls inside an open transaction.
+//! - `POST /send?to=BINDING&name=NAME&count=N`: N calls of `/record?seq=i`, in order;
+//!   `POST /record?seq=I` appends to `log`; `GET /log` reads it.
+//! - A WebSocket upgrade (also one a worker hands on) is accepted and echoed.
+//! - `GET /env/{NAME}`: the app's variable or secret.
+
+use dohost_sdk::{
+    CallError, DurableObject, Request, Response, Result, State, WebSocket, WebSocketMessage,
+};
+
+struct Caller {
+    state: State,
+}
+
+fn kind(e: &CallError) -> &'static str {
+    match e {
+        CallError::UnknownNamespace(_) => "unknown-namespace",
+        CallError::InvalidName(_) => "invalid-name",
+        CallError::Failed(_) => "failed",
+        CallError::TimedOut(_) => "timed-out",
+        CallError::Overloaded(_) => "overloaded",
+        CallError::Cycle(_) => "cycle",
+        CallError::InvalidArgument(_) => "invalid-argument",
+        CallError::Internal(_) => "internal",
+    }
+}
+
+fn failed(e: &CallError) -> Result<Response> {
+    Ok(
+        Response::from_json(&serde_json::json!({ "call_error": kind(e), "message": e.to_string() }))?
+            .with_status(502),
+    )
+}
+
+impl Caller {
+    fn target(&self, req: &Request) -> Result<dohost_sdk::Stub> {
+        let to = req.query_param("to").ok_or("missing ?to=")?;
+        let name = req.query_param("name").ok_or("missing ?name=")?;
+        Ok(self.state.env().stub(&to, &name))
+    }
+}
+
+impl DurableObject for Caller {
+    fn new(state: State) -> Self {
+        Caller { state }
+    }
+
+    fn fetch(&mut self, req: Request) -> Result<Response> {
+        let storage = self.state.storage();
+        if req.is_websocket_upgrade() {
+            self.state.accept_websocket(&[])?;
+            return Ok(Response::websocket_accepted());
+        }
+        if let Some(name) = req.path().strip_prefix("/env/") {
+            return Ok(Response::ok(self.state.env().var(name).unwrap_or_default()));
+        }
+        match (req.method(), req.path()) {
+            ("POST", "/hops") => {
+                let mut hops: Vec<(String, String)> = req.json()?;
+                let visits: u64 = storage.get("visits")?.unwrap_or(0);
+                storage.put("visits", &(visits + 1))?;
+                let me = self.state.name();
+                if hops.is_empty() {
+                    return Response::from_json(&vec![me]);
+                }
+                let (binding, name) = hops.remove(0);
+                let next = Request::new("POST", "/hops").with_body(serde_json::to_vec(&hops)?);
+                match self.state.env().stub(&binding, &name).fetch(next) {
+                    Ok(response) if response.status() == 200 => {
+                        let mut names: Vec<String> = serde_json::from_slice(response.body())?;
+                        names.insert(0, me);
+                        Response::from_json(&names)
+                    }
+                    Ok(response) => Ok(response),
+                    Err(e) => failed(&e),
+                }
+            }
+            ("POST", "/write-then-call") => {
+                let n: u64 = storage.get("n")?.unwrap_or(0) + 1;
+                storage.put("n", &n)?;
+                let call = Request::new("POST", &format!("/seen?n={n}"));
+                match self.target(&req)?.fetch(call) {
+                    Ok(_) => Response::from_json(&n),
+                    Err(e) => failed(&e),
+                }
+            }
+            ("POST", "/seen") => {
+                let n: u64 = req.query_param("n").ok_or("missing ?n=")?.parse().map_err(|_| "bad n")?;
+                let seen: u64 = storage.get("seen")?.unwrap_or(0);
+                storage.put("seen", &seen.max(n))?;
+                Ok(Response::empty())
+            }
+            ("GET", "/n") => Response::from_json(&storage.get::<u64>("n")?.unwrap_or(0)),
+            ("GET", "/seen") => Response::from_json(&storage.get::<u64>("seen")?.unwrap_or(0)),
+            ("POST", "/call-in-transaction") => {
+                let stub = self.target(&req)?;
+                let answer = storage.transaction(|_| {
+                    Ok(match stub.fetch(Request::new("GET", "/n")) {
+                        Ok(r) => format!("called: {}", r.status()),
+                        Err(e) => format!("{}: {e}", kind(&e)),
+                    })
+                })?;
+                Ok(Response::ok(answer))
+            }
+            ("POST", "/send") => {
+                let stub = self.target(&req)?;
+                let count: u32 = req.query_param("count").ok_or("missing ?count=")?.parse().map_err(|_| "bad count")?;
+                for seq in 0..count {
+                    if let Err(e) = stub.fetch(Request::new("POST", &format!("/record?seq={seq}"))) {
+                        return failed(&e);
+                    }
+                }
+                Ok(Response::empty())
+            }
+            ("POST", "/record") => {
+                let seq: u32 = req.query_param("seq").ok_or("missing ?seq=")?.parse().map_err(|_| "bad seq")?;
+                let mut log: Vec<u32> = storage.get("log")?.unwrap_or_default();
+                log.push(seq);
+                storage.put("log", &log)?;
+                Ok(Response::empty())
+            }
+            ("GET", "/log") => Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default()),
+            _ => Ok(Response::error("caller: no such route", 404)),
+        }
+    }
+
+    fn websocket_message(&mut self, ws: WebSocket, message: WebSocketMessage) -> Result<()> {
+        match message {
+            WebSocketMessage::Text(text) => ws.send_text(&format!("{}: {text}", self.state.name())),
+            WebSocketMessage::Binary(data) => ws.send_binary(&data),
+        }
+    }
+}
+
+dohost_sdk::durable_object!(Caller);
