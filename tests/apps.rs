@@ -40,7 +40,8 @@ async fn a_worker_reaches_private_classes_which_clients_cannot_address() {
     let c = client();
 
     // Through the worker: a stub call to the private class.
-    let (status, n) = json(c.post(host.at("/to/CALLERS/alice/write-then-call?to=CALLERS&name=bob"))).await;
+    let (status, n) =
+        json(c.post(host.at("/to/CALLERS/alice/write-then-call?to=CALLERS&name=bob"))).await;
     assert_eq!((status, n), (200, json!(1)));
     let (status, seen) = json(c.get(host.at("/to/CALLERS/bob/seen"))).await;
     assert_eq!((status, seen), (200, json!(1)));
@@ -51,12 +52,17 @@ async fn a_worker_reaches_private_classes_which_clients_cannot_address() {
     assert_eq!(body["code"], "unknown_namespace");
 
     // The public class is reachable both ways, and is the same object either way.
-    let (status, _) = json(c.post(host.at("/pub-callers/carol/write-then-call?to=PUBLIC&name=dave"))).await;
+    let (status, _) =
+        json(c.post(host.at("/pub-callers/carol/write-then-call?to=PUBLIC&name=dave"))).await;
     assert_eq!(status, 200);
     let (status, seen) = json(c.get(host.at("/to/PUBLIC/dave/seen"))).await;
     assert_eq!((status, seen), (200, json!(1)));
     let (status, n) = json(c.get(host.at("/to/pub-callers/carol/n"))).await;
-    assert_eq!((status, n), (200, json!(1)), "a namespace name works as a binding");
+    assert_eq!(
+        (status, n),
+        (200, json!(1)),
+        "a namespace name works as a binding"
+    );
 
     // A binding the app does not have.
     let (status, body) = json(c.get(host.at("/to/NOPE/x/n"))).await;
@@ -79,18 +85,31 @@ async fn a_call_back_into_a_waiting_object_fails_at_once_with_cycle() {
     let started = Instant::now();
     let hops = json!([["CALLERS", "b"], ["CALLERS", "a"]]);
     let (status, body) = json(c.post(host.at("/to/CALLERS/a/hops")).json(&hops)).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["call_error"], "cycle", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("callers/a"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("callers/a"),
+        "{body}"
+    );
 
     // So would a → a.
     let hops = json!([["CALLERS", "a"]]);
     let (status, body) = json(c.post(host.at("/to/CALLERS/a/hops")).json(&hops)).await;
-    assert_eq!((status, body["call_error"].clone()), (502, json!("cycle")), "{body}");
+    assert_eq!(
+        (status, body["call_error"].clone()),
+        (502, json!("cycle")),
+        "{body}"
+    );
 
     // Calls nest at most 16 deep.
-    let deep: Vec<_> = (0..20).map(|i| json!(["CALLERS", format!("d{i}")])).collect();
+    let deep: Vec<_> = (0..20)
+        .map(|i| json!(["CALLERS", format!("d{i}")]))
+        .collect();
     let (status, body) = json(c.post(host.at("/to/CALLERS/a/hops")).json(&deep)).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["call_error"], "invalid-argument", "{body}");
@@ -161,11 +180,21 @@ async fn variables_and_secrets_reach_workers_and_objects_and_secrets_change_in_p
             child.wait_with_output()
         })
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let said = String::from_utf8_lossy(&output.stdout);
-    assert!(!said.contains("s3cret"), "the secret is never shown back: {said}");
+    assert!(
+        !said.contains("s3cret"),
+        "the secret is never shown back: {said}"
+    );
     assert_eq!(text("/var/API_KEY").await, (200, "s3cret".into()));
-    assert_eq!(text("/to/CALLERS/x/env/API_KEY").await, (200, "s3cret".into()));
+    assert_eq!(
+        text("/to/CALLERS/x/env/API_KEY").await,
+        (200, "s3cret".into())
+    );
 
     // A secret may not shadow a variable, and bad names are refused.
     for (name, code) in [("GREETING", 400), ("1bad", 400)] {
@@ -192,47 +221,81 @@ async fn an_app_deploys_all_or_nothing() {
     let (host, _dir) = Host::start(&[]);
     deploy_test_app(&host).await;
     let c = client();
-    let (status, _) = json(c.post(host.at("/to/CALLERS/a/write-then-call?to=CALLERS&name=b"))).await;
+    let (status, _) =
+        json(c.post(host.at("/to/CALLERS/a/write-then-call?to=CALLERS&name=b"))).await;
     assert_eq!(status, 200);
 
     // Version 2 would add a route and a class, but one of its components is no object.
     let mut spec2 = spec();
     spec2["routes"] = json!(["/to/", "/v2/"]);
-    spec2["objects"].as_array_mut().unwrap().push(json!({ "binding": "BROKEN", "namespace": "broken" }));
+    spec2["objects"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "binding": "BROKEN", "namespace": "broken" }));
     let (status, body) = host
         .deploy_app(
             "shop",
             spec2.clone(),
             Some("front"),
-            &[("callers", "caller"), ("pub-callers", "caller"), ("broken", "not-an-object")],
+            &[
+                ("callers", "caller"),
+                ("pub-callers", "caller"),
+                ("broken", "not-an-object"),
+            ],
         )
         .await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("BROKEN") && message.contains("broken"), "the error names the component: {message}");
+    assert!(
+        message.contains("BROKEN") && message.contains("broken"),
+        "the error names the component: {message}"
+    );
 
     // Nothing changed: the app is at version 1, its objects kept their state.
-    let (_, info) = json(c.get(host.at("/_admin/apps/shop")).bearer_auth(support::TOKEN)).await;
+    let (_, info) = json(
+        c.get(host.at("/_admin/apps/shop"))
+            .bearer_auth(support::TOKEN),
+    )
+    .await;
     assert_eq!(info["version"], 1, "{info}");
     assert_eq!(info["spec"]["objects"].as_array().unwrap().len(), 2);
-    let (_, namespaces) = json(c.get(host.at("/_admin/namespaces")).bearer_auth(support::TOKEN)).await;
-    assert!(!namespaces.to_string().contains("\"broken\""), "{namespaces}");
+    let (_, namespaces) = json(
+        c.get(host.at("/_admin/namespaces"))
+            .bearer_auth(support::TOKEN),
+    )
+    .await;
+    assert!(
+        !namespaces.to_string().contains("\"broken\""),
+        "{namespaces}"
+    );
     let (_, n) = json(c.get(host.at("/to/CALLERS/a/n"))).await;
     assert_eq!(n, json!(1));
 
     // A worker that is an object is refused too, naming the worker.
     let (status, body) = host
-        .deploy_app("shop", spec(), Some("caller"), &[("callers", "caller"), ("pub-callers", "caller")])
+        .deploy_app(
+            "shop",
+            spec(),
+            Some("caller"),
+            &[("callers", "caller"), ("pub-callers", "caller")],
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("worker"), "{body}");
 
     // A namespace of the app cannot be redeployed alone, nor taken by another app.
-    let (status, body) = host.deploy_bytes("callers", std::fs::read(support::wasm("caller")).unwrap()).await;
+    let (status, body) = host
+        .deploy_bytes("callers", std::fs::read(support::wasm("caller")).unwrap())
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("shop"), "{body}");
     let (status, body) = host
-        .deploy_app("other", json!({ "objects": [{ "binding": "X", "namespace": "callers" }] }), None, &[("callers", "caller")])
+        .deploy_app(
+            "other",
+            json!({ "objects": [{ "binding": "X", "namespace": "callers" }] }),
+            None,
+            &[("callers", "caller")],
+        )
         .await;
     assert_eq!(status, 409, "{body}");
 
@@ -240,7 +303,12 @@ async fn an_app_deploys_all_or_nothing() {
     let mut spec2 = spec();
     spec2["vars"]["GREETING"] = json!("hi");
     let (status, body) = host
-        .deploy_app("shop", spec2, Some("front"), &[("callers", "caller"), ("pub-callers", "caller")])
+        .deploy_app(
+            "shop",
+            spec2,
+            Some("front"),
+            &[("callers", "caller"), ("pub-callers", "caller")],
+        )
         .await;
     assert_eq!((status, body["version"].clone()), (200, json!(2)), "{body}");
     let mut host = host;
@@ -284,7 +352,10 @@ async fn a_worker_sees_the_client_address_and_a_failing_worker_answers_500() {
     deploy_test_app(&host).await;
     let c = client();
     let (status, body) = json(c.get(host.at("/whoami"))).await;
-    assert_eq!((status, body["client_address"].clone()), (200, json!("127.0.0.1")));
+    assert_eq!(
+        (status, body["client_address"].clone()),
+        (200, json!("127.0.0.1"))
+    );
     let (status, body) = json(c.get(host.at("/panic"))).await;
     assert_eq!(status, 500, "{body}");
     let (status, _) = json(c.get(host.at("/whoami"))).await;

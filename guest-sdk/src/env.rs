@@ -1,8 +1,8 @@
 //! What the app gives a worker or an object: its variables and secrets, and stubs to call its
 //! objects.
 
-use crate::__private::shared::{config, stubs};
 use crate::__private::shared::stubs::CallError as WitCallError;
+use crate::__private::shared::{config, stubs};
 use crate::{Request, Response};
 use std::fmt;
 

@@ -74,7 +74,8 @@ impl Request {
 
     /// Adds a header (its name lower-cased).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
@@ -217,7 +218,10 @@ mod tests {
         let forwarded: WitRequest = Request::from(wit).with_path("/join?z=2").into();
         assert_eq!(forwarded.method, "POST");
         assert_eq!(forwarded.path, "/join?z=2");
-        assert_eq!(forwarded.headers, vec![("x-api-key".to_owned(), "k".to_owned())]);
+        assert_eq!(
+            forwarded.headers,
+            vec![("x-api-key".to_owned(), "k".to_owned())]
+        );
         assert_eq!(forwarded.body, b"hi");
         assert_eq!(forwarded.client_address.as_deref(), Some("203.0.113.7"));
         let r = Request::new("GET", "/a").with_path("/b?c=d");

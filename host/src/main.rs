@@ -322,7 +322,11 @@ async fn deploy_app(config: &Path, admin: &AdminArgs) -> Result<()> {
         "deployed app {name}, version {}: {} class(es){}",
         info["version"],
         manifest.objects.len(),
-        if manifest.worker.is_some() { " and a worker" } else { "" }
+        if manifest.worker.is_some() {
+            " and a worker"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -338,7 +342,8 @@ async fn put_secret(args: SecretArgs) -> Result<()> {
     let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
     let (app, name) = (&manifest.name, &args.name);
     admin_call(&args.admin, |c, url| {
-        c.put(format!("{url}/_admin/apps/{app}/secrets/{name}")).body(value)
+        c.put(format!("{url}/_admin/apps/{app}/secrets/{name}"))
+            .body(value)
     })
     .await
     .with_context(|| format!("setting secret {name} of app {app}"))?;

@@ -7,16 +7,16 @@ use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::names;
 use crate::registry::{AppError, AppSpec, AppUpload, DeploymentInfo, MAX_SECRET_BYTES};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
 /// whatever the guess, and its length leaks nothing. The scheme is case-insensitive (RFC 9110).
@@ -158,9 +158,8 @@ struct AppBody {
 
 /// A route parameter that must be a name (an app's, a secret's), checked.
 fn name_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(name) = param.map_err(|e| {
-        ApiError::invalid_name(format!("not a valid name: {}", e.body_text()))
-    })?;
+    let Path(name) = param
+        .map_err(|e| ApiError::invalid_name(format!("not a valid name: {}", e.body_text())))?;
     Ok(name)
 }
 
@@ -260,9 +259,8 @@ pub(super) async fn put_secret(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    let Path((name, secret)) = params.map_err(|e| {
-        ApiError::invalid_name(format!("not a valid name: {}", e.body_text()))
-    })?;
+    let Path((name, secret)) = params
+        .map_err(|e| ApiError::invalid_name(format!("not a valid name: {}", e.body_text())))?;
     let deadline = BodyDeadline::Whole(app.body_timeout);
     let bytes = read_body(body, &headers, MAX_SECRET_BYTES, deadline).await?;
     let value = String::from_utf8(bytes.to_vec()).map_err(|_| {

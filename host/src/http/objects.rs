@@ -57,7 +57,9 @@ fn destination<'a>(
         (target, namespace)
     });
     let object_length = match &object {
-        Ok((target, Ok(namespace))) if namespace.current().public => Some(1 + target.namespace.len()),
+        Ok((target, Ok(namespace))) if namespace.current().public => {
+            Some(1 + target.namespace.len())
+        }
         _ => None,
     };
     match (worker, object_length) {
@@ -81,7 +83,10 @@ fn destination<'a>(
 async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let uri = parts.uri.clone();
-    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
     let destination = destination(&app, host, &uri)?;
     let upgrade = if wants_websocket(&parts.headers) {
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())

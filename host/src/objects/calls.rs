@@ -53,7 +53,13 @@ impl Objects {
         }
         let chain = call.chain.then(&callee);
         let fetched = self
-            .fetch(deployed, &call.name, call.request, call.upgrade, Some(chain))
+            .fetch(
+                deployed,
+                &call.name,
+                call.request,
+                call.upgrade,
+                Some(chain),
+            )
             .await
             .map_err(|e| {
                 if e.is_overloaded() {

@@ -279,7 +279,8 @@ impl EventLoop {
                     })
                 }
                 Err((e, storage)) => {
-                    let storage = storage.expect("an object's instantiation hands its storage back");
+                    let storage =
+                        storage.expect("an object's instantiation hands its storage back");
                     tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "{e}");
                     if e.is_limit() {
                         self.inner.cpu_share.demote(&self.identity.namespace, &e);

@@ -50,7 +50,11 @@ pub struct ClassSpec {
 impl From<&manifest::Manifest> for AppSpec {
     fn from(m: &manifest::Manifest) -> Self {
         AppSpec {
-            routes: m.worker.as_ref().map(|w| w.routes.clone()).unwrap_or_default(),
+            routes: m
+                .worker
+                .as_ref()
+                .map(|w| w.routes.clone())
+                .unwrap_or_default(),
             objects: m
                 .objects
                 .iter()
@@ -133,7 +137,10 @@ impl AppSpec {
     fn check(&self, upload_worker: bool) -> Result<(), AppError> {
         let spec = |m: String| Err(AppError::Spec(m));
         if self.objects.len() > MAX_CLASSES {
-            return spec(format!("{} classes; an app has at most {MAX_CLASSES}", self.objects.len()));
+            return spec(format!(
+                "{} classes; an app has at most {MAX_CLASSES}",
+                self.objects.len()
+            ));
         }
         if upload_worker && self.routes.is_empty() {
             return spec("the worker has no routes".into());
@@ -148,9 +155,8 @@ impl AppSpec {
             names::check_namespace(&class.namespace).map_err(|e| AppError::Spec(e.to_string()))?;
             manifest::check_binding(&class.binding)
                 .map_err(|e| AppError::Spec(format!("objects[{i}].binding: {e}")))?;
-            let twice = |f: fn(&ClassSpec) -> &str| {
-                self.objects[..i].iter().any(|o| f(o) == f(class))
-            };
+            let twice =
+                |f: fn(&ClassSpec) -> &str| self.objects[..i].iter().any(|o| f(o) == f(class));
             if twice(|o| &o.binding) {
                 return spec(format!("binding {} is used twice", class.binding));
             }
@@ -170,16 +176,21 @@ impl Registry {
 
     /// Every deployed app.
     pub fn list_apps(&self) -> Vec<AppInfo> {
-        self.apps.read().unwrap().values().map(|a| a.info.clone()).collect()
+        self.apps
+            .read()
+            .unwrap()
+            .values()
+            .map(|a| a.info.clone())
+            .collect()
     }
 
     /// The app whose worker route best matches a request, and the match's length (see
     /// [`Route::matches`]).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<(Arc<App>, usize)> {
         let apps = self.apps.read().unwrap();
-        let routes = apps.values().flat_map(|app| {
-            app.info.spec.routes.iter().map(move |r| (r, app))
-        });
+        let routes = apps
+            .values()
+            .flat_map(|app| app.info.spec.routes.iter().map(move |r| (r, app)));
         let app = manifest::best_match(routes, host, path)?;
         let length = app
             .info
@@ -213,19 +224,25 @@ impl Registry {
                 )));
             }
         }
-        if let Some(extra) = classes.keys().find(|ns| !spec.objects.iter().any(|o| &o.namespace == *ns)) {
-            return Err(AppError::Spec(format!("a component for {extra:?}, which the spec does not list")));
+        if let Some(extra) = classes
+            .keys()
+            .find(|ns| !spec.objects.iter().any(|o| &o.namespace == *ns))
+        {
+            return Err(AppError::Spec(format!(
+                "a component for {extra:?}, which the spec does not list"
+            )));
         }
 
         // Everything is checked and compiled before anything changes.
         let worker = match &worker {
             Some(bytes) => {
-                let (component, pre) = validate(&self.runtime, bytes, Role::Worker).map_err(|error| {
-                    AppError::Component {
-                        what: "the worker".into(),
-                        error,
-                    }
-                })?;
+                let (component, pre) =
+                    validate(&self.runtime, bytes, Role::Worker).map_err(|error| {
+                        AppError::Component {
+                            what: "the worker".into(),
+                            error,
+                        }
+                    })?;
                 let sha256 = hex::encode(Sha256::digest(bytes));
                 self.write_cache(&sha256, &component);
                 Some((bytes, sha256, pre))
@@ -235,12 +252,13 @@ impl Registry {
         let mut compiled = Vec::new();
         for class in &spec.objects {
             let bytes = &classes[&class.namespace];
-            let (component, pre) = validate(&self.runtime, bytes, Role::Object).map_err(|error| {
-                AppError::Component {
-                    what: format!("class {} ({})", class.binding, class.namespace),
-                    error,
-                }
-            })?;
+            let (component, pre) =
+                validate(&self.runtime, bytes, Role::Object).map_err(|error| {
+                    AppError::Component {
+                        what: format!("class {} ({})", class.binding, class.namespace),
+                        error,
+                    }
+                })?;
             let sha256 = hex::encode(Sha256::digest(bytes));
             self.write_cache(&sha256, &component);
             compiled.push((class, bytes, sha256, pre));
@@ -288,18 +306,28 @@ impl Registry {
                     public: class.public,
                 };
                 let meta = serde_json::to_vec(&class_info).expect("deployment info serializes");
-                components.insert(class.namespace.as_str(), bytes.as_slice()).map_err(DbError::from)?;
-                deployments.insert(class.namespace.as_str(), meta.as_slice()).map_err(DbError::from)?;
+                components
+                    .insert(class.namespace.as_str(), bytes.as_slice())
+                    .map_err(DbError::from)?;
+                deployments
+                    .insert(class.namespace.as_str(), meta.as_slice())
+                    .map_err(DbError::from)?;
                 infos.push(class_info);
             }
             for namespace in &dropped {
-                components.remove(namespace.as_str()).map_err(DbError::from)?;
-                deployments.remove(namespace.as_str()).map_err(DbError::from)?;
+                components
+                    .remove(namespace.as_str())
+                    .map_err(DbError::from)?;
+                deployments
+                    .remove(namespace.as_str())
+                    .map_err(DbError::from)?;
             }
             let mut workers = txn.open_table(WORKERS).map_err(DbError::from)?;
             match &worker {
                 Some((bytes, _, _)) => {
-                    workers.insert(name, bytes.as_slice()).map_err(DbError::from)?;
+                    workers
+                        .insert(name, bytes.as_slice())
+                        .map_err(DbError::from)?;
                 }
                 None => {
                     workers.remove(name).map_err(DbError::from)?;
@@ -343,7 +371,9 @@ impl Registry {
 
     /// Sets a secret of an app: its instances read the new value from now on.
     pub fn put_secret(&self, app: &str, secret: &str, value: &str) -> Result<(), AppError> {
-        let deployed = self.app(app).ok_or_else(|| AppError::UnknownApp(app.to_owned()))?;
+        let deployed = self
+            .app(app)
+            .ok_or_else(|| AppError::UnknownApp(app.to_owned()))?;
         manifest::check_var_name(secret).map_err(|e| AppError::Spec(e.to_string()))?;
         if value.len() > MAX_SECRET_BYTES {
             return Err(AppError::Spec(format!(

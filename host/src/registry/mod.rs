@@ -7,11 +7,13 @@
 
 mod apps;
 
-pub use apps::{AppError, AppInfo, AppSpec, AppUpload, App, ClassSpec, MAX_CLASSES, MAX_SECRET_BYTES};
+pub use apps::{
+    App, AppError, AppInfo, AppSpec, AppUpload, ClassSpec, MAX_CLASSES, MAX_SECRET_BYTES,
+};
 
 use crate::clock::now_ms;
-use crate::names::{self, NameError};
 use crate::env::Env;
+use crate::names::{self, NameError};
 use crate::runtime::{Pre, Role, Runtime};
 use crate::storage::{COMPONENTS, DEPLOYMENTS, Db, DbError};
 use redb::{ReadableDatabase, ReadableTable};
@@ -285,11 +287,9 @@ pub fn validate(
     let component = Component::new(runtime.engine(), bytes)
         .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
     crate::runtime::check_memories(&component).map_err(DeployError::Invalid)?;
-    let pre = runtime
-        .prepare(&component, role)
-        .map_err(|e| match role {
-            Role::Object => DeployError::WrongWorld(e),
-            Role::Worker => DeployError::NotAWorker(e),
-        })?;
+    let pre = runtime.prepare(&component, role).map_err(|e| match role {
+        Role::Object => DeployError::WrongWorld(e),
+        Role::Worker => DeployError::NotAWorker(e),
+    })?;
     Ok((component, pre))
 }

@@ -144,7 +144,8 @@ impl Runtime {
         }
         let busy = self.ticker.busy();
         let deadline = store.data().deadline;
-        let instantiated = call_guest(deadline, &heavy, Bindings::instantiate(pre, &mut store)).await;
+        let instantiated =
+            call_guest(deadline, &heavy, Bindings::instantiate(pre, &mut store)).await;
         drop(busy);
         count_fuel(&mut store);
         match instantiated {

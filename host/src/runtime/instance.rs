@@ -131,19 +131,25 @@ impl Instance {
         let called = match &self.bindings {
             Bindings::ObjectV0_2(b) => {
                 let request = request.into();
-                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let call = b
+                    .dohost_object_http_handler()
+                    .call_fetch(&mut *store, &request);
                 let called = call_guest(deadline, &self.heavy, call).await;
                 called.map(|r| r.map(Response::from))
             }
             Bindings::ObjectV0_3(b) => {
                 let request = request.into();
-                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let call = b
+                    .dohost_object_http_handler()
+                    .call_fetch(&mut *store, &request);
                 let called = call_guest(deadline, &self.heavy, call).await;
                 called.map(|r| r.map(Response::from))
             }
             Bindings::Worker(b) => {
                 let request = request.into();
-                let call = b.dohost_object_http_handler().call_fetch(&mut *store, &request);
+                let call = b
+                    .dohost_object_http_handler()
+                    .call_fetch(&mut *store, &request);
                 let called = call_guest(deadline, &self.heavy, call).await;
                 called.map(|r| r.map(Response::from))
             }

@@ -1,6 +1,6 @@
 //! The host side of each WIT interface a guest imports, one file each. Adding an interface: a
-//! file here implementing its `Host` trait for [`HostState`], and one line in the linker
-//! function of each world that imports it.
+//! file here implementing its `Host` trait for [`HostState`]; each world's `add_to_linker` below
+//! links every interface the world imports.
 //!
 //! An interface unchanged between versions of the contract is implemented once, for every
 //! version, by a macro in its file.
@@ -8,8 +8,8 @@
 mod config;
 mod identity;
 mod logging;
-mod stubs;
 mod storage;
+mod stubs;
 mod websockets;
 
 use super::bindings::{v0_2, v0_3};

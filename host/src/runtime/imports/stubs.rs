@@ -18,8 +18,7 @@ impl stubs::Host for HostState {
         let request: crate::runtime::Request = request.into();
         // A caller handling a WebSocket upgrade may hand it on, once, with the request it
         // forwards; the socket the callee accepts becomes this event's.
-        let upgrade =
-            self.io.upgrade && self.io.accepted.is_none() && request.wants_websocket();
+        let upgrade = self.io.upgrade && self.io.accepted.is_none() && request.wants_websocket();
         let call = Call {
             env: self.env.clone(),
             chain: self.chain.clone(),

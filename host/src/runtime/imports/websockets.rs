@@ -50,7 +50,8 @@ macro_rules! websockets_host {
                 fn accept(&mut self, tags: Vec<String>) -> SocketResult<u64> {
                     if !self.io.upgrade {
                         return ws_wit(Err(SocketError::InvalidArgument(
-                            "accept is only valid while handling a WebSocket upgrade request".into(),
+                            "accept is only valid while handling a WebSocket upgrade request"
+                                .into(),
                         )));
                     }
                     if self.io.accepted.is_some() {
@@ -127,8 +128,9 @@ macro_rules! websockets_host {
 
                 fn get_auto_response_timestamp(&mut self, s: u64) -> SocketResult<Option<u64>> {
                     ws_wit(
-                        self.own(s)
-                            .and_then(|()| self.sockets.auto_response_timestamp(&self.identity.id, s)),
+                        self.own(s).and_then(|()| {
+                            self.sockets.auto_response_timestamp(&self.identity.id, s)
+                        }),
                     )
                 }
             }

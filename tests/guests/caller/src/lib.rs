@@ -32,10 +32,10 @@ fn kind(e: &CallError) -> &'static str {
 }
 
 fn failed(e: &CallError) -> Result<Response> {
-    Ok(
-        Response::from_json(&serde_json::json!({ "call_error": kind(e), "message": e.to_string() }))?
-            .with_status(502),
-    )
+    Ok(Response::from_json(
+        &serde_json::json!({ "call_error": kind(e), "message": e.to_string() }),
+    )?
+    .with_status(502))
 }
 
 impl Caller {
@@ -91,7 +91,11 @@ impl DurableObject for Caller {
                 }
             }
             ("POST", "/seen") => {
-                let n: u64 = req.query_param("n").ok_or("missing ?n=")?.parse().map_err(|_| "bad n")?;
+                let n: u64 = req
+                    .query_param("n")
+                    .ok_or("missing ?n=")?
+                    .parse()
+                    .map_err(|_| "bad n")?;
                 let seen: u64 = storage.get("seen")?.unwrap_or(0);
                 storage.put("seen", &seen.max(n))?;
                 Ok(Response::empty())
@@ -110,22 +114,33 @@ impl DurableObject for Caller {
             }
             ("POST", "/send") => {
                 let stub = self.target(&req)?;
-                let count: u32 = req.query_param("count").ok_or("missing ?count=")?.parse().map_err(|_| "bad count")?;
+                let count: u32 = req
+                    .query_param("count")
+                    .ok_or("missing ?count=")?
+                    .parse()
+                    .map_err(|_| "bad count")?;
                 for seq in 0..count {
-                    if let Err(e) = stub.fetch(Request::new("POST", &format!("/record?seq={seq}"))) {
+                    if let Err(e) = stub.fetch(Request::new("POST", &format!("/record?seq={seq}")))
+                    {
                         return failed(&e);
                     }
                 }
                 Ok(Response::empty())
             }
             ("POST", "/record") => {
-                let seq: u32 = req.query_param("seq").ok_or("missing ?seq=")?.parse().map_err(|_| "bad seq")?;
+                let seq: u32 = req
+                    .query_param("seq")
+                    .ok_or("missing ?seq=")?
+                    .parse()
+                    .map_err(|_| "bad seq")?;
                 let mut log: Vec<u32> = storage.get("log")?.unwrap_or_default();
                 log.push(seq);
                 storage.put("log", &log)?;
                 Ok(Response::empty())
             }
-            ("GET", "/log") => Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default()),
+            ("GET", "/log") => {
+                Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default())
+            }
             _ => Ok(Response::error("caller: no such route", 404)),
         }
     }

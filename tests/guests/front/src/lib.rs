@@ -54,8 +54,10 @@ pub fn call_error(e: &CallError) -> Result<Response> {
         CallError::InvalidArgument(_) => "invalid-argument",
         CallError::Internal(_) => "internal",
     };
-    Ok(Response::from_json(&serde_json::json!({ "call_error": kind, "message": e.to_string() }))?
-        .with_status(502))
+    Ok(
+        Response::from_json(&serde_json::json!({ "call_error": kind, "message": e.to_string() }))?
+            .with_status(502),
+    )
 }
 
 dohost_sdk::worker!(Front);
