@@ -15,6 +15,10 @@
 //! - `GET /messages` answers the stored messages as a JSON array, ascending by id.
 //! - Anything else is a 404 with a JSON error.
 //!
+//! Deployed in an app with a class bound as `LOBBY` (`examples/chat-app`), the room tells the
+//! lobby object `lobby` how many are in it, through a stub, each time someone joins or leaves
+//! (`PUT /rooms` with `{"room": NAME, "members": N}`); deployed alone, it has no lobby to tell.
+//!
 //! The instance keeps nothing in memory: who is on a socket lives in its attachment, and the
 //! sockets themselves are found through the host, so the room keeps working while the object
 //! sleeps between messages. Storage holds `next_id`, the messages under `msg:{id:020}`, and each
@@ -22,8 +26,8 @@
 //! attachment can no longer be read).
 
 use dohost_sdk::{
-    DurableObject, Error, ListOptions, Request, Response, Result, State, Storage, WebSocket,
-    WebSocketError, WebSocketMessage, now_ms,
+    CallError, DurableObject, Error, ListOptions, Request, Response, Result, State, Storage,
+    WebSocket, WebSocketError, WebSocketMessage, log, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -148,7 +152,20 @@ impl ChatRoom {
         ws.serialize_attachment(&Attachment { user: user.clone() })?;
         self.storage().put(&socket_key(ws), &user)?;
         ws.send_json(&json!({ "type": "history", "messages": self.history()? }))?;
+        self.tell_lobby();
         Ok(Response::websocket_accepted())
+    }
+
+    /// Tells the app's lobby how many are in the room now. A room deployed alone has no lobby;
+    /// a lobby that fails is logged and does not stop the chat.
+    fn tell_lobby(&self) {
+        let members = self.state.get_websockets(Some(TAG)).len();
+        let body = json!({ "room": self.state.name(), "members": members }).to_string();
+        let request = Request::new("PUT", "/rooms").with_body(body);
+        match self.state.env().stub("LOBBY", "lobby").fetch(request) {
+            Ok(_) | Err(CallError::UnknownNamespace(_)) => {}
+            Err(e) => log::warn(format!("the lobby did not hear of this room: {e}")),
+        }
     }
 
     /// Tells the others that the user on `ws` is gone, and forgets the socket.
@@ -157,7 +174,9 @@ impl ChatRoom {
         let user: Option<String> = self.storage().get(&key)?;
         self.storage().delete(&key)?;
         let user = user.unwrap_or_else(|| "anonymous".to_owned());
-        self.broadcast(&json!({ "type": "user_left", "user": user }), Some(ws))
+        self.broadcast(&json!({ "type": "user_left", "user": user }), Some(ws))?;
+        self.tell_lobby();
+        Ok(())
     }
 }
 
