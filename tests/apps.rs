@@ -361,3 +361,60 @@ async fn a_worker_sees_the_client_address_and_a_failing_worker_answers_500() {
     let (status, _) = json(c.get(host.at("/whoami"))).await;
     assert_eq!(status, 200, "a fresh instance serves the next request");
 }
+
+/// Starts `path` on the caller `a` (a request that lingers after its call), waits until the
+/// callee `b` has seen it, kills the host with SIGKILL while `a`'s event still runs, restarts it,
+/// and answers `(n, seen)`: what `a` kept, and what `b` kept of what it saw.
+async fn kill_while_the_caller_lingers(host: &mut Host, path: &str) -> (u64, u64) {
+    let c = client();
+    let request = c.post(host.at(path)).send();
+    let pending = tokio::spawn(request);
+    support::poll(
+        "the callee to see the call",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let (c, url) = (c.clone(), host.at("/to/CALLERS/b/seen"));
+            async move {
+                let (_, seen) = json(c.get(url)).await;
+                (seen != json!(0)).then_some(())
+            }
+        },
+    )
+    .await;
+    host.kill_and_restart();
+    let _ = pending.await;
+    let (_, n) = json(c.get(host.at("/to/CALLERS/a/n"))).await;
+    let (_, seen) = json(c.get(host.at("/to/CALLERS/b/seen"))).await;
+    (n.as_u64().unwrap(), seen.as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn what_a_callee_saw_of_its_callers_writes_survives_kill_9() {
+    // The caller writes n, calls b with n, then lingers: killed then, its write must be there,
+    // because the call waited for it to be durable. Without that gate the write would only be
+    // committed when the event ends, which it never does.
+    let (mut host, _dir) = Host::start(&[]);
+    deploy_test_app(&host).await;
+    let (n, seen) = kill_while_the_caller_lingers(
+        &mut host,
+        "/to/CALLERS/a/write-then-call?to=CALLERS&name=b&linger_ms=5000",
+    )
+    .await;
+    assert_eq!(seen, 1);
+    assert!(
+        n >= seen,
+        "the callee saw n = {seen}, the caller kept n = {n}"
+    );
+
+    // Negative control: calling before writing lets the callee see what a crash loses, and the
+    // same check catches it.
+    let (mut host, _dir) = Host::start(&[]);
+    deploy_test_app(&host).await;
+    let (n, seen) = kill_while_the_caller_lingers(
+        &mut host,
+        "/to/CALLERS/a/call-then-write?to=CALLERS&name=b&linger_ms=5000",
+    )
+    .await;
+    assert_eq!((n, seen), (0, 1), "the check must see the lost write");
+}

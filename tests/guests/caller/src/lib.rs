@@ -1,9 +1,10 @@
 //! A test object (world 0.3.0) that calls other objects through stubs:
 //! - `POST /hops` with a JSON list of `[binding, name]`: counts the visit, then calls the first
 //!   hop with the rest; answers the names visited, or 502 with the failed call's kind.
-//! - `POST /write-then-call?to=BINDING&name=NAME`: increments its `n`, then calls `/seen?n=N`
-//!   on the other object; `POST /seen?n=N` keeps the largest `n` seen; `GET /n` and `GET /seen`
-//!   read them.
+//! - `POST /write-then-call?to=BINDING&name=NAME[&linger_ms=MS]`: increments its `n`, then calls
+//!   `/seen?n=N` on the other object, then sleeps MS; `POST /call-then-write` does the same in the
+//!   wrong order (calls, sleeps, then writes). `POST /seen?n=N` keeps the largest `n` seen;
+//!   `GET /n` and `GET /seen` read them.
 //! - `POST /call-in-transaction?to=BINDING&name=NAME`: calls inside an open transaction.
 //! - `POST /send?to=BINDING&name=NAME&count=N`: N calls of `/record?seq=i`, in order;
 //!   `POST /record?seq=I` appends to `log`; `GET /log` reads it.
@@ -46,6 +47,14 @@ impl Caller {
     }
 }
 
+/// Sleeps `?linger_ms=` after the call, so that a test can kill the host while the event is
+/// still running.
+fn linger(req: &Request) {
+    if let Some(ms) = req.query_param("linger_ms").and_then(|ms| ms.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 impl DurableObject for Caller {
     fn new(state: State) -> Self {
         Caller { state }
@@ -85,10 +94,22 @@ impl DurableObject for Caller {
                 let n: u64 = storage.get("n")?.unwrap_or(0) + 1;
                 storage.put("n", &n)?;
                 let call = Request::new("POST", &format!("/seen?n={n}"));
-                match self.target(&req)?.fetch(call) {
-                    Ok(_) => Response::from_json(&n),
-                    Err(e) => failed(&e),
+                if let Err(e) = self.target(&req)?.fetch(call) {
+                    return failed(&e);
                 }
+                linger(&req);
+                Response::from_json(&n)
+            }
+            // The wrong order, for the negative control: the callee sees `n` before it is written.
+            ("POST", "/call-then-write") => {
+                let n: u64 = storage.get("n")?.unwrap_or(0) + 1;
+                let call = Request::new("POST", &format!("/seen?n={n}"));
+                if let Err(e) = self.target(&req)?.fetch(call) {
+                    return failed(&e);
+                }
+                linger(&req);
+                storage.put("n", &n)?;
+                Response::from_json(&n)
             }
             ("POST", "/seen") => {
                 let n: u64 = req
