@@ -418,3 +418,43 @@ async fn what_a_callee_saw_of_its_callers_writes_survives_kill_9() {
     .await;
     assert_eq!((n, seen), (0, 1), "the check must see the lost write");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_fresh_names_through_a_worker_is_served_or_refused_and_the_host_serves_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Each request holds a worker instance and two objects' (caller and callee) at once: 16 slots
+    // are far too few for 64 clients, and every answer must still be a 200 or a 503.
+    let (host, _dir) = Host::start(&["--max-live-objects", "16"]);
+    deploy_test_app(&host).await;
+    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut flood = Vec::new();
+    for c in 0..64 {
+        let (url, ok, refused) = (host.url.clone(), ok.clone(), refused.clone());
+        flood.push(tokio::spawn(async move {
+            let http = client();
+            for i in 0..20 {
+                let r = http
+                    .post(format!(
+                        "{url}/to/CALLERS/a-{c}-{i}/write-then-call?to=CALLERS&name=b-{c}-{i}&linger_ms=20"
+                    ))
+                    .send()
+                    .await
+                    .expect("the host answers every request");
+                let counter = if support::served_or_overloaded(r).await { &ok } else { &refused };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in flood {
+        task.await.unwrap();
+    }
+    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    assert!(ok > 0 && refused > 0, "{ok} served, {refused} refused");
+    // And the host serves on.
+    let (status, n) =
+        json(client().post(host.at("/to/CALLERS/after/write-then-call?to=CALLERS&name=x"))).await;
+    assert_eq!((status, n), (200, json!(1)));
+    let stats = host.stats().await;
+    assert!(stats["live_instances"].as_u64().unwrap() <= 16, "{stats}");
+}

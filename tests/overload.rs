@@ -9,21 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Checks an answer the host may give under overload: a 200, or a 503 `overloaded` that says
-/// when to retry. Returns whether it was a 200.
-async fn served_or_overloaded(r: reqwest::Response) -> bool {
-    let status = r.status().as_u16();
-    if status == 200 {
-        return true;
-    }
-    let retry = r.headers().get("retry-after").cloned();
-    let body: serde_json::Value = r.json().await.expect("a JSON error");
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["code"], "overloaded", "{body}");
-    assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_fresh_object_names_is_served_or_refused_and_the_host_keeps_serving() {
     let (host, _dir) = Host::start(&["--max-live-objects", "16"]);

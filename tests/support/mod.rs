@@ -191,6 +191,21 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Checks an answer the host may give under overload: a 200, or a 503 `overloaded` that says
+/// when to retry. Returns whether it was a 200.
+pub async fn served_or_overloaded(r: reqwest::Response) -> bool {
+    let status = r.status().as_u16();
+    if status == 200 {
+        return true;
+    }
+    let retry = r.headers().get("retry-after").cloned();
+    let body: serde_json::Value = r.json().await.expect("a JSON error");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "overloaded", "{body}");
+    assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+    false
+}
+
 /// Sends a request and returns status and body parsed as JSON.
 pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let r = req.send().await.expect("request");

@@ -89,6 +89,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.deadline = deadline;
         state.next_yield = now + EPOCH_TICK;
+        state.call_overloaded = None;
         state.memory.new_event();
         self.heavy.reset(self.store.data().memory.is_big());
         self.store.set_epoch_deadline(1);
@@ -109,7 +110,10 @@ impl Instance {
     fn outcome<T>(&self, called: wasmtime::Result<Result<T, String>>) -> Result<T, EventError> {
         match called {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(EventError::Failed(message)),
+            Ok(Err(message)) => Err(match &self.store.data().call_overloaded {
+                Some(why) => EventError::Overloaded(format!("a call was refused: {why}")),
+                None => EventError::Failed(message),
+            }),
             Err(e) => Err(classify(&e, &self.store, self.limits)),
         }
     }

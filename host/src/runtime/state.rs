@@ -53,6 +53,9 @@ pub struct HostState {
     pub(super) chain: Chain,
     /// The chain of an event no call started: this object alone, or nothing for a worker.
     pub(super) home_chain: Chain,
+    /// Why a stub call of the running event was refused as overloaded, if one was: an event
+    /// that then fails is the host's lack of room, not the guest's fault (a 503, not a 500).
+    pub(super) call_overloaded: Option<String>,
     pub(super) sockets: Arc<Sockets>,
     pub(super) io: SocketIo,
     pub(super) memory: MemoryCap,
@@ -100,6 +103,7 @@ impl HostState {
         HostState {
             log: LogBucket::new(&identity),
             chain: Chain::default(),
+            call_overloaded: None,
             home_chain: if storage.is_some() {
                 Chain::of(&identity)
             } else {

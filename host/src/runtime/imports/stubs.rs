@@ -27,7 +27,12 @@ impl stubs::Host for HostState {
             request,
             upgrade,
         };
-        let called = self.calls.fetch(call).await.map_err(to_wit)?;
+        let called = self.calls.fetch(call).await.map_err(|e| {
+            if let calls::CallError::Overloaded(why) = &e {
+                self.call_overloaded = Some(why.clone());
+            }
+            to_wit(e)
+        })?;
         if called.accepted.is_some() {
             self.io.accepted = called.accepted;
         }

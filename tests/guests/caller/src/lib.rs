@@ -32,7 +32,12 @@ fn kind(e: &CallError) -> &'static str {
     }
 }
 
+/// A failed call as a 502 naming its kind; an overloaded one fails the event (the host answers
+/// 503).
 fn failed(e: &CallError) -> Result<Response> {
+    if let CallError::Overloaded(_) = e {
+        return Err(e.clone().into());
+    }
     Ok(Response::from_json(
         &serde_json::json!({ "call_error": kind(e), "message": e.to_string() }),
     )?

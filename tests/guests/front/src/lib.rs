@@ -1,6 +1,7 @@
 //! A test worker: forwards `/to/{binding}/{name}/{rest}` to that object through a stub (with the
 //! path `/{rest}`), answers `/var/{NAME}` from the app's variables and secrets, and `/whoami`
-//! with the client's address. A failed call answers 502 with `{"call_error": kind, "message"}`.
+//! with the client's address. A failed call answers 502 with `{"call_error": kind, "message"}`,
+//! except an overloaded one, which fails the request (the host answers 503).
 
 use dohost_sdk::{CallError, Env, Request, Response, Result, Worker};
 
@@ -42,14 +43,15 @@ impl Worker for Front {
     }
 }
 
-/// A failed call as JSON, so tests can check its kind.
+/// A failed call as JSON, so tests can check its kind; an overloaded one fails the request, which
+/// the host then answers 503 `overloaded`.
 pub fn call_error(e: &CallError) -> Result<Response> {
     let kind = match e {
+        CallError::Overloaded(_) => return Err(e.clone().into()),
         CallError::UnknownNamespace(_) => "unknown-namespace",
         CallError::InvalidName(_) => "invalid-name",
         CallError::Failed(_) => "failed",
         CallError::TimedOut(_) => "timed-out",
-        CallError::Overloaded(_) => "overloaded",
         CallError::Cycle(_) => "cycle",
         CallError::InvalidArgument(_) => "invalid-argument",
         CallError::Internal(_) => "internal",
