@@ -331,6 +331,92 @@ pub async fn hello(target: &Target, conns: usize, s: &Settings) -> Result<LoadRe
     run(target, conns, s, |_, _| (Method::GET, "/hello/x/".into())).await
 }
 
+/// Increments `/counter/bench/` through the front worker (`/w/counter/bench/`) over `conns`
+/// connections: workerd's every request takes that path, so this is the like-for-like row.
+pub async fn increment_through_worker(
+    target: &Target,
+    conns: usize,
+    s: &Settings,
+) -> Result<LoadResult> {
+    run(target, conns, s, |_, _| {
+        (Method::POST, "/w/counter/bench/".into())
+    })
+    .await
+}
+
+/// Increments through the front worker and a relay object, which calls the counter of the same
+/// name through a stub: worker → object → object.
+pub async fn increment_through_relay(
+    target: &Target,
+    conns: usize,
+    s: &Settings,
+) -> Result<LoadResult> {
+    run(target, conns, s, |_, _| {
+        (Method::POST, "/w/relay/bench/".into())
+    })
+    .await
+}
+
+/// Latencies of one warm increment three ways, taken in turn on one connection: straight to the
+/// counter, through the front worker, and through the worker and a relay object.
+pub struct Hops {
+    pub direct: Vec<Duration>,
+    pub worker: Vec<Duration>,
+    pub relay: Vec<Duration>,
+}
+
+impl Hops {
+    /// What the front worker adds to a warm increment: the difference of the medians, µs.
+    pub fn worker_us(&self) -> f64 {
+        (median_ms(&self.worker) - median_ms(&self.direct)) * 1000.0
+    }
+
+    /// What a stub call between two objects adds to the callee's own event: the difference of
+    /// the medians through the relay and through the worker alone, µs.
+    pub fn stub_us(&self) -> f64 {
+        (median_ms(&self.relay) - median_ms(&self.worker)) * 1000.0
+    }
+
+    pub fn direct_ms(&self) -> f64 {
+        median_ms(&self.direct)
+    }
+
+    pub fn worker_ms(&self) -> f64 {
+        median_ms(&self.worker)
+    }
+
+    pub fn relay_ms(&self) -> f64 {
+        median_ms(&self.relay)
+    }
+}
+
+/// `s.cold_objects` × 10 rounds of [`Hops`], interleaved so that noise falls on all three alike.
+pub async fn hops(target: &Target, s: &Settings) -> Result<Hops> {
+    let mut conn = HttpConn::new(target.addr);
+    let mut hops = Hops {
+        direct: Vec::new(),
+        worker: Vec::new(),
+        relay: Vec::new(),
+    };
+    let paths = ["/counter/hops/", "/w/counter/hops/", "/w/relay/hops/"];
+    // Wake all three paths before measuring.
+    for path in paths {
+        conn.send(Method::POST, path, &[], Bytes::new()).await?;
+    }
+    for _ in 0..s.cold_objects * 10 {
+        let samples = [&mut hops.direct, &mut hops.worker, &mut hops.relay];
+        for (samples, path) in samples.into_iter().zip(paths) {
+            let t0 = Instant::now();
+            let (status, body) = conn.send(Method::POST, path, &[], Bytes::new()).await?;
+            samples.push(t0.elapsed());
+            if status != 200 {
+                bail!("POST {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+    }
+    Ok(hops)
+}
+
 /// What the cold-start scenario measured.
 #[derive(Clone, Debug)]
 pub struct ColdStart {

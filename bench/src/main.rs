@@ -46,7 +46,14 @@ struct Cli {
 }
 
 /// The guest packages the benchmark deploys.
-const GUESTS: [&str; 4] = ["counter", "chat-room", "hello", "ticket-counter"];
+const GUESTS: [&str; 6] = [
+    "counter",
+    "chat-room",
+    "hello",
+    "ticket-counter",
+    "bench-front",
+    "bench-relay",
+];
 
 /// How long to wait for a server to go quiet between two measurements.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -177,18 +184,6 @@ fn ensure_built(root: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Deploys counter, chat and hello.
-async fn deploy_all(dohost: &Dohost) -> Result<()> {
-    for (namespace, package) in [
-        ("counter", "counter"),
-        ("chat", "chat-room"),
-        ("hello", "hello"),
-    ] {
-        dohost.deploy_guest(namespace, package).await?;
-    }
-    Ok(())
-}
-
 /// One request of each kind and one WebSocket, so that the first measurement does not pay for
 /// first-time setup.
 async fn warm(t: &Target) -> Result<()> {
@@ -196,6 +191,8 @@ async fn warm(t: &Target) -> Result<()> {
         (Method::POST, "/counter/warm/"),
         (Method::GET, "/counter/warm/"),
         (Method::GET, "/hello/x/"),
+        (Method::POST, "/w/counter/warm/"),
+        (Method::POST, "/w/relay/warm/"),
     ] {
         let (status, body) = load::request_once(t.addr, method, path, &[], Bytes::new()).await?;
         if status != 200 {
@@ -225,7 +222,7 @@ impl Servers {
         idle_timeout: f64,
     ) -> Result<Servers> {
         let dohost = Dohost::start(dohost_bin, &dir.join("dohost-data"), idle_timeout)?;
-        deploy_all(&dohost).await?;
+        dohost.deploy_all().await?;
         let workerd = match workerd_bin {
             Some(bin) => Some(Workerd::start(bin, &dir.join("workerd")).await?),
             None => None,
@@ -420,6 +417,40 @@ impl Bench {
         );
     }
 
+    /// What the worker hop and a stub call add to a warm increment, on one connection. dohost
+    /// only: workerd has no route that skips its front worker.
+    async fn hops(&mut self, targets: &[Option<Target>; 2]) {
+        let s = self.s.clone();
+        let title = "Worker hop and stub call (warm increments on one connection, interleaved)";
+        let only_dohost = [targets[0].clone(), None];
+        let pair = self
+            .each(&only_dohost, title, async |t| load::hops(t, &s).await, |h| {
+                format!(
+                    "medians: direct {:.3} ms, through the worker {:.3} ms, worker → relay → counter {:.3} ms; the worker adds {:.1} µs, the stub call {:.1} µs",
+                    h.direct_ms(),
+                    h.worker_ms(),
+                    h.relay_ms(),
+                    h.worker_us(),
+                    h.stub_us()
+                )
+            })
+            .await;
+        self.row(
+            "Worker hop: added to a warm increment, median".into(),
+            Unit::Us,
+            Better::Lower,
+            &pair,
+            load::Hops::worker_us,
+        );
+        self.row(
+            "Stub call between two objects: added to the callee's event, median".into(),
+            Unit::Us,
+            Better::Lower,
+            &pair,
+            load::Hops::stub_us,
+        );
+    }
+
     /// Memory rows, each on fresh servers (so that memory freed by one measurement is not
     /// reused by the next), with dohost at `--idle-timeout 2`.
     async fn memory_phase(
@@ -542,6 +573,23 @@ impl Bench {
             })
             .await;
         }
+        let title = format!(
+            "Increment through a front worker (/w/counter/), 1 object, {} conns",
+            s.conns
+        );
+        self.load(&targets, &title, async |t| {
+            load::increment_through_worker(t, s.conns, &s).await
+        })
+        .await;
+        let title = format!(
+            "Worker → object → object (/w/relay/: a relay calls the counter), {} conns",
+            s.conns
+        );
+        self.load(&targets, &title, async |t| {
+            load::increment_through_relay(t, s.conns, &s).await
+        })
+        .await;
+        self.hops(&targets).await;
         let title = format!("Read (GET), 1 object, {} conns", s.conns);
         self.load(&targets, &title, async |t| {
             load::read_one(t, s.conns, &s).await

@@ -210,6 +210,68 @@ impl Dohost {
         Ok(())
     }
 
+    /// Deploys counter, chat and hello, and the app `bench`: its front worker on `/w/`, calling the
+    /// public counters and its own relay class (as workerd's front worker does).
+    pub async fn deploy_all(&self) -> Result<()> {
+        for (namespace, package) in [
+            ("counter", "counter"),
+            ("chat", "chat-room"),
+            ("hello", "hello"),
+        ] {
+            self.deploy_guest(namespace, package).await?;
+        }
+        let spec = serde_json::json!({
+            "routes": ["/w/"],
+            "objects": [{ "binding": "RELAY", "namespace": "w-relay" }],
+        });
+        self.deploy_app("bench", spec, "bench-front", &[("w-relay", "bench-relay")])
+            .await
+    }
+
+    /// Deploys an app through the admin API: `spec` as `dohost.toml` gives it, the worker and
+    /// each class (`(namespace, package)`) from the built guests.
+    pub async fn deploy_app(
+        &self,
+        app: &str,
+        spec: serde_json::Value,
+        worker: &str,
+        classes: &[(&str, &str)],
+    ) -> Result<()> {
+        use base64::Engine;
+        let b64 = |package: &str| -> Result<String> {
+            let path = guest_wasm(package);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+        };
+        let mut components = serde_json::Map::new();
+        for (namespace, package) in classes {
+            components.insert(namespace.to_string(), b64(package)?.into());
+        }
+        let body =
+            serde_json::json!({ "spec": spec, "worker": b64(worker)?, "classes": components });
+        let auth = format!("Bearer {}", self.token);
+        let (status, answer) = load::request_once(
+            self.addr,
+            Method::PUT,
+            &format!("/_admin/apps/{app}"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(serde_json::to_vec(&body)?),
+        )
+        .await
+        .with_context(|| format!("deploying app {app}"))?;
+        if status != 200 {
+            bail!(
+                "deploying app {app}: {status} {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
+
     /// Deploys `target/wasm32-wasip2/release/{package}.wasm` as `namespace`.
     pub async fn deploy_guest(&self, namespace: &str, package: &str) -> Result<()> {
         let path = guest_wasm(package);

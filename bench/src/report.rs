@@ -23,6 +23,8 @@ pub enum Unit {
     MsgPerSec,
     /// Milliseconds.
     Ms,
+    /// Microseconds, for the small differences between two paths.
+    Us,
     /// Bytes (shown in KiB past 1,024).
     Bytes,
     /// A plain count.
@@ -94,6 +96,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
         Unit::Ms if v.abs() >= 100.0 => format!("{v:.0} ms"),
         Unit::Ms if v.abs() >= 10.0 => format!("{v:.1} ms"),
         Unit::Ms => format!("{v:.2} ms"),
+        Unit::Us => format!("{v:.1} µs"),
         Unit::Bytes if v.abs() >= 1024.0 * 1024.0 => format!("{:.1} MiB", v / 1024.0 / 1024.0),
         Unit::Bytes if v.abs() >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         Unit::Bytes => format!("{v:.0} B"),

@@ -10,7 +10,14 @@ use dohost_bench::{Settings, Target, load, ws};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const GUESTS: [&str; 4] = ["counter", "chat-room", "hello", "ticket-counter"];
+const GUESTS: [&str; 6] = [
+    "counter",
+    "chat-room",
+    "hello",
+    "ticket-counter",
+    "bench-front",
+    "bench-relay",
+];
 
 fn dohost_bin() -> PathBuf {
     let bin = std::env::var_os("DOHOST_BIN")
@@ -30,7 +37,7 @@ fn check_guests() {
         assert!(
             path.exists(),
             "{} is missing: build the guests with `cargo build --release --target wasm32-wasip2 \
-             -p counter -p chat-room -p hello -p ticket-counter`",
+             -p counter -p chat-room -p hello -p ticket-counter -p bench-front -p bench-relay`",
             path.display()
         );
     }
@@ -64,13 +71,7 @@ async fn every_dohost_scenario_produces_sane_numbers() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A short idle timeout, so that the memory scenarios see the objects hibernate quickly.
     let host = Dohost::start(&bin, &dir.path().join("data"), 1.0).expect("starting dohost");
-    for (namespace, package) in [
-        ("counter", "counter"),
-        ("chat", "chat-room"),
-        ("hello", "hello"),
-    ] {
-        host.deploy_guest(namespace, package).await.expect("deploy");
-    }
+    host.deploy_all().await.expect("deploy");
     let t = host.target();
     let s = Settings::smoke();
 
@@ -78,6 +79,27 @@ async fn every_dohost_scenario_produces_sane_numbers() {
         let r = load::increment_one(&t, conns, &s).await.expect("increment");
         check_load(&format!("increment, {conns} conns"), &r);
     }
+    check_load(
+        "through the worker",
+        &load::increment_through_worker(&t, s.conns, &s)
+            .await
+            .expect("through the worker"),
+    );
+    check_load(
+        "worker → object → object",
+        &load::increment_through_relay(&t, s.conns, &s)
+            .await
+            .expect("through the relay"),
+    );
+    let hops = load::hops(&t, &s).await.expect("hops");
+    println!(
+        "hops: direct {:.3} ms, worker {:.3} ms, relay {:.3} ms",
+        hops.direct_ms(),
+        hops.worker_ms(),
+        hops.relay_ms()
+    );
+    assert_eq!(hops.relay.len(), s.cold_objects * 10);
+    assert!(hops.direct_ms() > 0.0 && hops.worker_ms() > 0.0 && hops.relay_ms() > 0.0);
     check_load(
         "read",
         &load::read_one(&t, s.conns, &s).await.expect("read"),

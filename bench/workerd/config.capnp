@@ -21,10 +21,12 @@ const mainWorker :Workerd.Worker = (
   bindings = [
     (name = "COUNTER", durableObjectNamespace = "Counter"),
     (name = "CHAT", durableObjectNamespace = "ChatRoom"),
+    (name = "RELAY", durableObjectNamespace = "Relay"),
   ],
   durableObjectNamespaces = [
     (className = "Counter", uniqueKey = "dohost-bench-counter"),
     (className = "ChatRoom", uniqueKey = "dohost-bench-chat"),
+    (className = "Relay", uniqueKey = "dohost-bench-relay"),
   ],
   durableObjectStorage = (localDisk = "do-storage"),
 );

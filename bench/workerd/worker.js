@@ -3,6 +3,8 @@
 //   /counter/{name}/...        -> Counter   (examples/counter)
 //   /chat/{room}/...           -> ChatRoom  (examples/chat-room)
 //   /hello/{name}/...          -> "ok" from this stateless worker (the ceiling)
+//   /w/counter/{name}/...      -> Counter, the same way (dohost's side goes through its front worker)
+//   /w/relay/{name}/...        -> Relay, which calls the Counter of the same name through a stub
 //
 // Like dohost, the object sees the path below its address with the query kept: `/ws?user=ann`.
 
@@ -15,11 +17,15 @@ function error(message, status) {
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
-    const [, namespace = "", rawName = "", ...rest] = url.pathname.split("/");
+    // `/w/...` is the same as `/...`: like dohost's `/w/` routes, through this front worker.
+    const parts = url.pathname.split("/");
+    if (parts[1] === "w") parts.splice(1, 1);
+    const [, namespace = "", rawName = "", ...rest] = parts;
     if (namespace === "hello") {
       return new Response("ok", { headers: { "content-type": "text/plain; charset=utf-8" } });
     }
-    const binding = namespace === "counter" ? env.COUNTER : namespace === "chat" ? env.CHAT : null;
+    const bindings = { counter: env.COUNTER, chat: env.CHAT, relay: env.RELAY };
+    const binding = bindings[namespace] ?? null;
     if (!binding) return error(`no namespace ${JSON.stringify(namespace)} is deployed`, 404);
     let name;
     try {
@@ -30,7 +36,9 @@ export default {
     if (!name) return error("invalid object name", 400);
     const inner = new URL("/" + rest.join("/") + url.search, url.origin);
     const stub = binding.get(binding.idFromName(name));
-    return stub.fetch(new Request(inner, request));
+    const forwarded = new Request(inner, request);
+    if (namespace === "relay") forwarded.headers.set("x-object-name", name);
+    return stub.fetch(forwarded);
   },
 };
 
@@ -45,6 +53,16 @@ export class Counter extends DurableObject {
       return error("use GET or POST", 405);
     }
     return Response.json({ count });
+  }
+}
+
+// bench/guests/relay: passes each request on to the Counter of its own name.
+export class Relay extends DurableObject {
+  async fetch(request) {
+    // An object does not know its own name here: the front worker passes it on.
+    const name = request.headers.get("x-object-name");
+    const counter = this.env.COUNTER.get(this.env.COUNTER.idFromName(name));
+    return counter.fetch(request);
   }
 }
 

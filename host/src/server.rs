@@ -99,7 +99,7 @@ impl Host {
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
         let router = http::router(AppState {
-            workers: Arc::new(Workers::new(objects.clone())),
+            workers: Workers::start(objects.clone(), config.idle_timeout),
             objects: objects.clone(),
             sockets: sockets.clone(),
             alarms,

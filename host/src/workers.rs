@@ -3,15 +3,17 @@
 //! event.
 //!
 //! An instance that answered is kept for a later request of the same app version (instantiating
-//! costs more than the whole worker hop otherwise would), up to [`MAX_IDLE_PER_APP`]; one that
-//! failed is dropped. Workers and objects share the host's instance slots.
+//! costs more than the whole worker hop otherwise would), up to [`MAX_IDLE_PER_APP`], and dropped
+//! once idle for the host's idle timeout, as objects hibernate; one that failed is dropped at
+//! once. Workers and objects share the host's instance slots.
 
 use crate::names::ObjectIdentity;
 use crate::objects::{Fetched, ObjectError, Objects};
 use crate::registry::App;
 use crate::runtime::{Guest, Instance, Request};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// How many idle instances of one app's worker the host keeps. Enough for the concurrency two
@@ -22,6 +24,7 @@ pub const MAX_IDLE_PER_APP: usize = 8;
 struct Idle {
     instance: Instance,
     version: u64,
+    since: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -29,14 +32,19 @@ struct Idle {
 pub struct Workers {
     objects: Objects,
     idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle_timeout: Duration,
 }
 
 impl Workers {
-    pub fn new(objects: Objects) -> Self {
-        Workers {
+    /// The workers of a host whose idle instances are dropped after `idle_timeout`.
+    pub fn start(objects: Objects, idle_timeout: Duration) -> Arc<Self> {
+        let workers = Arc::new(Workers {
             objects,
             idle: Mutex::new(HashMap::new()),
-        }
+            idle_timeout,
+        });
+        tokio::spawn(drop_idle(Arc::downgrade(&workers)));
+        workers
     }
 
     /// Runs a request on the app's worker. `upgrade`: the request asks for a WebSocket, which the
@@ -110,6 +118,7 @@ impl Workers {
             pool.push(Idle {
                 instance,
                 version,
+                since: Instant::now(),
                 _permit: permit,
             });
         }
@@ -129,6 +138,35 @@ impl Workers {
             *pool = keep;
             stale
         };
+        drop(stale);
+    }
+}
+
+/// Drops the instances idle for longer than the idle timeout, until the host is gone.
+async fn drop_idle(workers: Weak<Workers>) {
+    loop {
+        let every = match workers.upgrade() {
+            Some(w) => (w.idle_timeout / 2).max(Duration::from_millis(100)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(workers) = workers.upgrade() else {
+            return;
+        };
+        let stale: Vec<Idle> = {
+            let mut idle = workers.idle.lock().unwrap();
+            let mut stale = Vec::new();
+            for pool in idle.values_mut() {
+                let (keep, old): (Vec<Idle>, Vec<Idle>) = std::mem::take(pool)
+                    .into_iter()
+                    .partition(|i| i.since.elapsed() < workers.idle_timeout);
+                *pool = keep;
+                stale.extend(old);
+            }
+            idle.retain(|_, pool| !pool.is_empty());
+            stale
+        };
+        // Torn down outside the lock.
         drop(stale);
     }
 }
