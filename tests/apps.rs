@@ -458,3 +458,47 @@ async fn a_flood_of_fresh_names_through_a_worker_is_served_or_refused_and_the_ho
     let stats = host.stats().await;
     assert!(stats["live_instances"].as_u64().unwrap() <= 16, "{stats}");
 }
+
+#[tokio::test]
+async fn two_chains_that_would_wait_on_each_other_are_refused_at_once() {
+    // b's event lingers, then calls a; meanwhile a's event (another request) calls b, and waits
+    // behind b's event. When b calls a, each would wait for the other for ever.
+    let (host, _dir) = Host::start(&[]);
+    deploy_test_app(&host).await;
+    let c = client();
+    let started = Instant::now();
+    let b_to_a = c
+        .post(host.at("/to/CALLERS/b/hops?linger_before_ms=500"))
+        .json(&json!([["CALLERS", "a"]]))
+        .send();
+    let a_to_b = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.post(host.at("/to/CALLERS/a/hops"))
+            .json(&json!([["CALLERS", "b"]]))
+            .send()
+            .await
+    };
+    let (b_to_a, a_to_b) = tokio::join!(b_to_a, a_to_b);
+    let (b_to_a, a_to_b) = (b_to_a.unwrap(), a_to_b.unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(b_to_a.status(), 502);
+    let refused: serde_json::Value = b_to_a.json().await.unwrap();
+    assert_eq!(refused["call_error"], "cycle", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("callers/b → callers/a → callers/b"),
+        "{refused}"
+    );
+    // a's call went through once b's event ended.
+    assert_eq!(a_to_b.status(), 200);
+    assert_eq!(
+        a_to_b.json::<serde_json::Value>().await.unwrap(),
+        json!(["a", "b"])
+    );
+}

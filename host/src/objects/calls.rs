@@ -1,5 +1,6 @@
-//! Stub calls between objects of one host: resolving the callee, refusing cycles, and delivering
-//! the call as an event on the callee's queue (no HTTP, no socket).
+//! Stub calls between objects of one host: resolving the callee, refusing cycles (within a chain,
+//! and across chains through [`super::waits`]), and delivering the call as an event on the
+//! callee's queue (no HTTP, no socket).
 
 use super::Objects;
 use super::error::ObjectError;
@@ -51,6 +52,14 @@ impl Objects {
                 call.chain
             )));
         }
+        // A loop of waits across chains (A's event calls B while B's, from another request,
+        // calls A) would never be answered either.
+        let _waiting = match call.chain.caller() {
+            Some(caller) => Some(self.inner.waits.wait(caller, &callee).map_err(|waits| {
+                CallError::Cycle(format!("{waits}: each waits for the next to answer"))
+            })?),
+            None => None,
+        };
         let chain = call.chain.then(&callee);
         let fetched = self
             .fetch(

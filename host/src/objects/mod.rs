@@ -18,6 +18,7 @@ mod error;
 mod event;
 mod event_loop;
 mod shared;
+mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
 pub use event::Fetched;
@@ -66,6 +67,7 @@ impl Objects {
                 db,
                 committer,
                 calls: Arc::new(ObjectCalls(inner.clone())),
+                waits: Arc::default(),
                 instances: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
                 config,
                 loops: Mutex::new(HashMap::new()),

@@ -3,6 +3,7 @@
 
 use super::error::{OVERLOAD_WAIT, ObjectError};
 use super::event::Event;
+use super::waits::Waits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
 use crate::names::ObjectId;
@@ -34,6 +35,8 @@ pub(super) struct Inner {
     pub(super) committer: Committer,
     /// Handed to every instance, for its stub calls.
     pub(super) calls: Arc<dyn Calls>,
+    /// Which object waits on a call to which.
+    pub(super) waits: Arc<Waits>,
     pub(super) config: LifecycleConfig,
     /// The queue of every object that has an event loop.
     pub(super) loops: Mutex<HashMap<ObjectId, mpsc::UnboundedSender<Event>>>,

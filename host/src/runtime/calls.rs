@@ -84,6 +84,11 @@ impl Chain {
     pub fn depth(&self) -> usize {
         self.0.len()
     }
+
+    /// The object whose event makes the call; `None` for a worker's.
+    pub fn caller(&self) -> Option<&ObjectIdentity> {
+        self.0.last()
+    }
 }
 
 impl fmt::Display for Chain {

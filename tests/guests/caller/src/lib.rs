@@ -1,6 +1,7 @@
 //! A test object (world 0.3.0) that calls other objects through stubs:
-//! - `POST /hops` with a JSON list of `[binding, name]`: counts the visit, then calls the first
-//!   hop with the rest; answers the names visited, or 502 with the failed call's kind.
+//! - `POST /hops[?linger_before_ms=MS]` with a JSON list of `[binding, name]`: counts the visit,
+//!   (sleeps MS,) then calls the first hop with the rest; answers the names visited, or 502 with
+//!   the failed call's kind.
 //! - `POST /write-then-call?to=BINDING&name=NAME[&linger_ms=MS]`: increments its `n`, then calls
 //!   `/seen?n=N` on the other object, then sleeps MS; `POST /call-then-write` does the same in the
 //!   wrong order (calls, sleeps, then writes). `POST /seen?n=N` keeps the largest `n` seen;
@@ -82,6 +83,12 @@ impl DurableObject for Caller {
                 let me = self.state.name();
                 if hops.is_empty() {
                     return Response::from_json(&vec![me]);
+                }
+                if let Some(ms) = req
+                    .query_param("linger_before_ms")
+                    .and_then(|ms| ms.parse().ok())
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
                 let (binding, name) = hops.remove(0);
                 let next = Request::new("POST", "/hops").with_body(serde_json::to_vec(&hops)?);
