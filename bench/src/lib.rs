@@ -48,6 +48,16 @@ pub struct Target {
     pub kind: Kind,
 }
 
+/// The guest packages the benchmark deploys (built to `target/wasm32-wasip2/release/`).
+pub const GUESTS: [&str; 6] = [
+    "counter",
+    "chat-room",
+    "hello",
+    "ticket-counter",
+    "bench-front",
+    "bench-relay",
+];
+
 /// How long and how many: one value for the full run, one for `--quick`, one for the smoke test.
 #[derive(Clone, Debug)]
 pub struct Settings {

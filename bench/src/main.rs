@@ -45,16 +45,6 @@ struct Cli {
     only: Option<String>,
 }
 
-/// The guest packages the benchmark deploys.
-const GUESTS: [&str; 6] = [
-    "counter",
-    "chat-room",
-    "hello",
-    "ticket-counter",
-    "bench-front",
-    "bench-relay",
-];
-
 /// How long to wait for a server to go quiet between two measurements.
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -177,7 +167,7 @@ fn ensure_built(root: &Path) -> Result<PathBuf> {
     };
     run(&["build", "--release", "-p", "dohost"])?;
     let mut args = vec!["build", "--release", "--target", "wasm32-wasip2"];
-    for g in GUESTS {
+    for g in dohost_bench::GUESTS {
         args.extend(["-p", g]);
     }
     run(&args)?;

@@ -10,15 +10,6 @@ use dohost_bench::{Settings, Target, load, ws};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const GUESTS: [&str; 6] = [
-    "counter",
-    "chat-room",
-    "hello",
-    "ticket-counter",
-    "bench-front",
-    "bench-relay",
-];
-
 fn dohost_bin() -> PathBuf {
     let bin = std::env::var_os("DOHOST_BIN")
         .map(PathBuf::from)
@@ -32,7 +23,7 @@ fn dohost_bin() -> PathBuf {
 }
 
 fn check_guests() {
-    for guest in GUESTS {
+    for guest in dohost_bench::GUESTS {
         let path = peers::guest_wasm(guest);
         assert!(
             path.exists(),

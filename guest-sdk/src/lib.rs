@@ -378,25 +378,18 @@ pub mod __private {
         pub use dohost_worker_bindings::*;
 
         use crate::Worker;
-        use std::cell::RefCell;
-        use std::thread::LocalKey;
 
         /// Handles one request: creates the worker in `slot` if there is none, then hands it
         /// the request.
         pub fn fetch<T: Worker>(
-            slot: &'static LocalKey<RefCell<Option<T>>>,
+            slot: &'static super::Slot<T>,
             request: super::shared::types::Request,
         ) -> Result<super::shared::types::Response, String> {
-            slot.with_borrow_mut(|slot| {
-                let worker = slot.get_or_insert_with(|| {
-                    std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
-                    T::new(crate::Env::new())
-                });
-                worker
-                    .fetch(request.into())
-                    .map(Into::into)
-                    .map_err(|e| e.to_string())
-            })
+            super::with_slot(
+                slot,
+                || T::new(crate::Env::new()),
+                |worker| worker.fetch(request.into()).map(Into::into),
+            )
         }
     }
 
@@ -409,19 +402,29 @@ pub mod __private {
     /// The slot holding the object's one instance, filled on its first event.
     type Slot<T> = LocalKey<RefCell<Option<T>>>;
 
-    /// Runs one event: creates the instance in `slot` if there is none, then passes it to
-    /// `handle` and turns an error into the message the host wants.
+    /// Runs one event: creates the instance in `slot` with `new` if there is none, then passes
+    /// it to `handle` and turns an error into the message the host wants. The first instance also
+    /// installs the panic hook that logs a panic's message (standard error is discarded).
+    fn with_slot<T, R>(
+        slot: &'static Slot<T>,
+        new: impl FnOnce() -> T,
+        handle: impl FnOnce(&mut T) -> crate::Result<R>,
+    ) -> Result<R, String> {
+        slot.with_borrow_mut(|slot| {
+            let instance = slot.get_or_insert_with(|| {
+                std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
+                new()
+            });
+            handle(instance).map_err(|e| e.to_string())
+        })
+    }
+
+    /// [`with_slot`] for an object.
     fn with_instance<T: DurableObject, R>(
         slot: &'static Slot<T>,
         handle: impl FnOnce(&mut T) -> crate::Result<R>,
     ) -> Result<R, String> {
-        slot.with_borrow_mut(|slot| {
-            let object = slot.get_or_insert_with(|| {
-                std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
-                T::new(State::new())
-            });
-            handle(object).map_err(|e| e.to_string())
-        })
+        with_slot(slot, || T::new(State::new()), handle)
     }
 
     /// Handles one `fetch` event, converting the request and the answer.

@@ -132,31 +132,20 @@ impl Instance {
         state.io.upgrade = upgrade;
         state.chain = chain.unwrap_or_else(|| state.home_chain.clone());
         let store = &mut self.store;
+        // The same call in each version's own generated types.
+        macro_rules! call_fetch {
+            ($bindings:expr) => {{
+                let request = request.into();
+                let handler = $bindings.dohost_object_http_handler();
+                let call = handler.call_fetch(&mut *store, &request);
+                let called = call_guest(deadline, &self.heavy, call).await;
+                called.map(|r| r.map(Response::from))
+            }};
+        }
         let called = match &self.bindings {
-            Bindings::ObjectV0_2(b) => {
-                let request = request.into();
-                let call = b
-                    .dohost_object_http_handler()
-                    .call_fetch(&mut *store, &request);
-                let called = call_guest(deadline, &self.heavy, call).await;
-                called.map(|r| r.map(Response::from))
-            }
-            Bindings::ObjectV0_3(b) => {
-                let request = request.into();
-                let call = b
-                    .dohost_object_http_handler()
-                    .call_fetch(&mut *store, &request);
-                let called = call_guest(deadline, &self.heavy, call).await;
-                called.map(|r| r.map(Response::from))
-            }
-            Bindings::Worker(b) => {
-                let request = request.into();
-                let call = b
-                    .dohost_object_http_handler()
-                    .call_fetch(&mut *store, &request);
-                let called = call_guest(deadline, &self.heavy, call).await;
-                called.map(|r| r.map(Response::from))
-            }
+            Bindings::ObjectV0_2(b) => call_fetch!(b),
+            Bindings::ObjectV0_3(b) => call_fetch!(b),
+            Bindings::Worker(b) => call_fetch!(b),
         };
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
