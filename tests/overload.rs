@@ -216,3 +216,88 @@ async fn without_the_budget_the_same_objects_grow_the_host_past_it() {
     let live = stats["live_instances"].as_u64().unwrap();
     assert!(live * 100 > 1024, "none was evicted: {stats}");
 }
+
+/// `uploads` connections each send the head of a 15 MiB POST to the counter and all but its last
+/// MiB, then wait for `release` before sending the rest; answers the host's RSS growth while they
+/// wait, and the statuses they finally get.
+async fn held_back_uploads(host: &Host, uploads: usize) -> (u64, Vec<u16>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 15 << 20;
+    let before = rss(host.pid());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..uploads {
+        let (addr, release) = (host.addr(), release.clone());
+        let released = release.notified_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /counter/upload-{i}/ HTTP/1.1\r\nhost: x\r\ncontent-length: {SIZE}\r\n\r\n"
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let body = vec![b'x'; SIZE];
+            let (first, last) = body.split_at(SIZE - (1 << 20));
+            // Held by TCP backpressure once the host stops reading: that is the point.
+            let _ = tokio::time::timeout(Duration::from_secs(20), tcp.write_all(first)).await;
+            released.await;
+            if tcp.write_all(last).await.is_err() {
+                return 0;
+            }
+            let mut answer = vec![0u8; 4096];
+            let n = tcp.read(&mut answer).await.unwrap_or(0);
+            let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        }));
+    }
+    // Let every upload send what it can, then measure what the host holds meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let grown = rss(host.pid()).saturating_sub(before);
+    // Others are served meanwhile: a body-less request, and a small body.
+    let c = client();
+    let r = c.get(host.at("/counter/bystander/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(host.at("/counter/bystander/"))
+        .body("small")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    release.notify_waiters();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    (grown, statuses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_held_open_cost_at_most_the_bodies_budget_and_then_complete() {
+    // 40 uploads of 15 MiB against a 64 MiB budget: four at a time are read, the others wait
+    // outside the host's memory; all complete once they are let go.
+    let budget = 64u64 << 20;
+    let (host, _dir) = Host::start(&["--max-request-bodies-total", &budget.to_string()]);
+    host.deploy("counter", "counter").await;
+    let (grown, statuses) = held_back_uploads(&host, 40).await;
+    println!(
+        "RSS grew by {} MiB while 40 uploads were held open",
+        grown >> 20
+    );
+    assert!(
+        grown < budget + (48 << 20),
+        "RSS grew by {} MiB",
+        grown >> 20
+    );
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+
+    // Negative control: with the budget lifted, the same uploads are all held in memory.
+    let (host, _dir) = Host::start(&["--max-request-bodies-total", &(8u64 << 30).to_string()]);
+    host.deploy("counter", "counter").await;
+    let (grown, statuses) = held_back_uploads(&host, 40).await;
+    println!("without the budget, RSS grew by {} MiB", grown >> 20);
+    assert!(grown > 400 << 20, "RSS grew by only {} MiB", grown >> 20);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}

@@ -129,6 +129,11 @@ pub struct HostConfig {
     pub max_memory: usize,
     /// Largest request body sent to an object, in bytes.
     pub max_request_body: usize,
+    /// Most bytes of request bodies the host holds for all requests together; past it, it reads
+    /// no further body until some are answered (the clients wait in TCP backpressure), and a
+    /// body that cannot start within the body timeout is answered 503 `overloaded`. Default a
+    /// sixteenth of the machine's memory.
+    pub max_request_bodies_total: usize,
     /// Largest component accepted by deploy, in bytes.
     pub max_component_bytes: usize,
     /// Largest incoming WebSocket message, in bytes; a larger one closes the socket with 1009.
@@ -167,6 +172,7 @@ impl HostConfig {
             max_live_objects: default_max_live_objects(),
             max_memory: share(2),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_request_bodies_total: share(16),
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_ws_message: DEFAULT_MAX_WS_MESSAGE,
             max_ws_backlog: DEFAULT_MAX_WS_BACKLOG,

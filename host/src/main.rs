@@ -86,6 +86,11 @@ struct ServeArgs {
     /// closed first. Default a sixteenth of the machine's memory.
     #[arg(long)]
     max_ws_backlog_total: Option<usize>,
+    /// Most bytes of request bodies held for all requests together; past it no further body is
+    /// read until some are answered, and one that cannot start within the body timeout is
+    /// answered 503. Default a sixteenth of the machine's memory.
+    #[arg(long)]
+    max_request_bodies_total: Option<usize>,
     /// Seconds a client may take to send a request's head; past it the connection is closed.
     /// An idle keep-alive connection is closed after this long too.
     #[arg(long, default_value_t = config::DEFAULT_HEADER_TIMEOUT)]
@@ -194,6 +199,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.max_ws_backlog_total = args
         .max_ws_backlog_total
         .unwrap_or(config.max_ws_backlog_total);
+    config.max_request_bodies_total = args
+        .max_request_bodies_total
+        .unwrap_or(config.max_request_bodies_total);
     config.header_timeout = args.header_timeout.0;
     config.body_timeout = args.body_timeout.0;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);

@@ -4,7 +4,7 @@
 use crate::alarms::Alarms;
 use crate::config::HostConfig;
 use crate::cpu_share::{CpuShare, DEMOTION};
-use crate::http::{self, AppState, ClientAddress};
+use crate::http::{self, AppState, BodyBudget, ClientAddress};
 use crate::memory::MemoryBudget;
 use crate::objects::{LifecycleConfig, Objects};
 use crate::registry::Registry;
@@ -100,6 +100,7 @@ impl Host {
         runtime.spawn(alarms.clone().run(objects.clone()));
         let router = http::router(AppState {
             workers: Workers::start(objects.clone(), config.idle_timeout),
+            bodies: BodyBudget::new(config.max_request_bodies_total),
             objects: objects.clone(),
             sockets: sockets.clone(),
             alarms,

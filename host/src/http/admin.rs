@@ -132,7 +132,7 @@ pub(super) async fn deploy(
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
     let deadline = BodyDeadline::Progress(app.body_timeout);
-    let bytes = read_body(body, &headers, app.max_component_bytes, deadline).await?;
+    let (bytes, _) = read_body(body, &headers, app.max_component_bytes, deadline, None).await?;
     let registry = app.registry.clone();
     let info = tokio::task::spawn_blocking(move || registry.deploy(&namespace, &bytes))
         .await
@@ -189,7 +189,8 @@ pub(super) async fn deploy_app(
     authorize(&headers, &app.admin_token)?;
     let name = name_param(name)?;
     let deadline = BodyDeadline::Progress(app.body_timeout);
-    let bytes = read_body(body, &headers, 2 * app.max_component_bytes, deadline).await?;
+    // The admin's uploads are not counted in the bodies' budget: they are authorized first.
+    let (bytes, _) = read_body(body, &headers, 2 * app.max_component_bytes, deadline, None).await?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_app", m);
     let body: AppBody =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("the app upload: {e}")))?;
@@ -262,7 +263,7 @@ pub(super) async fn put_secret(
     let Path((name, secret)) = params
         .map_err(|e| ApiError::invalid_name(format!("not a valid name: {}", e.body_text())))?;
     let deadline = BodyDeadline::Whole(app.body_timeout);
-    let bytes = read_body(body, &headers, MAX_SECRET_BYTES, deadline).await?;
+    let (bytes, _) = read_body(body, &headers, MAX_SECRET_BYTES, deadline, None).await?;
     let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -1,5 +1,5 @@
 //! What a request may send: the size of its head, the encoding of its path, and its body's size
-//! and pace.
+//! and pace; and what the bodies of all requests together may hold of the host's memory.
 
 use super::error::ApiError;
 use crate::routing::invalid_escape;
@@ -8,7 +8,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Longest request target (path and query, and the authority of an absolute-form target), in
 /// bytes: a longer one is a 414. Object names are at most 256 bytes, so this leaves an object
@@ -100,15 +103,119 @@ impl BodyDeadline {
     }
 }
 
+/// The bytes of request bodies the host holds for all requests together (`--max-request-bodies-
+/// total`). A body takes its share before the host reads it, and holds it until its request is
+/// answered; while the budget is spent the host reads no more, so clients wait in TCP
+/// backpressure instead of in the host's memory.
+///
+/// Not first come, first served: a small body fits in what a large one waits for, so a few large
+/// uploads held open cannot keep every other request out.
+pub struct BodyBudget {
+    limit: usize,
+    used: AtomicUsize,
+    freed: Notify,
+}
+
+/// A share of the [`BodyBudget`], given back when dropped.
+pub struct BodyShare {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl Drop for BodyShare {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.freed.notify_waiters();
+    }
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(BodyBudget {
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Bytes held by bodies now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Takes `bytes` (at most the whole budget), waiting until `until` for them to be free.
+    async fn take(
+        self: &Arc<Self>,
+        bytes: usize,
+        until: Option<tokio::time::Instant>,
+    ) -> Option<BodyShare> {
+        let bytes = bytes.min(self.limit);
+        loop {
+            // Registered before the check, so that a share given back in between still wakes us.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take(bytes) {
+                return Some(BodyShare {
+                    budget: self.clone(),
+                    bytes,
+                });
+            }
+            match until {
+                Some(until) => tokio::time::timeout_at(until, freed).await.ok()?,
+                None => freed.await,
+            }
+        }
+    }
+}
+
+impl BodyShare {
+    /// Grows the share by `bytes` more, as a body of unknown length arrives.
+    async fn grow(&mut self, bytes: usize, until: Option<tokio::time::Instant>) -> bool {
+        match self.budget.take(bytes, until).await {
+            Some(more) => {
+                self.bytes += more.bytes;
+                std::mem::forget(more);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A body that could not be read because every byte of the budget was held by others.
+fn budget_spent(budget: &BodyBudget) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        format!(
+            "the host already holds its limit of request bodies in flight ({} bytes, \
+             --max-request-bodies-total); try again shortly",
+            budget.limit
+        ),
+    )
+}
+
 /// Reads a whole body of at most `limit` bytes within `deadline`: a larger one is a 413, a slower
 /// one a 408, one cut short (the client closed before its `Content-Length`, or sent broken
-/// chunks) a 400.
+/// chunks) a 400. With a `budget`, the body first takes its share of it (what `Content-Length`
+/// declares, else each part as it comes); one that cannot within the deadline is a 503
+/// `overloaded`. The share is the caller's to hold while the bytes live.
 pub(super) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
     deadline: BodyDeadline,
-) -> Result<Vec<u8>, ApiError> {
+    budget: Option<&Arc<BodyBudget>>,
+) -> Result<(Vec<u8>, Option<BodyShare>), ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -124,14 +231,30 @@ pub(super) async fn read_body(
         return Err(too_large());
     }
     let started = tokio::time::Instant::now();
+    let until = |deadline: BodyDeadline| match deadline {
+        BodyDeadline::Whole(d) => started.checked_add(d),
+        BodyDeadline::Progress(d) => tokio::time::Instant::now().checked_add(d),
+    };
+    // The share of a declared length is taken whole, before a byte is read: a body never holds
+    // part of the budget while it waits for the rest.
+    let mut share = match (budget, declared) {
+        (Some(budget), Some(n)) if n > 0 => Some(
+            budget
+                .take(n as usize, until(deadline))
+                .await
+                .ok_or_else(|| budget_spent(budget))?,
+        ),
+        (Some(budget), _) => Some(BodyShare {
+            budget: budget.clone(),
+            bytes: 0,
+        }),
+        (None, _) => None,
+    };
     let mut body = Limited::new(body, limit);
     // Not sized by `Content-Length`: a client may declare the limit and send nothing.
     let mut bytes = Vec::new();
     loop {
-        let until = match deadline {
-            BodyDeadline::Whole(d) => started.checked_add(d),
-            BodyDeadline::Progress(d) => tokio::time::Instant::now().checked_add(d),
-        };
+        let until = until(deadline);
         let frame = match until {
             Some(until) => tokio::time::timeout_at(until, body.frame())
                 .await
@@ -140,9 +263,15 @@ pub(super) async fn read_body(
             None => body.frame().await,
         };
         match frame {
-            None => return Ok(bytes),
+            None => return Ok((bytes, share)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    let needed = (bytes.len() + data.len()).saturating_sub(share_bytes(&share));
+                    if let Some(share) = share.as_mut().filter(|_| needed > 0)
+                        && !share.grow(needed, until).await
+                    {
+                        return Err(budget_spent(&share.budget));
+                    }
                     bytes.extend_from_slice(&data);
                 }
             }
@@ -160,4 +289,9 @@ pub(super) async fn read_body(
             }
         }
     }
+}
+
+/// The bytes a share holds; a body read without a budget counts as holding all it reads.
+fn share_bytes(share: &Option<BodyShare>) -> usize {
+    share.as_ref().map_or(usize::MAX, |s| s.bytes)
 }

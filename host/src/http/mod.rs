@@ -28,7 +28,7 @@ mod state;
 mod websocket;
 
 pub use error::ApiError;
-pub use limits::{MAX_HEADER_BYTES, MAX_TARGET_BYTES};
+pub use limits::{BodyBudget, MAX_HEADER_BYTES, MAX_TARGET_BYTES};
 pub use state::{AppState, ClientAddress};
 
 use axum::Router;

@@ -103,7 +103,15 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         None
     };
     let deadline = BodyDeadline::Whole(app.body_timeout);
-    let body = read_body(body, &parts.headers, app.max_request_body, deadline).await?;
+    // The share of the bodies' budget is held until the answer: the bytes live until then.
+    let (body, _share) = read_body(
+        body,
+        &parts.headers,
+        app.max_request_body,
+        deadline,
+        Some(&app.bodies),
+    )
+    .await?;
     let headers = parts
         .headers
         .iter()

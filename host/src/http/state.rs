@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use super::limits::BodyBudget;
 use crate::alarms::Alarms;
 use crate::objects::Objects;
 use crate::registry::Registry;
@@ -13,6 +14,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub objects: Objects,
+    /// What all request bodies together may hold of the host's memory.
+    pub bodies: Arc<BodyBudget>,
     pub workers: Arc<Workers>,
     pub sockets: Arc<Sockets>,
     pub alarms: Arc<Alarms>,
