@@ -1,7 +1,8 @@
 //! A real browser against the cursors example: two headless Chromium pages on the same room,
 //! driven through chromedriver (WebDriver). Moving the mouse in one page must draw that peer's
 //! cursor, near the same point, in the other. Screenshots of both pages are saved to
-//! `target/test-output/cursors-a.png` and `cursors-b.png`.
+//! `target/test-output/cursors-a.png` and `cursors-b.png`. And an `EventSource` against the
+//! pubsub example: the page shows every published event, across the room's hibernation.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `bash scripts/test` installs them.
 
@@ -294,4 +295,69 @@ async fn moving_the_mouse_in_one_page_draws_a_cursor_in_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bounded("close page B", b.close()).await;
+}
+
+/// The events `#events` shows on `page`, as `[id, text]`.
+async fn shown_events(page: &Client) -> Value {
+    let script = r#"
+        return [...document.querySelectorAll('#events li')]
+            .map(li => [li.dataset.id, li.textContent]);
+    "#;
+    bounded("read the events", page.execute(script, vec![])).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_source_in_the_browser_receives_published_events_across_hibernation() {
+    let driver = tokio::task::block_in_place(Driver::start);
+    let (host, _dir) = Host::start(&["--idle-timeout", "1"]);
+    host.deploy("pubsub", "pubsub").await;
+    let profiles = tempfile::tempdir().unwrap();
+    let page = driver.session(&profiles.path().join("p")).await;
+    bounded(
+        "open the page",
+        page.goto(&host.at("/pubsub/browser-room/")),
+    )
+    .await;
+    // The page has subscribed once the room counts it.
+    let c = support::client();
+    let subscribed = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, seen) = support::json(c.get(host.at("/pubsub/browser-room/subscribers"))).await;
+        if seen["subscribers"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < subscribed,
+            "the page never subscribed: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let publish = async |text: &str| {
+        let r = c
+            .post(host.at("/pubsub/browser-room/publish"))
+            .body(text.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    publish("one").await;
+    publish("two").await;
+    // The room sleeps; the host keeps the page's stream.
+    host.wait_hibernated().await;
+    publish("three").await;
+    let expected = json!([["1", "one"], ["2", "two"], ["3", "three"]]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = shown_events(&page).await;
+        if shown == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page shows {shown}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bounded("close the page", page.close()).await;
 }

@@ -1,6 +1,6 @@
 //! The SDK's error types.
 
-use crate::CallError;
+use crate::{CallError, StreamError};
 use std::fmt;
 
 /// Why the host refused a storage call. A refused call changes nothing.
@@ -73,6 +73,8 @@ pub enum Error {
     WebSocket(WebSocketError),
     /// A call through a [`Stub`](crate::Stub) failed.
     Call(CallError),
+    /// The host refused a stream call.
+    Stream(StreamError),
     /// A value could not be converted to or from JSON: a stored value or request body that does
     /// not match the type asked for, or a value that cannot be serialized.
     Json(serde_json::Error),
@@ -86,6 +88,7 @@ impl fmt::Display for Error {
             Error::Storage(e) => e.fmt(f),
             Error::WebSocket(e) => e.fmt(f),
             Error::Call(e) => e.fmt(f),
+            Error::Stream(e) => e.fmt(f),
             Error::Json(e) => write!(f, "JSON error: {e}"),
             Error::Message(m) => f.write_str(m),
         }
@@ -98,6 +101,7 @@ impl std::error::Error for Error {
             Error::Storage(e) => Some(e),
             Error::WebSocket(e) => Some(e),
             Error::Call(e) => Some(e),
+            Error::Stream(e) => Some(e),
             Error::Json(e) => Some(e),
             Error::Message(_) => None,
         }

@@ -154,6 +154,7 @@ mod request;
 mod response;
 mod state;
 mod storage;
+mod stream;
 mod websocket;
 
 pub use alarm::{AlarmInfo, now_ms};
@@ -163,6 +164,7 @@ pub use request::Request;
 pub use response::Response;
 pub use state::{State, new_unique_name};
 pub use storage::{ListOptions, Storage};
+pub use stream::{ResponseStream, StreamError};
 pub use websocket::{WebSocket, WebSocketMessage};
 
 /// A Durable Object class: what the host creates and delivers events to.
@@ -220,6 +222,14 @@ pub trait DurableObject: Sized + 'static {
         Ok(())
     }
 
+    /// Called when the client of `stream` went away, or read so slowly that the host ended the
+    /// stream. It is already gone from [`State::get_streams`]. Streams closed by the object
+    /// itself get no call.
+    fn stream_closed(&mut self, stream: ResponseStream) -> Result<()> {
+        let _ = stream;
+        Ok(())
+    }
+
     /// Called when the alarm set with [`Storage::set_alarm`] is due.
     ///
     /// `Ok` commits the event's writes and clears the alarm, unless the handler set a new one.
@@ -233,7 +243,7 @@ pub trait DurableObject: Sized + 'static {
 /// Registers `$ty`, a type implementing [`DurableObject`], as the crate's object class.
 ///
 /// Use it once, at the top level of the `cdylib` crate. It exports the component's
-/// `http-handler`, `websocket-handler` and `alarm-handler` interfaces and keeps the one instance
+/// `http-handler`, `websocket-handler`, `stream-handler` and `alarm-handler` interfaces and keeps the one instance
 /// of `$ty` in a thread-local slot, created with [`DurableObject::new`] on the first event of any
 /// kind. On that first event it also installs a panic hook that writes the panic message to the
 /// host's log at level error, because a panic otherwise leaves only a bare trap (standard error
@@ -284,6 +294,14 @@ macro_rules! durable_object {
                     error: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::__private::on_error(&INSTANCE, socket, error)
+                }
+            }
+
+            impl $crate::__private::exports::dohost::object::stream_handler::Guest
+                for DohostObject
+            {
+                fn on_close(stream: u64) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::on_stream_close(&INSTANCE, stream)
                 }
             }
 
@@ -475,6 +493,16 @@ pub mod __private {
         error: String,
     ) -> Result<(), String> {
         with_socket(slot, socket, |object, ws| object.websocket_error(ws, error))
+    }
+
+    /// Handles one `on-close` event of a stream.
+    pub fn on_stream_close<T: DurableObject>(
+        slot: &'static Slot<T>,
+        stream: u64,
+    ) -> Result<(), String> {
+        with_instance(slot, |object| {
+            object.stream_closed(crate::ResponseStream::new(stream))
+        })
     }
 
     /// Handles one `on-alarm` event.

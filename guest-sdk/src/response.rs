@@ -47,6 +47,14 @@ impl Response {
         }
     }
 
+    /// A 200 for a stream of server-sent events: `content-type: text/event-stream` and
+    /// `cache-control: no-cache`, no body of its own. Return it after
+    /// [`State::open_stream`](crate::State::open_stream).
+    pub fn event_stream() -> Self {
+        Response::new(200, Some("text/event-stream"), Vec::new())
+            .with_header("cache-control", "no-cache")
+    }
+
     /// A 200 with a text body, `content-type: text/plain; charset=utf-8`.
     pub fn ok(body: impl Into<String>) -> Self {
         Self::new(

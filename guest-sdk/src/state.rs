@@ -3,7 +3,7 @@
 use crate::__private::dohost::object::identity;
 use crate::__private::dohost::object::websockets::{self as wit, AutoResponse};
 use crate::websocket::host;
-use crate::{Env, Result, Storage, WebSocket};
+use crate::{Env, ResponseStream, Result, Storage, WebSocket};
 
 /// The object's identity, storage and WebSockets, handed to
 /// [`DurableObject::new`](crate::DurableObject::new).
@@ -59,6 +59,25 @@ impl State {
     pub fn accept_websocket(&self, tags: &[&str]) -> Result<WebSocket> {
         let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
         host(wit::accept(&tags)).map(WebSocket::new)
+    }
+
+    /// Answers the request being handled with a stream, with up to 10 `tags` (each at most 256
+    /// bytes) to find it by later with [`get_streams`](Self::get_streams).
+    ///
+    /// Only inside [`fetch`](crate::DurableObject::fetch), once, and not for a WebSocket
+    /// upgrade. The response `fetch` returns gives the status and headers (use
+    /// [`Response::event_stream`](crate::Response::event_stream) for server-sent events) and
+    /// its body goes first; then what this and later events
+    /// [`write`](ResponseStream::write), until one [`close`](ResponseStream::close)s it or the
+    /// client goes away ([`stream_closed`](crate::DurableObject::stream_closed)). If `fetch`
+    /// fails, the stream is dropped.
+    pub fn open_stream(&self, tags: &[&str]) -> Result<ResponseStream> {
+        ResponseStream::open(tags)
+    }
+
+    /// The object's open streams, oldest first; with `tag`, only those opened with it.
+    pub fn get_streams(&self, tag: Option<&str>) -> Vec<ResponseStream> {
+        ResponseStream::list(tag)
     }
 
     /// The object's open WebSockets, oldest first; with `tag`, only those accepted with it.

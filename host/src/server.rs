@@ -164,6 +164,10 @@ pub fn read_token(data_dir: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// How long a write to a client may wait for the client to take any of it before the connection
+/// is closed: a response, a stream or a WebSocket whose client stopped reading.
+pub const WRITE_STALL: Duration = Duration::from_secs(60);
+
 /// Serves `router` on `listener` over HTTP/1.1 until `shutdown` completes, then lets every
 /// connection finish the request it is on (upgraded WebSockets are not its to wait for).
 ///
@@ -211,8 +215,15 @@ pub async fn serve(
         let service = router
             .clone()
             .layer(axum::Extension(ClientAddress(peer.ip())));
+        // hyper has no write timeout: a client that stops reading a large or streamed response
+        // would hold its connection for ever.
+        let mut io = tokio_io_timeout::TimeoutStream::new(tcp);
+        io.set_write_timeout(Some(WRITE_STALL));
         let connection = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(Box::pin(io)),
+                TowerToHyperService::new(service),
+            )
             .with_upgrades();
         let (mut stopped, alive) = (stopped.clone(), alive.clone());
         tokio::spawn(async move {

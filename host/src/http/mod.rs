@@ -25,6 +25,7 @@ mod error;
 mod limits;
 mod objects;
 mod state;
+mod stream;
 mod websocket;
 
 pub use error::ApiError;

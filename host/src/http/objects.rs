@@ -4,11 +4,12 @@
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::{AppState, ClientAddress};
-use super::websocket;
+use super::{stream, websocket};
 use crate::objects::ObjectError;
 use crate::registry::{App, Namespace};
 use crate::routing::{Target, parse_target};
 use crate::runtime;
+use crate::sockets::Kind;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, State};
@@ -128,7 +129,7 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         body,
         client_address,
     };
-    let fetched = match destination {
+    let mut fetched = match destination {
         Destination::Worker(worker) => {
             request.path = match uri.query() {
                 Some(q) => format!("{}?{q}", uri.path()),
@@ -150,7 +151,16 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         }
     })?;
     match (upgrade, fetched.accepted) {
-        (Some(upgrade), Some(accepted)) if fetched.response.status == 101 => {
+        (_, Some(accepted)) if accepted.kind == Kind::Stream && fetched.response.status != 101 => {
+            let first = std::mem::take(&mut fetched.response.body);
+            let mut response = to_http(fetched.response)?;
+            let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
+            *response.body_mut() = stream::body(first, accepted, sockets, objects);
+            Ok(response)
+        }
+        (Some(upgrade), Some(accepted))
+            if accepted.kind == Kind::WebSocket && fetched.response.status == 101 =>
+        {
             // Shared: every idle socket's task holds its owner, so it is one pointer there. The
             // owner is the object that accepted, which a worker may have handed the upgrade to.
             let owner = accepted.owner().clone();

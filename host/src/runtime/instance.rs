@@ -129,6 +129,7 @@ impl Instance {
     ) -> Result<Response, EventError> {
         let (_busy, deadline) = self.start_event()?;
         let state = self.store.data_mut();
+        state.io.in_request = true;
         state.io.upgrade = upgrade;
         state.chain = chain.unwrap_or_else(|| state.home_chain.clone());
         let store = &mut self.store;
@@ -169,6 +170,13 @@ impl Instance {
         let (_busy, deadline) = self.start_event()?;
         self.store.data_mut().reset_chain();
         let store = &mut self.store;
+        if let (SocketEvent::StreamClosed, Bindings::ObjectV0_3(b)) = (&event, &self.bindings) {
+            let call = b
+                .dohost_object_stream_handler()
+                .call_on_close(&mut *store, socket);
+            let called = call_guest(deadline, &self.heavy, call).await;
+            return self.outcome(called);
+        }
         let called = on_object!(&self.bindings, |b, v| {
             use v::exports::dohost::object::websocket_handler::Message;
             let handler = b.dohost_object_websocket_handler();
@@ -194,6 +202,8 @@ impl Instance {
                             .await
                     }
                     SocketEvent::Error(e) => handler.call_on_error(&mut *store, socket, &e).await,
+                    // Handled above: only 0.3.0 has streams.
+                    SocketEvent::StreamClosed => Ok(Ok(())),
                 }
             })
             .await

@@ -20,9 +20,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// What one event did with WebSockets, handed to the object's event loop when it ends.
 #[derive(Default)]
 pub struct SocketIo {
+    /// Whether the event is a request (which may open a stream).
+    pub(super) in_request: bool,
     /// Whether the request being handled asks for a WebSocket upgrade.
     pub(super) upgrade: bool,
-    /// The socket accepted by this request, if any.
+    /// The socket this request accepted, or the stream it answers with, if any.
     pub accepted: Option<Accepted>,
     /// Sends and closes, in order, held until the output gate opens.
     pub outputs: Vec<(u64, Queued)>,

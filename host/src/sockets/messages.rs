@@ -9,6 +9,14 @@ pub const MAX_ATTACHMENT_BYTES: usize = 16 * 1024;
 /// Longest auto-response request or response text, in bytes.
 pub const MAX_AUTO_RESPONSE_BYTES: usize = 2048;
 
+/// What a held connection is: a WebSocket, or a response body the object writes as a stream.
+/// Both keep tags, wait behind the output gate and count in the same backlog bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    WebSocket,
+    Stream,
+}
+
 /// What the host sends on a socket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
@@ -28,6 +36,8 @@ pub enum SocketEvent {
         was_clean: bool,
     },
     Error(String),
+    /// A stream's client went away, or read too slowly and the host ended the stream.
+    StreamClosed,
 }
 
 /// Why a WebSocket call was refused. Mirrors the WIT `websocket-error`.

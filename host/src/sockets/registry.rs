@@ -3,7 +3,8 @@
 
 use super::backlog::{Backlog, Outbox, Queued, SHED_INTERVAL_MS, SLOW_FLOOR, Slow};
 use super::messages::{
-    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing, SocketError,
+    Kind, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
+    SocketError,
 };
 use crate::clock::now_ms;
 use crate::names::{ObjectId, ObjectIdentity};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 struct Socket {
+    kind: Kind,
     tags: Vec<String>,
     attachment: Option<Vec<u8>>,
     out: Arc<Outbox>,
@@ -39,6 +41,7 @@ pub struct Sockets {
 /// the one place a socket that never opened is forgotten.
 pub struct Accepted {
     pub socket: u64,
+    pub kind: Kind,
     /// The object that accepted it: a socket handed on through a stub is not the addressed
     /// object's.
     owner: Arc<ObjectIdentity>,
@@ -93,6 +96,7 @@ impl Sockets {
     pub fn accept(
         self: &Arc<Self>,
         owner: &ObjectIdentity,
+        kind: Kind,
         tags: Vec<String>,
     ) -> Result<Accepted, SocketError> {
         if tags.len() > MAX_TAGS {
@@ -113,6 +117,7 @@ impl Sockets {
         objects.entry(owner.id).or_default().open.insert(
             socket,
             Socket {
+                kind,
                 tags,
                 attachment: None,
                 out: outbox.clone(),
@@ -121,6 +126,7 @@ impl Sockets {
         );
         Ok(Accepted {
             socket,
+            kind,
             owner: Arc::new(owner.clone()),
             outbox: Some(outbox),
             sockets: self.clone(),
@@ -154,12 +160,13 @@ impl Sockets {
         Ok(f(s))
     }
 
-    /// The object's open sockets, oldest first, optionally only those with `tag`.
-    pub fn list(&self, object: &ObjectId, tag: Option<&str>) -> Vec<u64> {
+    /// The object's open sockets of `kind`, oldest first, optionally only those with `tag`.
+    pub fn list(&self, object: &ObjectId, kind: Kind, tag: Option<&str>) -> Vec<u64> {
         let objects = self.objects.lock().unwrap();
         objects.get(object).map_or_else(Vec::new, |o| {
             o.open
                 .iter()
+                .filter(|(_, s)| s.kind == kind)
                 .filter(|(_, s)| tag.is_none_or(|t| s.tags.iter().any(|x| x == t)))
                 .map(|(id, _)| *id)
                 .collect()
@@ -168,6 +175,12 @@ impl Sockets {
 
     pub fn exists(&self, object: &ObjectId, socket: u64) -> bool {
         self.with_socket(object, socket, |_| ()).is_ok()
+    }
+
+    /// Whether the object has `socket` open, of `kind`.
+    pub fn is_open(&self, object: &ObjectId, socket: u64, kind: Kind) -> bool {
+        self.with_socket(object, socket, |s| s.kind == kind)
+            .unwrap_or(false)
     }
 
     /// Counts a message the object sends in its socket's backlog, to be [`Self::release`]d once
@@ -395,7 +408,7 @@ mod tests {
         let sockets = Arc::new(Sockets::new(1 << 20, Backlog::new(1000, 1 << 20)));
         let owner = ObjectIdentity::new("ns", "a");
         let id = owner.id;
-        let a = sockets.accept(&owner, vec![]).unwrap();
+        let a = sockets.accept(&owner, Kind::WebSocket, vec![]).unwrap();
         let first = sockets.queue(&id, a.socket, text(600)).unwrap();
         assert!(first.is_some());
         assert_eq!(sockets.bytes_waiting(), 600);
@@ -416,9 +429,9 @@ mod tests {
         let owner = ObjectIdentity::new("ns", "room");
         let id = owner.id;
         let (gated, unread, little) = (
-            sockets.accept(&owner, vec![]).unwrap(),
-            sockets.accept(&owner, vec![]).unwrap(),
-            sockets.accept(&owner, vec![]).unwrap(),
+            sockets.accept(&owner, Kind::WebSocket, vec![]).unwrap(),
+            sockets.accept(&owner, Kind::WebSocket, vec![]).unwrap(),
+            sockets.accept(&owner, Kind::WebSocket, vec![]).unwrap(),
         );
         // 500 KiB behind the output gate (an event's output whose commit is not durable yet).
         let held = sockets.queue(&id, gated.socket, text(500 * KIB)).unwrap();
@@ -453,7 +466,7 @@ mod tests {
         let sockets = Arc::new(Sockets::new(1 << 20, Backlog::new(1 << 20, 1 << 20)));
         let owner = ObjectIdentity::new("ns", "a");
         let id = owner.id;
-        let a = sockets.accept(&owner, vec![]).unwrap();
+        let a = sockets.accept(&owner, Kind::WebSocket, vec![]).unwrap();
         let queued = sockets.queue(&id, a.socket, text(100)).unwrap().unwrap();
         sockets.release(&id, vec![(a.socket, queued)]);
         assert_eq!(sockets.bytes_waiting(), 100);

@@ -9,6 +9,7 @@ mod config;
 mod identity;
 mod logging;
 mod storage;
+mod streams;
 mod stubs;
 mod websockets;
 

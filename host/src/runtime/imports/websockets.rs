@@ -2,12 +2,14 @@
 //! the object. The same in 0.2.0 and 0.3.0.
 
 use crate::runtime::state::HostState;
-use crate::sockets::{Outgoing, SocketError};
+use crate::sockets::{Kind, Outgoing, SocketError};
 
+/// What WebSockets and streams share: both are connections the host holds for the object.
 impl HostState {
-    /// A socket this object may use in this event: open, and not closed earlier in the event.
-    fn own(&self, socket: u64) -> Result<(), SocketError> {
-        let open = self.sockets.exists(&self.identity.id, socket);
+    /// A socket (or stream) this object may use in this event: open, of `kind`, and not closed
+    /// earlier in the event.
+    pub(super) fn own(&self, socket: u64, kind: Kind) -> Result<(), SocketError> {
+        let open = self.sockets.is_open(&self.identity.id, socket, kind);
         if open && !self.io.closing.contains(&socket) {
             Ok(())
         } else {
@@ -16,13 +18,42 @@ impl HostState {
     }
 
     /// Queues `out` behind the output gate, counted in the socket's backlog from now on.
-    fn send(&mut self, socket: u64, out: Outgoing) -> Result<(), SocketError> {
-        if self.io.closing.contains(&socket) {
-            return Err(SocketError::NotFound);
-        }
+    pub(super) fn send(
+        &mut self,
+        socket: u64,
+        kind: Kind,
+        out: Outgoing,
+    ) -> Result<(), SocketError> {
+        self.own(socket, kind)?;
         if let Some(queued) = self.sockets.queue(&self.identity.id, socket, out)? {
             self.io.outputs.push((socket, queued));
         }
+        Ok(())
+    }
+
+    /// Registers the connection this request opens (a WebSocket it accepts, or the stream it
+    /// answers with): once per request.
+    pub(super) fn open(&mut self, kind: Kind, tags: Vec<String>) -> Result<u64, SocketError> {
+        if self.io.accepted.is_some() {
+            return Err(SocketError::InvalidArgument(
+                "this request's socket or stream was already opened".into(),
+            ));
+        }
+        let accepted = self.sockets.accept(&self.identity, kind, tags)?;
+        let socket = accepted.socket;
+        self.io.accepted = Some(accepted);
+        Ok(socket)
+    }
+
+    /// Closes a socket or stream at the output gate; it leaves the object's lists at once.
+    pub(super) fn close_held(
+        &mut self,
+        socket: u64,
+        kind: Kind,
+        out: Outgoing,
+    ) -> Result<(), SocketError> {
+        self.send(socket, kind, out)?;
+        self.io.closing.insert(socket);
         Ok(())
     }
 }
@@ -34,7 +65,7 @@ macro_rules! websockets_host {
             use crate::runtime::bindings::$version::dohost::object::websockets::{
                 AutoResponse, Host, WebsocketError,
             };
-            use crate::sockets::{Outgoing, SocketError};
+            use crate::sockets::{Kind, Outgoing, SocketError};
 
             type SocketResult<T> = Result<T, WebsocketError>;
 
@@ -59,24 +90,23 @@ macro_rules! websockets_host {
                             "this request's socket was already accepted".into(),
                         )));
                     }
-                    let accepted = ws_wit(self.sockets.accept(&self.identity, tags))?;
-                    let socket = accepted.socket;
-                    self.io.accepted = Some(accepted);
-                    Ok(socket)
+                    ws_wit(self.open(Kind::WebSocket, tags))
                 }
 
                 fn get_sockets(&mut self, tag: Option<String>) -> Vec<u64> {
-                    let mut open = self.sockets.list(&self.identity.id, tag.as_deref());
+                    let mut open =
+                        self.sockets
+                            .list(&self.identity.id, Kind::WebSocket, tag.as_deref());
                     open.retain(|s| !self.io.closing.contains(s));
                     open
                 }
 
                 fn send_text(&mut self, s: u64, text: String) -> SocketResult<()> {
-                    ws_wit(self.send(s, Outgoing::Text(text)))
+                    ws_wit(self.send(s, Kind::WebSocket, Outgoing::Text(text)))
                 }
 
                 fn send_binary(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
-                    ws_wit(self.send(s, Outgoing::Binary(data)))
+                    ws_wit(self.send(s, Kind::WebSocket, Outgoing::Binary(data)))
                 }
 
                 fn close(&mut self, s: u64, code: u16, reason: String) -> SocketResult<()> {
@@ -91,26 +121,24 @@ macro_rules! websockets_host {
                             reason.len()
                         ))));
                     }
-                    ws_wit(self.send(s, Outgoing::Close(code, reason)))?;
-                    self.io.closing.insert(s);
-                    Ok(())
+                    ws_wit(self.close_held(s, Kind::WebSocket, Outgoing::Close(code, reason)))
                 }
 
                 fn get_tags(&mut self, s: u64) -> SocketResult<Vec<String>> {
                     ws_wit(
-                        self.own(s)
+                        self.own(s, Kind::WebSocket)
                             .and_then(|()| self.sockets.tags(&self.identity.id, s)),
                     )
                 }
 
                 fn set_attachment(&mut self, s: u64, data: Vec<u8>) -> SocketResult<()> {
-                    ws_wit(self.own(s))?;
+                    ws_wit(self.own(s, Kind::WebSocket))?;
                     ws_wit(self.sockets.set_attachment(&self.identity.id, s, data))
                 }
 
                 fn get_attachment(&mut self, s: u64) -> SocketResult<Option<Vec<u8>>> {
                     ws_wit(
-                        self.own(s)
+                        self.own(s, Kind::WebSocket)
                             .and_then(|()| self.sockets.attachment(&self.identity.id, s)),
                     )
                 }
@@ -128,7 +156,7 @@ macro_rules! websockets_host {
 
                 fn get_auto_response_timestamp(&mut self, s: u64) -> SocketResult<Option<u64>> {
                     ws_wit(
-                        self.own(s).and_then(|()| {
+                        self.own(s, Kind::WebSocket).and_then(|()| {
                             self.sockets.auto_response_timestamp(&self.identity.id, s)
                         }),
                     )
