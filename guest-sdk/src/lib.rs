@@ -388,6 +388,12 @@ pub mod __private {
             "dohost:object/logging@0.3.0": dohost_worker_bindings::dohost::object::logging,
             "dohost:object/config@0.3.0": dohost_worker_bindings::dohost::object::config,
             "dohost:object/stubs@0.3.0": dohost_worker_bindings::dohost::object::stubs,
+            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            "wasi:http/types@0.2.12": wasip2::http::types,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
         },
     });
 

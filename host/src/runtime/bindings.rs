@@ -10,13 +10,22 @@ pub mod v0_2 {
     });
 }
 
-/// `dohost:object@0.3.0`: objects and workers that call objects through stubs.
+/// `dohost:object@0.3.0`: objects and workers that call objects through stubs and send outbound
+/// HTTP requests.
+///
+/// The WASI interfaces these worlds import (`wasi:http/outgoing-handler` and what it uses) are
+/// wasmtime's own types, so that wasmtime-wasi and wasmtime-wasi-http implement them.
 pub mod v0_3 {
     wasmtime::component::bindgen!({
         path: "../wit/v0.3.0",
         world: "durable-object",
         imports: { "dohost:object/stubs.fetch": async },
         exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
     });
 
     /// The worker world, sharing the object world's types and imports.
@@ -30,6 +39,9 @@ pub mod v0_3 {
                 "dohost:object/logging": super::dohost::object::logging,
                 "dohost:object/config": super::dohost::object::config,
                 "dohost:object/stubs": super::dohost::object::stubs,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
             },
         });
     }

@@ -15,21 +15,34 @@ mod websockets;
 
 use super::bindings::{v0_2, v0_3};
 use super::state::HostState;
+use v0_3::dohost::object as v3;
 use wasmtime::component::{HasSelf, Linker};
+
+// The 0.3.0 worlds are linked interface by interface: their generated `add_to_linker` would add
+// the WASI interfaces they import a second time, and all of wasi:http with one store view.
 
 /// Grants an object the imports of its world in every version the host serves, and the WASI
 /// interfaces a Rust std guest links against (which grant nothing: see [`HostState::new`]).
 pub(super) fn add_object_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     v0_2::DurableObject::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    v0_3::DurableObject::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::identity::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::storage::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::websockets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::stubs::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
 /// Grants a worker the imports of its world: no storage, identity or WebSockets.
 pub(super) fn add_worker_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    v0_3::worker::Worker::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::stubs::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
