@@ -46,6 +46,27 @@ pub const DEFAULT_BODY_TIMEOUT: Seconds = Seconds::new(30);
 /// Most bytes (keys plus values) one object may store.
 pub const DEFAULT_MAX_OBJECT_STORAGE: u64 = crate::storage::DEFAULT_MAX_OBJECT_BYTES;
 
+// Outbound HTTP (`wasi:http/outgoing-handler`): fixed limits, not flags.
+
+/// Largest response body of one outbound request, in bytes: as large as an object's own
+/// response may be.
+pub const OUTBOUND_MAX_RESPONSE_BODY: u64 = 16 << 20;
+/// Outbound requests one instance may have in flight at once: enough for a fan-out, few enough
+/// that a guest cannot take its app's share alone.
+pub const OUTBOUND_MAX_PER_INSTANCE: usize = 8;
+/// Outbound requests all instances of one app may have in flight at once. Object names are free,
+/// so a client could otherwise wake as many fetching instances as it likes.
+pub const OUTBOUND_MAX_PER_APP: usize = 64;
+/// Outbound requests the whole host may have in flight at once: each may hold a socket and a
+/// blocking thread for its DNS lookup (tokio has 512), which the host's own work needs too.
+pub const OUTBOUND_MAX_TOTAL: usize = 256;
+/// Longest time to resolve, connect and finish the TLS and HTTP handshakes of one request; a
+/// guest may ask for less.
+pub const OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An outbound request ends this long before its event's deadline, so that the guest gets the
+/// time-out error with time left to answer, instead of the event failing as it waits.
+pub const OUTBOUND_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
 /// A duration given in whole or fractional seconds, as the CLI takes and shows it: positive, and
 /// at most a year (so that it fits every deadline computed from it).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -488,5 +488,11 @@ fn app_env(info: &AppInfo, secrets: BTreeMap<String, String>) -> Env {
         .iter()
         .map(|o| (o.binding.clone(), o.namespace.clone()))
         .collect();
-    Env::new(info.name.clone(), bindings, info.spec.vars.clone(), secrets)
+    Env::new(
+        info.name.clone(),
+        bindings,
+        info.spec.vars.clone(),
+        secrets,
+        info.spec.outbound.clone(),
+    )
 }

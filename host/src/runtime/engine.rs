@@ -3,7 +3,7 @@
 use super::bindings::{v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
-use super::imports;
+use super::imports::{self, Outbound};
 use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
 use super::limits::MemoryCap;
 use super::pool;
@@ -44,6 +44,7 @@ pub struct Runtime {
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
     budget: Arc<MemoryBudget>,
+    outbound: Arc<Outbound>,
 }
 
 impl Drop for Runtime {
@@ -80,6 +81,7 @@ impl Runtime {
             limits,
             ticker,
             budget,
+            outbound: Arc::new(Outbound::new()?),
         })
     }
 
@@ -130,7 +132,14 @@ impl Runtime {
         let heavy = Heavy::default();
         heavy.reset(true);
         let memory = MemoryCap::new(self.limits.memory_bytes, self.budget.clone(), heavy.clone());
-        let state = HostState::new(guest, sockets, memory, meter, self.limits);
+        let state = HostState::new(
+            guest,
+            sockets,
+            memory,
+            meter,
+            self.limits,
+            self.outbound.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         // Instantiation has a time limit and a CPU budget of its own, as an event has.

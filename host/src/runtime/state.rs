@@ -3,6 +3,7 @@
 
 use super::calls::{Calls, Chain};
 use super::epoch::EPOCH_TICK;
+use super::imports::{Outbound, OutboundHooks};
 use super::limits::{LogBucket, MemoryCap};
 use super::metering::FuelCount;
 use crate::config::EventLimits;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// What one event did with WebSockets, handed to the object's event loop when it ends.
 #[derive(Default)]
@@ -74,6 +76,9 @@ pub struct HostState {
     pub(super) counted: FuelCount,
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
+    /// wasi:http's state: only outgoing requests, sent through [`OutboundHooks`].
+    pub(super) http: WasiHttpCtx,
+    pub(super) outbound: OutboundHooks,
 }
 
 impl WasiView for HostState {
@@ -81,6 +86,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -93,6 +108,7 @@ impl HostState {
         memory: MemoryCap,
         meter: Meter,
         limits: EventLimits,
+        outbound: Arc<Outbound>,
     ) -> Self {
         let now = Instant::now();
         let Guest {
@@ -124,15 +140,18 @@ impl HostState {
             timed_out: false,
             meter,
             counted: FuelCount::new(limits.fuel, now),
-            // No preopened dirs, no environment, no arguments, and no network: the default
+            // No preopened dirs, no environment, no arguments, and no sockets: the default
             // address check already refuses every address; switching the socket kinds off too
-            // means no socket can even be created.
+            // means no socket can even be created. (Outbound HTTP does not go through WASI's
+            // sockets: see `imports::outgoing_http`.)
             wasi: WasiCtx::builder()
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
                 .build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks::new(outbound),
         }
     }
 }

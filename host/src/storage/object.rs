@@ -328,13 +328,18 @@ impl ObjectStorage {
         &mut self,
         committer: &Committer,
     ) -> Result<Option<CommitOutcome>, StorageError> {
-        if !self.savepoints.is_empty() {
+        if self.in_transaction() {
             return Err(StorageError::InvalidArgument(
                 "a call cannot leave inside an open transaction: commit or roll it back first"
                     .into(),
             ));
         }
         Ok(self.submit(committer))
+    }
+
+    /// Whether a transaction is open: its writes are not the event's yet, so nothing may leave.
+    pub fn in_transaction(&self) -> bool {
+        !self.savepoints.is_empty()
     }
 
     /// Hands the current event's writes to the committer; what an output must wait for.

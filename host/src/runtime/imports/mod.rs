@@ -8,15 +8,22 @@
 mod config;
 mod identity;
 mod logging;
+mod outgoing_http;
+mod outgoing_send;
 mod storage;
 mod streams;
 mod stubs;
 mod websockets;
 
+pub(super) use outgoing_http::OutboundHooks;
+pub(super) use outgoing_send::Outbound;
+
 use super::bindings::{v0_2, v0_3};
 use super::state::HostState;
 use v0_3::dohost::object as v3;
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi_http::WasiHttp;
+use wasmtime_wasi_http::p2::bindings::{LinkOptions, http};
 
 // The 0.3.0 worlds are linked interface by interface: their generated `add_to_linker` would add
 // the WASI interfaces they import a second time, and all of wasi:http with one store view.
@@ -25,12 +32,14 @@ use wasmtime::component::{HasSelf, Linker};
 /// interfaces a Rust std guest links against (which grant nothing: see [`HostState::new`]).
 pub(super) fn add_object_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    add_outgoing_http(linker)?;
     v0_2::DurableObject::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::identity::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::storage::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::websockets::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v3::streams::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::stubs::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
@@ -39,10 +48,22 @@ pub(super) fn add_object_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
 /// Grants a worker the imports of its world: no storage, identity or WebSockets.
 pub(super) fn add_worker_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    add_outgoing_http(linker)?;
     v3::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     v3::stubs::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// `wasi:http/outgoing-handler` (ours, see [`outgoing_http`]) and the `wasi:http/types` it uses
+/// (wasmtime-wasi-http's). The rest of wasi:http (serving requests) is not granted.
+fn add_outgoing_http(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_http::WasiHttpView;
+    outgoing_http::add_to_linker(linker)?;
+    http::types::add_to_linker::<_, WasiHttp>(linker, &LinkOptions::default().into(), |s| {
+        s.http()
+    })?;
     Ok(())
 }
 
