@@ -1,6 +1,6 @@
 //! The SDK's error types.
 
-use crate::{CallError, StreamError};
+use crate::{CallError, FetchError, StreamError};
 use std::fmt;
 
 /// Why the host refused a storage call. A refused call changes nothing.
@@ -63,7 +63,7 @@ impl fmt::Display for WebSocketError {
 impl std::error::Error for WebSocketError {}
 
 /// Everything that can go wrong in an object, so that `?` works on storage calls, WebSocket
-/// calls, JSON and your own messages alike inside every handler of
+/// calls, stub calls, outbound requests, JSON and your own messages alike inside every handler of
 /// [`DurableObject`](crate::DurableObject).
 #[derive(Debug)]
 pub enum Error {
@@ -75,6 +75,8 @@ pub enum Error {
     Call(CallError),
     /// The host refused a stream call.
     Stream(StreamError),
+    /// An outbound request ([`fetch`](crate::fetch)) failed.
+    Fetch(FetchError),
     /// A value could not be converted to or from JSON: a stored value or request body that does
     /// not match the type asked for, or a value that cannot be serialized.
     Json(serde_json::Error),
@@ -89,6 +91,7 @@ impl fmt::Display for Error {
             Error::WebSocket(e) => e.fmt(f),
             Error::Call(e) => e.fmt(f),
             Error::Stream(e) => e.fmt(f),
+            Error::Fetch(e) => e.fmt(f),
             Error::Json(e) => write!(f, "JSON error: {e}"),
             Error::Message(m) => f.write_str(m),
         }
@@ -102,6 +105,7 @@ impl std::error::Error for Error {
             Error::WebSocket(e) => Some(e),
             Error::Call(e) => Some(e),
             Error::Stream(e) => Some(e),
+            Error::Fetch(e) => Some(e),
             Error::Json(e) => Some(e),
             Error::Message(_) => None,
         }
@@ -123,6 +127,12 @@ impl From<WebSocketError> for Error {
 impl From<CallError> for Error {
     fn from(e: CallError) -> Self {
         Error::Call(e)
+    }
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Self {
+        Error::Fetch(e)
     }
 }
 

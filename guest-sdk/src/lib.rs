@@ -9,7 +9,7 @@
 //! An object class is a `cdylib` crate built for `wasm32-wasip2`. It implements
 //! [`DurableObject`] and registers the type with [`durable_object!`]; that is all the glue there
 //! is. This crate hides the component-model bindings (the world `durable-object` of
-//! `dohost:object@0.2.0`).
+//! `dohost:object@0.3.0`).
 //!
 //! # Example: a counter
 //!
@@ -138,17 +138,36 @@
 //! which delivery this is); when it succeeds the alarm is cleared unless the handler set a new
 //! one. This is how an object acts without being asked: expiring a session, flushing a batch.
 //!
+//! # Outbound HTTP
+//!
+//! [`fetch`] sends a request to another server and returns the whole response: to the
+//! destinations the app lists in `[outbound] allow` of its `dohost.toml`, and nowhere else (a
+//! class deployed alone reaches nothing). In an object it first commits the event's writes so far
+//! and waits until they are durable, so no other system hears of a write that could be lost.
+//! It is the standard `wasi:http/outgoing-handler`, so other HTTP clients built on it work too.
+//!
+//! ```no_run
+//! use dohost_sdk::{Request, Response, Result, fetch};
+//!
+//! fn weather() -> Result<Response> {
+//!     let answer = fetch(Request::new("GET", "https://api.example.com/weather?city=Paris"))?;
+//!     Ok(Response::from_bytes(answer.body().to_vec()).with_status(answer.status()))
+//! }
+//! ```
+//!
 //! # What else an object can do
 //!
-//! Only what its world grants: [`State`] (identity, [`Storage`] and WebSockets),
-//! [`new_unique_name`] and [`log`]. The standard library's clocks and random numbers work; files,
-//! environment variables and the network do not, and standard output and error are discarded.
+//! Only what its world grants: [`State`] (identity, [`Storage`] and WebSockets), [`Env`]
+//! (variables, secrets and stubs), [`fetch`], [`new_unique_name`] and [`log`]. The standard
+//! library's clocks and random numbers work; files, environment variables and sockets do not, and
+//! standard output and error are discarded.
 
 #![warn(missing_docs)]
 
 mod alarm;
 mod env;
 mod error;
+mod fetch;
 pub mod log;
 mod request;
 mod response;
@@ -160,6 +179,7 @@ mod websocket;
 pub use alarm::{AlarmInfo, now_ms};
 pub use env::{CallError, Env, Stub};
 pub use error::{Error, Result, StorageError, WebSocketError};
+pub use fetch::{FetchError, fetch};
 pub use request::Request;
 pub use response::Response;
 pub use state::{State, new_unique_name};

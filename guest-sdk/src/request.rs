@@ -13,7 +13,9 @@ use crate::{Error, Result};
 /// body has been read in full.
 ///
 /// Build one to send through a [`Stub`](crate::Stub) with [`Request::new`], or forward the one
-/// being handled (changed with [`with_path`](Self::with_path) and the other `with_` methods).
+/// being handled (changed with [`with_path`](Self::with_path) and the other `with_` methods). To
+/// send one to another server with [`fetch`](crate::fetch), give the whole URL as its path:
+/// `Request::new("GET", "https://api.example.com/v1/items")`.
 #[derive(Clone, Debug)]
 pub struct Request {
     method: String,
@@ -89,6 +91,11 @@ impl Request {
     /// it; through a stub, whatever the caller passed on.
     pub fn client_address(&self) -> Option<&str> {
         self.client_address.as_deref()
+    }
+
+    /// The path and query as given, or for [`fetch`](crate::fetch) the whole URL.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
     }
 
     /// The method, upper case as sent by the client: `GET`, `POST`, ...

@@ -55,6 +55,15 @@ impl Response {
             .with_header("cache-control", "no-cache")
     }
 
+    /// A response as received by [`fetch`](crate::fetch).
+    pub(crate) fn from_parts(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// A 200 with a text body, `content-type: text/plain; charset=utf-8`.
     pub fn ok(body: impl Into<String>) -> Self {
         Self::new(
