@@ -11,9 +11,14 @@
 //!   `POST /record?seq=I` appends to `log`; `GET /log` reads it.
 //! - A WebSocket upgrade (also one a worker hands on) is accepted and echoed.
 //! - `GET /env/{NAME}`: the app's variable or secret.
+//! - `POST /fetch?url=URL`: increments its `fetches`, then fetches URL; answers
+//!   `{"fetches", "status", "bytes", "body"}` or 502 `{"fetches", "fetch_error", "message"}`.
+//!   With `&fail=1` the event fails after the fetch whatever it gave. `GET /fetches` reads it.
+//! - `POST /fetch-in-transaction?url=URL`: fetches inside an open transaction.
 
 use dohost_sdk::{
-    CallError, DurableObject, Request, Response, Result, State, WebSocket, WebSocketMessage,
+    CallError, DurableObject, FetchError, Request, Response, Result, State, WebSocket,
+    WebSocketMessage, fetch,
 };
 
 struct Caller {
@@ -171,9 +176,28 @@ impl DurableObject for Caller {
                 storage.put("log", &log)?;
                 Ok(Response::empty())
             }
-            ("GET", "/log") => {
-                Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default())
+            ("POST", "/fetch") => {
+                let url = req.query_param("url").ok_or("missing ?url=")?;
+                let fetches: u64 = storage.get::<u64>("fetches")?.unwrap_or(0) + 1;
+                storage.put("fetches", &fetches)?;
+                let result = fetch(Request::new("GET", &url));
+                if req.query_param("fail").is_some() {
+                    return Err("failing after the fetch, as asked".into());
+                }
+                let mut answer = fetched(result);
+                answer.0["fetches"] = fetches.into();
+                Ok(Response::from_json(&answer.0)?.with_status(answer.1))
             }
+            ("GET", "/fetches") => {
+                Response::from_json(&storage.get::<u64>("fetches")?.unwrap_or(0))
+            }
+            ("POST", "/fetch-in-transaction") => {
+                let url = req.query_param("url").ok_or("missing ?url=")?;
+                let result = storage.transaction(|_| Ok(fetch(Request::new("GET", &url))))?;
+                let (answer, status) = fetched(result);
+                Ok(Response::from_json(&answer)?.with_status(status))
+            }
+            ("GET", "/log") => Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default()),
             _ => Ok(Response::error("caller: no such route", 404)),
         }
     }
@@ -182,6 +206,31 @@ impl DurableObject for Caller {
         match message {
             WebSocketMessage::Text(text) => ws.send_text(&format!("{}: {text}", self.state.name())),
             WebSocketMessage::Binary(data) => ws.send_binary(&data),
+        }
+    }
+}
+
+/// A fetch's outcome as JSON, and the status to answer it with.
+fn fetched(result: std::result::Result<Response, FetchError>) -> (serde_json::Value, u16) {
+    match result {
+        Ok(r) => (
+            serde_json::json!({
+                "status": r.status(),
+                "bytes": r.body().len(),
+                "body": String::from_utf8_lossy(r.body()),
+            }),
+            200,
+        ),
+        Err(e) => {
+            let code = match &e {
+                FetchError::Failed { code, .. } => code.as_str(),
+                FetchError::InvalidRequest(_) => "invalid-request",
+                FetchError::Body(_) => "body",
+            };
+            (
+                serde_json::json!({ "fetch_error": code, "message": e.to_string() }),
+                502,
+            )
         }
     }
 }
