@@ -36,6 +36,7 @@ struct Seen {
 /// - `/hang`: never answers (and kills `kill_on_hang` first);
 /// - `/held`: answers `held` once `release` is sent `true`;
 /// - `/big`: 17 MiB with a `content-length`;
+/// - `/many-headers`: a head of 200 headers;
 /// - `/forever`: a chunked body that never ends.
 struct Origin {
     addr: SocketAddr,
@@ -73,6 +74,16 @@ impl Origin {
                 }),
             )
             .route("/big", get(|| async { vec![b'x'; 17 << 20] }))
+            .route(
+                "/many-headers",
+                get(|| async {
+                    let mut response = axum::response::Response::builder();
+                    for i in 0..200 {
+                        response = response.header(format!("x-header-{i}"), "value");
+                    }
+                    response.body(Body::empty()).unwrap()
+                }),
+            )
             .route(
                 "/forever",
                 get(|State((seen, _)): State<(Arc<Seen>, watch::Receiver<bool>)>| async move {
@@ -297,6 +308,14 @@ async fn a_response_over_the_size_limit_is_refused() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+
+    // So is a head of too many headers.
+    let (status, body) = worker_fetch(&host, &origin.url("/many-headers")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["fetch_error"], "HTTP-response-header-section-size",
+        "{body}"
     );
 
     // A body that never ends is cut at the limit.

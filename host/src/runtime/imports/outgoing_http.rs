@@ -232,6 +232,9 @@ impl WasiHttpHooks for OutboundHooks {
     fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
         if err.is_timeout() {
             ErrorCode::HttpResponseTimeout
+        } else if err.is_parse_too_large() {
+            // Over `MAX_RESPONSE_HEAD` or `MAX_RESPONSE_HEADERS`.
+            ErrorCode::HttpResponseHeaderSectionSize(None)
         } else if err.is_incomplete_message() {
             ErrorCode::HttpResponseIncomplete
         } else if err.is_closed() || err.is_canceled() {
