@@ -1,5 +1,6 @@
 //! The app examples, deployed from their own `dohost.toml` with the CLI: the rate-limited API
-//! (`examples/rate-limited-api`) and the chat app (`examples/chat-app`).
+//! (`examples/rate-limited-api`), the chat app (`examples/chat-app`) and the read-through cache
+//! (`examples/cache`).
 
 mod support;
 
@@ -11,14 +12,23 @@ use support::{Host, client, json, poll, ws_connect, ws_json_of_type, ws_send};
 /// Deploys `examples/{app}` with `dohost deploy --config`, its component paths pointed at where
 /// this build put the guests (the manifest's own paths assume the default target dir).
 fn deploy_example(host: &Host, app: &str, scratch: &Path) {
+    deploy_example_with(host, app, scratch, &[]);
+}
+
+/// [`deploy_example`], with each `(from, to)` of `edits` replaced in the manifest first.
+fn deploy_example_with(host: &Host, app: &str, scratch: &Path, edits: &[(&str, &str)]) {
     let manifest =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{app}/dohost.toml"));
-    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
     let built = support::target_dir().join("wasm32-wasip2/release/");
-    let text = text.replace(
+    text = text.replace(
         "../../target/wasm32-wasip2/release/",
         built.to_str().unwrap(),
     );
+    for (from, to) in edits {
+        assert!(text.contains(from), "the manifest has no `{from}`");
+        text = text.replace(from, to);
+    }
     let config = scratch.join(format!("{app}.toml"));
     std::fs::write(&config, text).unwrap();
     let output = cli(
@@ -195,4 +205,138 @@ async fn the_chat_app_checks_the_token_and_its_rooms_keep_the_lobby_informed() {
         r.json::<Value>().await.unwrap().as_array().unwrap().len(),
         1
     );
+}
+
+/// The cache example's origin on 127.0.0.1: `/{key}` answers `value of {key}` (as `text/plain`)
+/// and counts the request, except `/missing` (404) and `/huge` (3 MiB).
+async fn cache_origin() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use axum::extract::{Path as UrlPath, State};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    type Hits = Arc<Mutex<HashMap<String, u32>>>;
+    let hits: Hits = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{key}",
+            axum::routing::get(
+                |State(hits): State<Hits>, UrlPath(key): UrlPath<String>| async move {
+                    *hits.lock().unwrap().entry(key.clone()).or_default() += 1;
+                    match key.as_str() {
+                        "missing" => (axum::http::StatusCode::NOT_FOUND, "no such key".to_owned()),
+                        "huge" => (axum::http::StatusCode::OK, "x".repeat(3 << 20)),
+                        _ => (axum::http::StatusCode::OK, format!("value of {key}")),
+                    }
+                },
+            ),
+        )
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (origin, hits)
+}
+
+#[tokio::test]
+async fn the_cache_fetches_a_key_from_its_origin_once_and_again_when_it_expires() {
+    let (origin, hits) = cache_origin().await;
+    let hits_of = |key: &str| hits.lock().unwrap().get(key).copied().unwrap_or(0);
+    let (host, dir) = Host::start(&[]);
+    let ttl_ms = 2_000;
+    deploy_example_with(
+        &host,
+        "cache",
+        dir.path(),
+        &[
+            ("http://127.0.0.1:9000", &origin),
+            ("TTL_MS = \"60000\"", &format!("TTL_MS = \"{ttl_ms}\"")),
+        ],
+    );
+    let c = client();
+    let get = |key: &str| c.get(host.at(&format!("/cache/{key}/"))).send();
+
+    // A miss goes to the origin; the next request is a hit that does not.
+    let r = get("apple").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "miss");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(r.text().await.unwrap(), "value of apple");
+    let r = get("apple").await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "hit");
+    assert_eq!(r.text().await.unwrap(), "value of apple");
+    assert_eq!(hits_of("apple"), 1);
+
+    // A burst of misses on one key: its object takes them one at a time, so the origin sees one.
+    let burst = futures::future::join_all((0..20).map(|_| async {
+        let r = get("pear").await.unwrap();
+        (
+            r.status(),
+            r.headers()["x-cache"].to_str().unwrap().to_owned(),
+        )
+    }))
+    .await;
+    assert!(burst.iter().all(|(status, _)| *status == 200), "{burst:?}");
+    assert_eq!(
+        burst.iter().filter(|(_, how)| how == "miss").count(),
+        1,
+        "{burst:?}"
+    );
+    assert_eq!(hits_of("pear"), 1);
+
+    // What is not a 200 is passed on and not kept; nor is a body larger than one stored value.
+    for _ in 0..2 {
+        let r = get("missing").await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["x-cache"], "miss");
+        let r = get("huge").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "bypass");
+        assert_eq!(r.bytes().await.unwrap().len(), 3 << 20);
+    }
+    assert_eq!((hits_of("missing"), hits_of("huge")), (2, 2));
+
+    // DELETE forgets a key; past the TTL a key is fetched again.
+    assert_eq!(
+        c.delete(host.at("/cache/apple/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(get("apple").await.unwrap().headers()["x-cache"], "miss");
+    assert_eq!(hits_of("apple"), 2);
+    tokio::time::sleep(Duration::from_millis(ttl_ms + 200)).await;
+    let r = get("pear").await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "miss");
+    assert_eq!(r.text().await.unwrap(), "value of pear");
+    assert_eq!(hits_of("pear"), 2);
+}
+
+#[tokio::test]
+async fn the_cache_reaches_only_what_its_manifest_allows() {
+    // The negative control of the test above: the same deploy, its origin left out of `allow`.
+    let (origin, hits) = cache_origin().await;
+    let (host, dir) = Host::start(&[]);
+    deploy_example_with(
+        &host,
+        "cache",
+        dir.path(),
+        &[(
+            "ORIGIN_URL = \"http://127.0.0.1:9000\"",
+            &format!("ORIGIN_URL = \"{origin}\""),
+        )],
+    );
+    let r = client().get(host.at("/cache/apple/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("HTTP-request-denied"), "{text}");
+    assert!(hits.lock().unwrap().is_empty());
 }

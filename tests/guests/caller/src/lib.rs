@@ -197,7 +197,9 @@ impl DurableObject for Caller {
                 let (answer, status) = fetched(result);
                 Ok(Response::from_json(&answer)?.with_status(status))
             }
-            ("GET", "/log") => Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default()),
+            ("GET", "/log") => {
+                Response::from_json(&storage.get::<Vec<u32>>("log")?.unwrap_or_default())
+            }
             _ => Ok(Response::error("caller: no such route", 404)),
         }
     }
