@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{Host, client, json};
+use support::{Host, client, json, poll};
 
 /// The test app: the `front` worker on its four path prefixes, a private class `caller` bound as `CALLERS`, a public
 /// class `pub-caller` bound as `PUBLIC`.
@@ -501,4 +501,41 @@ async fn two_chains_that_would_wait_on_each_other_are_refused_at_once() {
         a_to_b.json::<serde_json::Value>().await.unwrap(),
         json!(["a", "b"])
     );
+}
+
+#[tokio::test]
+async fn a_workers_idle_instances_are_kept_within_the_hosts_share_and_dropped_when_idle() {
+    // 160 instance slots: idle workers may keep a sixteenth of them, 10.
+    let (host, _dir) = Host::start(&["--max-live-objects", "160", "--idle-timeout", "2"]);
+    deploy_test_app(&host).await;
+    let c = client();
+    // 40 requests at once, each holding a worker instance while it waits its turn at one object
+    // that takes 20 ms per event: 40 worker instances are busy together.
+    let requests = (0..40).map(|_| {
+        c.post(host.at("/to/CALLERS/slow/hops?linger_before_ms=20"))
+            .body("[]")
+            .send()
+    });
+    for r in futures::future::join_all(requests).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let stats = host.stats().await;
+    assert_eq!(stats["idle_workers"], 10, "{stats}");
+    // The object and the idle workers; the 30 others were dropped after their request.
+    assert_eq!(stats["live_instances"], 11, "{stats}");
+    // A later request reuses one, and puts it back.
+    let (status, _) = json(c.post(host.at("/to/CALLERS/slow/hops")).body("[]")).await;
+    assert_eq!(status, 200);
+    assert_eq!(host.stats().await["idle_workers"], 10);
+    // Idle past the idle timeout, they are dropped like hibernating objects.
+    poll(
+        "the idle workers to go",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let stats = host.stats().await;
+            (stats["idle_workers"] == 0).then_some(())
+        },
+    )
+    .await;
 }

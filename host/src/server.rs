@@ -11,7 +11,7 @@ use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::sockets::{Backlog, Sockets};
 use crate::storage::{Committer, Db, DbError};
-use crate::workers::Workers;
+use crate::workers::{IdleLimits, Workers};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,7 +99,11 @@ impl Host {
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
         let router = http::router(AppState {
-            workers: Workers::start(objects.clone(), config.idle_timeout),
+            workers: Workers::start(
+                objects.clone(),
+                config.idle_timeout,
+                IdleLimits::share_of(config.max_live_objects, config.max_memory),
+            ),
             bodies: BodyBudget::new(config.max_request_bodies_total),
             objects: objects.clone(),
             sockets: sockets.clone(),

@@ -100,6 +100,7 @@ pub(super) async fn stats(
         "instance_memory_bytes": app.objects.instance_memory(),
         "overloaded": app.objects.overloaded_count(),
         "awake_objects": app.objects.awake_objects(),
+        "idle_workers": app.workers.idle_count(),
         "open_sockets": app.sockets.open_count(),
         "auto_responses": app.sockets.auto_response_count(),
         "socket_bytes_waiting": app.sockets.bytes_waiting(),
