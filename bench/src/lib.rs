@@ -17,6 +17,7 @@
 pub mod load;
 pub mod peers;
 pub mod report;
+pub mod sse;
 pub mod ws;
 
 use anyhow::{Context, Result, bail};
@@ -49,9 +50,10 @@ pub struct Target {
 }
 
 /// The guest packages the benchmark deploys (built to `target/wasm32-wasip2/release/`).
-pub const GUESTS: [&str; 6] = [
+pub const GUESTS: [&str; 7] = [
     "counter",
     "chat-room",
+    "pubsub",
     "hello",
     "ticket-counter",
     "bench-front",

@@ -11,7 +11,7 @@ use clap::Parser;
 use dohost_bench::load::{self, LoadResult};
 use dohost_bench::peers::{self, Dohost, Workerd};
 use dohost_bench::report::{self, Better, Cell, Environment, Row, Unit};
-use dohost_bench::{Kind, Memory, Settings, Target, fd_limit, median_ms, ws};
+use dohost_bench::{Kind, Memory, Settings, Target, fd_limit, median_ms, sse, ws};
 use hyper::Method;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -682,6 +682,33 @@ impl Bench {
         );
 
         let title = format!(
+            "Server-sent events fan-out, {} subscribers of one room",
+            thousands(s.fanout_clients)
+        );
+        let pair = self
+            .each(&targets, &title, async |t| sse::fanout(t, &s).await, |f| {
+                let rounds: Vec<String> = f.rounds.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect();
+                format!(
+                    "median {:.2} ms from the publish until all {} had it (the first had it after {:.2} ms); rounds (ms): {}; CPU per round: server {:.1} ms, load generator {:.1} ms; subscribing took {:.1} s",
+                    f.median_ms(),
+                    f.clients,
+                    median_ms(&f.first),
+                    rounds.join(", "),
+                    f.server_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
+                    f.client_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
+                    f.join_time.as_secs_f64()
+                )
+            })
+            .await;
+        self.row(
+            format!("{title}: publish to last receipt, median"),
+            Unit::Ms,
+            Better::Lower,
+            &pair,
+            ws::Fanout::median_ms,
+        );
+
+        let title = format!(
             "WebSocket throughput, {} clients in one room, all sending",
             s.throughput_clients
         );
@@ -838,6 +865,7 @@ fn notes(s: &Settings) -> String {
 - Increments: `POST /counter/bench/` (one object) and `POST /counter/spread-<i>/` with `i` uniform over {spread} names (each touched once before the window). Past the live cap: `POST /counter/fresh-<i>/` with `i` uniform over {fresh} names, none touched before, so most requests wake or create a sleeping object (dohost keeps at most `--max-live-objects` live, 10,000 by default); then the server's RSS and its memory mappings (lines of `/proc/PID/maps`). Reads: `GET /counter/bench/`.\n\
 - Cold start: {cold} never-seen counter objects in turn on one connection, `GET` each twice, then `GET /hello/x/`: the first is the cold start, the second the warm figure, the third the trivial-handler latency the warm figure is read against.\n\
 - Fan-out: {fan} clients join one room; client 0 sends, and the round ends when every other client has the broadcast; median of {rounds} rounds.\n\
+- Server-sent events fan-out: {fan} subscribers (`GET /pubsub/<room>/events`) of `examples/pubsub` (dohost) and its JavaScript port (workerd, which keeps each subscriber's stream writer in memory: a JavaScript object cannot hand its streams to the runtime to hibernate); one `POST /pubsub/<room>/publish` per round (stored, then written to every subscriber), and the round ends when every subscriber has the event; median of {rounds} rounds.\n\
 - WebSocket throughput: {tput} clients in one room, each sending a message, waiting for its own copy of the broadcast, then sending the next; every chat message any client receives in the window counts.\n\
 - Memory: VmRSS of the server process, on fresh servers, with dohost at `--idle-timeout 2`. Idle: dohost's `/_admin/stats` shows no live instance; workerd has no such view, so at least {widle} s (it evicts an object about 10 s after its last event) then, on both, until two RSS samples a second apart differ by under 1 % (each gets the same chance to hand freed memory back). Per item = (RSS after hibernation − RSS before) ÷ count; the awake figure (RSS right after the last one was set up) is in the raw numbers.\n\
 - The load scenarios run with dohost at `--idle-timeout 10`, close to workerd's 10 s eviction.\n\

@@ -210,12 +210,13 @@ impl Dohost {
         Ok(())
     }
 
-    /// Deploys counter, chat and hello, and the app `bench`: its front worker on `/w/`, calling the
+    /// Deploys counter, chat, pubsub and hello, and the app `bench`: its front worker on `/w/`, calling the
     /// public counters and its own relay class (as workerd's front worker does).
     pub async fn deploy_all(&self) -> Result<()> {
         for (namespace, package) in [
             ("counter", "counter"),
             ("chat", "chat-room"),
+            ("pubsub", "pubsub"),
             ("hello", "hello"),
         ] {
             self.deploy_guest(namespace, package).await?;

@@ -22,11 +22,13 @@ const mainWorker :Workerd.Worker = (
     (name = "COUNTER", durableObjectNamespace = "Counter"),
     (name = "CHAT", durableObjectNamespace = "ChatRoom"),
     (name = "RELAY", durableObjectNamespace = "Relay"),
+    (name = "PUBSUB", durableObjectNamespace = "PubSub"),
   ],
   durableObjectNamespaces = [
     (className = "Counter", uniqueKey = "dohost-bench-counter"),
     (className = "ChatRoom", uniqueKey = "dohost-bench-chat"),
     (className = "Relay", uniqueKey = "dohost-bench-relay"),
+    (className = "PubSub", uniqueKey = "dohost-bench-pubsub"),
   ],
   durableObjectStorage = (localDisk = "do-storage"),
 );

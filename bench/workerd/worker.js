@@ -5,6 +5,7 @@
 //   /hello/{name}/...          -> "ok" from this stateless worker (the ceiling)
 //   /w/counter/{name}/...      -> Counter, the same way (dohost's side goes through its front worker)
 //   /w/relay/{name}/...        -> Relay, which calls the Counter of the same name through a stub
+//   /pubsub/{room}/...         -> PubSub    (examples/pubsub: server-sent events)
 //
 // Like dohost, the object sees the path below its address with the query kept: `/ws?user=ann`.
 
@@ -24,7 +25,7 @@ export default {
     if (namespace === "hello") {
       return new Response("ok", { headers: { "content-type": "text/plain; charset=utf-8" } });
     }
-    const bindings = { counter: env.COUNTER, chat: env.CHAT, relay: env.RELAY };
+    const bindings = { counter: env.COUNTER, chat: env.CHAT, relay: env.RELAY, pubsub: env.PUBSUB };
     const binding = bindings[namespace] ?? null;
     if (!binding) return error(`no namespace ${JSON.stringify(namespace)} is deployed`, 404);
     let name;
@@ -157,5 +158,44 @@ export class ChatRoom extends DurableObject {
 
   async webSocketError(ws) {
     await this.leave(ws);
+  }
+}
+
+// examples/pubsub: GET /events subscribes to server-sent events, POST /publish stores the text
+// (the last 100 kept) and writes it to every subscriber. A JavaScript object cannot hand its
+// streams to the runtime, so this one keeps their writers in memory and stays awake while any
+// subscriber is connected; dohost's hibernates.
+const KEPT = 100;
+const eventKey = (id) => `event:${String(id).padStart(20, "0")}`;
+const encoder = new TextEncoder();
+
+export class PubSub extends DurableObject {
+  subscribers = new Set();
+
+  async fetch(request) {
+    const url = new URL(request.url);
+    if (request.method === "GET" && url.pathname === "/events") {
+      const { readable, writable } = new TransformStream();
+      const writer = writable.getWriter();
+      this.subscribers.add(writer);
+      writer.closed.catch(() => this.subscribers.delete(writer));
+      return new Response(readable, {
+        headers: { "content-type": "text/event-stream", "cache-control": "no-cache" },
+      });
+    }
+    if (request.method === "POST" && url.pathname === "/publish") {
+      const text = await request.text();
+      const storage = this.ctx.storage;
+      const id = (await storage.get("next_id")) ?? 1;
+      await storage.put("next_id", id + 1);
+      await storage.put(eventKey(id), text);
+      if (id > KEPT) await storage.delete(eventKey(id - KEPT));
+      const frame = encoder.encode(`id: ${id}\ndata: ${text}\n\n`);
+      for (const writer of this.subscribers) {
+        writer.write(frame).catch(() => this.subscribers.delete(writer));
+      }
+      return Response.json({ id });
+    }
+    return error("not found", 404);
   }
 }
