@@ -17,7 +17,8 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The slice of host code: the shortest the kernel grants.
 const SHORT_SLICE_NS: u64 = 100_000;
@@ -162,24 +163,47 @@ fn release_long_slice() {
 /// asking the kernel twice per poll cost a fifth of the increment benchmark's throughput, so only
 /// the ones that can run long without yielding do: those of an instance whose memory is big (they
 /// can fill, copy or tear down that much at once), and an event that already ran past a tick.
+///
+/// It also keeps how long the current event waited outside guest code (in host calls such as a
+/// stub call, or yielded), so that an event that waited for a millisecond and then runs for a few
+/// microseconds is not taken for one that ran a whole tick.
 #[derive(Clone, Default)]
-pub struct Heavy(Arc<AtomicBool>);
+pub struct Heavy(Arc<HeavyState>);
+
+#[derive(Default)]
+struct HeavyState {
+    heavy: AtomicBool,
+    /// Nanoseconds the event spent waiting since its start or its last yield.
+    waited_ns: AtomicU64,
+}
 
 impl Heavy {
     /// From inside guest code (a host call, the memory limiter, the epoch callback): this event
     /// is heavy, from now on.
     pub fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.heavy.store(true, Ordering::Relaxed);
         hold_long_slice();
     }
 
-    /// Sets whether the next event starts heavy.
+    /// Sets whether the next event starts heavy, and starts its count of time waited.
     pub fn reset(&self, heavy: bool) {
-        self.0.store(heavy, Ordering::Relaxed);
+        self.0.heavy.store(heavy, Ordering::Relaxed);
+        self.0.waited_ns.store(0, Ordering::Relaxed);
     }
 
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.heavy.load(Ordering::Relaxed)
+    }
+
+    /// How long the event waited outside guest code since it started or since this was last
+    /// taken, which starts the count again.
+    pub fn take_waited(&self) -> Duration {
+        Duration::from_nanos(self.0.waited_ns.swap(0, Ordering::Relaxed))
+    }
+
+    fn add_waited(&self, waited: Duration) {
+        let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.0.waited_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
 
@@ -196,15 +220,23 @@ pub fn with_long_slice<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Runs `guest` (a call into guest code), with the long slice during each poll once `heavy` is
-/// set. A task can move between threads, so the slice follows the polls, not the task.
+/// set. A task can move between threads, so the slice follows the polls, not the task. The time
+/// between a poll that left the guest waiting and the next is added to `heavy`'s time waited.
 pub async fn run_guest<F: Future>(heavy: &Heavy, guest: F) -> F::Output {
     let mut guest = std::pin::pin!(guest);
+    let mut waiting_since = None::<Instant>;
     std::future::poll_fn(|cx| {
+        if let Some(since) = waiting_since.take() {
+            heavy.add_waited(since.elapsed());
+        }
         if heavy.is_set() {
             hold_long_slice();
         }
         let polled = guest.as_mut().poll(cx);
         release_long_slice();
+        if polled.is_pending() {
+            waiting_since = Some(Instant::now());
+        }
         polled
     })
     .await

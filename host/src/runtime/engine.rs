@@ -192,7 +192,9 @@ fn on_tick(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<Update
         std::thread::yield_now();
     }
     // The epoch is global: a tick comes at a random moment of an event, so most events that see
-    // one are short. Only one that has run a whole tick is a long one.
+    // one are short. Only one that has run a whole tick is a long one; time it waited in host
+    // calls (a stub call waiting for its callee, say) is not running.
+    state.next_yield += state.memory.heavy.take_waited();
     if now < state.next_yield {
         return Ok(UpdateDeadline::Continue(1));
     }
