@@ -90,7 +90,10 @@ pub enum DeployError {
         "the component is not a Durable Object (world dohost:object/durable-object, 0.2.0 or 0.3.0): {0}"
     )]
     WrongWorld(String),
-    #[error("the component is not a worker (world dohost:object/worker@0.3.0): {0}")]
+    #[error(
+        "the component is not a worker (world dohost:object/worker@0.3.0, or \
+         dohost:object/http-worker@0.3.0): {0}"
+    )]
     NotAWorker(String),
     #[error("namespace {namespace:?} belongs to app {app:?}: deploy the app (dohost deploy)")]
     OwnedByApp { namespace: String, app: String },

@@ -45,4 +45,23 @@ pub mod v0_3 {
             },
         });
     }
+
+    /// The http-worker world: the worker's imports, and wasi:http's `incoming-handler`, whose
+    /// request and response resources are wasmtime-wasi-http's.
+    pub mod http_worker {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.3.0",
+            world: "http-worker",
+            exports: { default: async },
+            with: {
+                "dohost:object/types": super::dohost::object::types,
+                "dohost:object/logging": super::dohost::object::logging,
+                "dohost:object/config": super::dohost::object::config,
+                "dohost:object/stubs": super::dohost::object::stubs,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            },
+        });
+    }
 }

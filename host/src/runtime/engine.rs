@@ -3,12 +3,12 @@
 use super::bindings::{v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
-use super::imports::{self, Outbound};
+use super::imports::{self, Outbound, OutboundHooks};
 use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
 use super::limits::MemoryCap;
 use super::pool;
 use super::state::{Guest, HostState};
-use crate::config::EventLimits;
+use crate::config::{EventLimits, OUTBOUND_MAX_RESPONSE_BODY};
 use crate::cpu_share::Meter;
 use crate::memory::MemoryBudget;
 use crate::scheduling::{Heavy, in_background};
@@ -24,7 +24,7 @@ use wasmtime::{Config, Engine, Store, StoreContextMut, UpdateDeadline};
 pub enum Role {
     /// A Durable Object class: the world `durable-object` of any version the host serves.
     Object,
-    /// An app's worker: the world `worker` of 0.3.0.
+    /// An app's worker: the world `worker` or `http-worker` of 0.3.0.
     Worker,
 }
 
@@ -34,6 +34,14 @@ pub enum Pre {
     ObjectV0_2(v0_2::DurableObjectPre<HostState>),
     ObjectV0_3(v0_3::DurableObjectPre<HostState>),
     Worker(v0_3::worker::WorkerPre<HostState>),
+    HttpWorker(v0_3::http_worker::HttpWorkerPre<HostState>),
+}
+
+impl Pre {
+    /// Whether this is an http-worker, served through wasi:http with streamed bodies.
+    pub fn is_http_worker(&self) -> bool {
+        matches!(self, Pre::HttpWorker(_))
+    }
 }
 
 /// The wasmtime engine and linkers, shared by every instance.
@@ -99,7 +107,9 @@ impl Runtime {
     }
 
     /// Checks that `component` implements the world of `role`: everything it imports is
-    /// granted, and it exports the handlers. The error says what is missing.
+    /// granted, and it exports the handlers. A worker may implement either worker world; one
+    /// that exports wasi:http's `incoming-handler` is an http-worker. The error says what is
+    /// missing.
     pub fn prepare(&self, component: &Component, role: Role) -> Result<Pre, String> {
         let linker = match role {
             Role::Object => &self.objects,
@@ -108,13 +118,30 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| format!("{e:#}"))?;
+        let exports = |wanted: fn(&str) -> bool| {
+            component
+                .component_type()
+                .exports(&self.engine)
+                .any(|(name, _)| wanted(name))
+        };
         let checked = match role {
             // The version an object targets is the one of the handler it exports.
-            Role::Object if exports_v0_2(component, &self.engine) => {
+            Role::Object if exports(|name| name == "dohost:object/http-handler@0.2.0") => {
                 v0_2::DurableObjectPre::new(pre).map(Pre::ObjectV0_2)
             }
             Role::Object => v0_3::DurableObjectPre::new(pre).map(Pre::ObjectV0_3),
-            Role::Worker => v0_3::worker::WorkerPre::new(pre).map(Pre::Worker),
+            Role::Worker if exports(|name| name.starts_with(INCOMING_HANDLER)) => {
+                v0_3::http_worker::HttpWorkerPre::new(pre).map(Pre::HttpWorker)
+            }
+            Role::Worker if exports(|name| name == HTTP_HANDLER) => {
+                v0_3::worker::WorkerPre::new(pre).map(Pre::Worker)
+            }
+            Role::Worker => {
+                return Err(format!(
+                    "it exports neither `{HTTP_HANDLER}` (world `worker`) nor \
+                     `{INCOMING_HANDLER}x` (world `http-worker`)"
+                ));
+            }
         };
         checked.map_err(|e| format!("{e:#}"))
     }
@@ -132,14 +159,11 @@ impl Runtime {
         let heavy = Heavy::default();
         heavy.reset(true);
         let memory = MemoryCap::new(self.limits.memory_bytes, self.budget.clone(), heavy.clone());
-        let state = HostState::new(
-            guest,
-            sockets,
-            memory,
-            meter,
-            self.limits,
-            self.outbound.clone(),
-        );
+        // An http-worker's outbound response bodies stream through it to its client, so only
+        // the deadline ends them; everyone else's are read whole, and capped.
+        let body_cap = (!pre.is_http_worker()).then_some(OUTBOUND_MAX_RESPONSE_BODY);
+        let outbound = OutboundHooks::new(self.outbound.clone(), body_cap);
+        let state = HostState::new(guest, sockets, memory, meter, self.limits, outbound);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         // Instantiation has a time limit and a CPU budget of its own, as an event has.
@@ -207,10 +231,8 @@ fn on_tick(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<Update
     Ok(UpdateDeadline::Yield(1))
 }
 
-/// Whether an object component exports the 0.2.0 handler, rather than 0.3.0's.
-fn exports_v0_2(component: &Component, engine: &Engine) -> bool {
-    component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name == "dohost:object/http-handler@0.2.0")
-}
+/// The export of the world `worker`.
+const HTTP_HANDLER: &str = "dohost:object/http-handler@0.3.0";
+/// The export of the world `http-worker`, in any 0.2 version of wasi:http: wasmtime finds a
+/// semver-compatible export under 0.2.12's name.
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.";

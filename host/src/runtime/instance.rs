@@ -21,6 +21,7 @@ pub(super) enum Bindings {
     ObjectV0_2(v0_2::DurableObject),
     ObjectV0_3(v0_3::DurableObject),
     Worker(v0_3::worker::Worker),
+    HttpWorker(v0_3::http_worker::HttpWorker),
 }
 
 impl Bindings {
@@ -32,12 +33,14 @@ impl Bindings {
             Pre::ObjectV0_2(pre) => Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
             Pre::ObjectV0_3(pre) => Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
             Pre::Worker(pre) => Bindings::Worker(pre.instantiate_async(store).await?),
+            Pre::HttpWorker(pre) => Bindings::HttpWorker(pre.instantiate_async(store).await?),
         })
     }
 }
 
 /// Runs `$body` with `$b` the object's bindings and `$v` its version's generated module; a
-/// worker gets `$worker` instead (it exports no object handlers, and is never sent their events).
+/// worker of either world gets `$worker` instead (it exports no object handlers, and is never
+/// sent their events).
 macro_rules! on_object {
     ($bindings:expr, |$b:ident, $v:ident| $body:expr, worker => $worker:expr) => {
         match $bindings {
@@ -49,19 +52,19 @@ macro_rules! on_object {
                 use v0_3 as $v;
                 $body
             }
-            Bindings::Worker(_) => $worker,
+            Bindings::Worker(_) | Bindings::HttpWorker(_) => $worker,
         }
     };
 }
 
 /// A live instance of one object or worker.
 pub struct Instance {
-    store: Store<HostState>,
-    bindings: Bindings,
+    pub(super) store: Store<HostState>,
+    pub(super) bindings: Bindings,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
     /// Shared with the store's memory limiter and epoch callback, which mark it.
-    heavy: Heavy,
+    pub(super) heavy: Heavy,
 }
 
 impl Instance {
@@ -83,7 +86,7 @@ impl Instance {
 
     /// Gives the next event its CPU and time budgets; the guard keeps the epoch ticking until
     /// the event ends.
-    fn start_event(&mut self) -> Result<(Busy, Instant), EventError> {
+    pub(super) fn start_event(&mut self) -> Result<(Busy, Instant), EventError> {
         let now = Instant::now();
         let deadline = now + self.limits.timeout;
         let state = self.store.data_mut();
@@ -107,7 +110,10 @@ impl Instance {
     }
 
     /// Names the outcome of a call into the guest.
-    fn outcome<T>(&self, called: wasmtime::Result<Result<T, String>>) -> Result<T, EventError> {
+    pub(super) fn outcome<T>(
+        &self,
+        called: wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, EventError> {
         match called {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(match &self.store.data().call_overloaded {
@@ -147,6 +153,8 @@ impl Instance {
             Bindings::ObjectV0_2(b) => call_fetch!(b),
             Bindings::ObjectV0_3(b) => call_fetch!(b),
             Bindings::Worker(b) => call_fetch!(b),
+            // Its requests go to `handle` (`http_worker`), never here.
+            Bindings::HttpWorker(_) => return Err(not_http_handler()),
         };
         let response = self.outcome(called)?;
         // The body is already a host copy by now (the bindings lift it whole), but that copy is
@@ -256,6 +264,11 @@ impl Instance {
 /// Only objects get WebSocket events and alarms; the host never routes them to a worker.
 fn not_an_object() -> EventError {
     EventError::Failed("a worker has no WebSocket or alarm handler".into())
+}
+
+/// An http-worker serves wasi:http, not `http-handler`; the host never sends it a `fetch`.
+fn not_http_handler() -> EventError {
+    EventError::Failed("an http-worker has no http-handler".into())
 }
 
 /// Counts the fuel of the call into the guest that just ended on its namespace's meter.

@@ -3,7 +3,7 @@
 
 use super::calls::{Calls, Chain};
 use super::epoch::EPOCH_TICK;
-use super::imports::{Outbound, OutboundHooks};
+use super::imports::OutboundHooks;
 use super::limits::{LogBucket, MemoryCap};
 use super::metering::FuelCount;
 use crate::config::EventLimits;
@@ -76,7 +76,8 @@ pub struct HostState {
     pub(super) counted: FuelCount,
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    /// wasi:http's state: only outgoing requests, sent through [`OutboundHooks`].
+    /// wasi:http's state: an http-worker's request and response, and outgoing requests, sent
+    /// through [`OutboundHooks`].
     pub(super) http: WasiHttpCtx,
     pub(super) outbound: OutboundHooks,
 }
@@ -108,7 +109,7 @@ impl HostState {
         memory: MemoryCap,
         meter: Meter,
         limits: EventLimits,
-        outbound: Arc<Outbound>,
+        outbound: OutboundHooks,
     ) -> Self {
         let now = Instant::now();
         let Guest {
@@ -151,7 +152,7 @@ impl HostState {
                 .build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks::new(outbound),
+            outbound,
         }
     }
 }

@@ -31,14 +31,17 @@ pub struct OutboundHooks {
     slots: Arc<Semaphore>,
     /// What `handle` admitted, for the `send_request` it calls next.
     next: Option<Admitted>,
+    /// The largest response body the instance may read, if its bodies are capped.
+    max_body: Option<u64>,
 }
 
 impl OutboundHooks {
-    pub fn new(shared: Arc<Outbound>) -> Self {
+    pub fn new(shared: Arc<Outbound>, max_body: Option<u64>) -> Self {
         OutboundHooks {
             shared,
             slots: Arc::new(Semaphore::new(OUTBOUND_MAX_PER_INSTANCE)),
             next: None,
+            max_body,
         }
     }
 }
@@ -151,6 +154,7 @@ impl HostState {
             destination,
             env: self.env.clone(),
             deadline,
+            max_body: self.outbound.max_body,
             slots,
             gate: rx,
         };

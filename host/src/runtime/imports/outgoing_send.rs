@@ -7,7 +7,7 @@
 //! rewrite and driving the connection while the head is awaited are theirs; the checked
 //! connect, the TLS configuration built once, the caps and the deadline are ours.
 
-use crate::config::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_MAX_RESPONSE_BODY, OUTBOUND_MAX_TOTAL};
+use crate::config::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_MAX_TOTAL};
 use crate::env::Env;
 use crate::outbound::{Destination, Scheme};
 use crate::storage::CommitOutcome;
@@ -110,6 +110,9 @@ pub struct Admitted {
     pub env: Arc<Env>,
     /// When the request must be over, body included: a margin before the event's deadline.
     pub deadline: Instant,
+    /// The largest response body read, if the instance's are capped
+    /// ([`crate::config::OUTBOUND_MAX_RESPONSE_BODY`]; an http-worker's stream through).
+    pub max_body: Option<u64>,
     pub slots: Slots,
     /// The output gate, sent once the request is handed to wasmtime-wasi-http.
     pub gate: oneshot::Receiver<Gate>,
@@ -126,6 +129,7 @@ pub async fn send(
         destination,
         env,
         deadline,
+        max_body,
         slots,
         gate,
     } = admitted;
@@ -220,7 +224,7 @@ pub async fn send(
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|&l| l > OUTBOUND_MAX_RESPONSE_BODY) {
+    if let Some(length) = declared.filter(|&l| max_body.is_some_and(|max| l > max)) {
         return Err(Error::HttpResponseBodySize(Some(length)));
     }
     let between_bytes = options.between_bytes_timeout.map(|limit| {
@@ -231,6 +235,7 @@ pub async fn send(
         Capped {
             incoming,
             received: 0,
+            max_body,
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             between_bytes,
             done: false,
@@ -335,11 +340,12 @@ fn server_name(destination: &Destination) -> Result<rustls::pki_types::ServerNam
 trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
 
-/// A response body cut off past [`OUTBOUND_MAX_RESPONSE_BODY`], at the request's deadline, and
-/// after the guest's between-bytes timeout if it set one.
+/// A response body cut off past its cap if it has one, at the request's deadline, and after the
+/// guest's between-bytes timeout if it set one.
 struct Capped {
     incoming: hyper::body::Incoming,
     received: u64,
+    max_body: Option<u64>,
     deadline: Pin<Box<Sleep>>,
     between_bytes: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Set once the body ended or failed: nothing more is read from it.
@@ -364,7 +370,7 @@ impl Body for Capped {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                 }
-                if this.received > OUTBOUND_MAX_RESPONSE_BODY {
+                if this.max_body.is_some_and(|max| this.received > max) {
                     Some(Err(Error::HttpResponseBodySize(Some(this.received))))
                 } else {
                     if let Some((limit, timer)) = &mut this.between_bytes {
