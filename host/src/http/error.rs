@@ -4,6 +4,7 @@ use crate::names::NameError;
 use crate::objects::ObjectError;
 use crate::registry::DeployError;
 use crate::routing::RouteError;
+use crate::workers::StreamingError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -101,6 +102,19 @@ impl From<ObjectError> for ApiError {
             status
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<StreamingError> for ApiError {
+    fn from(e: StreamingError) -> Self {
+        let message = e.to_string();
+        match e {
+            StreamingError::Object(e) => e.into(),
+            StreamingError::NoAuthority => {
+                ApiError::new(StatusCode::BAD_REQUEST, "missing_host", message)
+            }
+            StreamingError::Informational(_) => ApiError::bad_response(message),
+        }
     }
 }
 

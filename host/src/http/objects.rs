@@ -10,6 +10,7 @@ use crate::registry::{App, Namespace};
 use crate::routing::{Target, parse_target};
 use crate::runtime;
 use crate::sockets::Kind;
+use crate::workers::StreamingError;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, State};
@@ -89,6 +90,21 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
     let destination = destination(&app, host, &uri)?;
+    // An http-worker reads the body itself, as it comes; wasi:http has no upgrades, so a
+    // WebSocket handshake is an ordinary request to it.
+    if let Destination::Worker(worker) = &destination
+        && worker.worker.as_ref().is_some_and(|w| w.is_http_worker())
+    {
+        let request = axum::extract::Request::from_parts(parts, body);
+        return app.workers.serve(worker, request).await.map_err(|e| {
+            if let StreamingError::Object(e) = &e
+                && e.is_overloaded()
+            {
+                app.objects.count_overload(e);
+            }
+            e.into()
+        });
+    }
     let upgrade = if wants_websocket(&parts.headers) {
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
             .await

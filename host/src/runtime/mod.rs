@@ -1,9 +1,9 @@
 //! wasmtime: the engine, the host side of the WIT imports, and running one event of one object
 //! under its limits.
 //!
-//! A guest gets exactly the imports of its world (`durable-object` of 0.2.0 or 0.3.0, or
-//! `worker`) plus the WASI interfaces a Rust std guest links against; WASI grants nothing: no
-//! files, no environment, no network, a closed stdin and discarded stdout/stderr.
+//! A guest gets exactly the imports of its world (`durable-object` of 0.2.0 or 0.3.0, `worker`
+//! or `http-worker`) plus the WASI interfaces a Rust std guest links against; WASI grants
+//! nothing: no files, no environment, no network, a closed stdin and discarded stdout/stderr.
 //!
 //! The files, bottom up:
 //! - `bindings`: the Rust side of the worlds, one module per version of `wit/`.
@@ -18,12 +18,14 @@
 //! - `pool`: instance slots and the memory mappings they hold.
 //! - `engine`: the engine and linker; instantiation.
 //! - `instance`: a live instance; delivering one event.
+//! - `http_worker`: delivering a request to an http-worker through wasi:http.
 
 mod bindings;
 mod calls;
 mod engine;
 mod epoch;
 mod error;
+mod http_worker;
 mod imports;
 mod instance;
 mod limits;
@@ -35,6 +37,7 @@ mod state;
 pub use calls::{Call, CallError, Called, Calls, Chain, MAX_CALL_DEPTH};
 pub use engine::{Pre, Role, Runtime};
 pub use error::EventError;
+pub use http_worker::Head;
 pub use instance::Instance;
 pub use limits::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
 pub use pool::check_memories;

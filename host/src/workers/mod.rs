@@ -8,11 +8,18 @@
 //! a worker 4× slower (BENCHMARKS.md). Workers and objects share the host's instance slots and
 //! memory budget, which objects can reclaim from idle objects but not from idle workers, so the
 //! idle workers are bounded three ways: per app, in number, and in memory ([`IdleLimits`]).
+//!
+//! A worker of the world `worker` answers with whole bodies ([`Workers::fetch`]); an
+//! http-worker's bodies stream (`streaming`, [`Workers::serve`]).
+
+mod streaming;
+
+pub use streaming::StreamingError;
 
 use crate::names::ObjectIdentity;
 use crate::objects::{Fetched, ObjectError, Objects};
 use crate::registry::App;
-use crate::runtime::{Guest, Instance, Request};
+use crate::runtime::{Guest, Instance, Pre, Request};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -103,28 +110,7 @@ impl Workers {
         let Some(worker) = &app.worker else {
             return Err(ObjectError::UnknownNamespace(app.name.clone()));
         };
-        let (mut instance, permit) = match self.take_idle(&app.name, app.version) {
-            Some(idle) => (idle.instance, idle._permit),
-            None => {
-                let permit = self.objects.instance_permit().await?;
-                let guest = Guest {
-                    identity: ObjectIdentity::new(&app.name, ""),
-                    storage: None,
-                    env: app.env.clone(),
-                    calls: self.objects.calls(),
-                };
-                let runtime = self.objects.runtime();
-                let sockets = self.objects.sockets().clone();
-                let instance = runtime
-                    .instantiate(worker, guest, sockets, self.objects.meter(&app.name))
-                    .await
-                    .map_err(|(e, _)| {
-                        tracing::warn!(app = %app.name, "worker: {e}");
-                        e
-                    })?;
-                (instance, permit)
-            }
-        };
+        let (mut instance, permit) = self.instance(app, worker).await?;
         let result = instance.fetch(request, upgrade, None).await;
         instance.count_fuel();
         let io = instance.take_socket_io();
@@ -146,6 +132,34 @@ impl Workers {
     /// The idle instances of all apps' workers, kept for later requests.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap().instances
+    }
+
+    /// An idle instance of the app's worker, or a new one, with its slot.
+    async fn instance(
+        &self,
+        app: &App,
+        worker: &Pre,
+    ) -> Result<(Instance, OwnedSemaphorePermit), ObjectError> {
+        if let Some(idle) = self.take_idle(&app.name, app.version) {
+            return Ok((idle.instance, idle._permit));
+        }
+        let permit = self.objects.instance_permit().await?;
+        let guest = Guest {
+            identity: ObjectIdentity::new(&app.name, ""),
+            storage: None,
+            env: app.env.clone(),
+            calls: self.objects.calls(),
+        };
+        let runtime = self.objects.runtime();
+        let sockets = self.objects.sockets().clone();
+        let instance = runtime
+            .instantiate(worker, guest, sockets, self.objects.meter(&app.name))
+            .await
+            .map_err(|(e, _)| {
+                tracing::warn!(app = %app.name, "worker: {e}");
+                e
+            })?;
+        Ok((instance, permit))
     }
 
     fn take_idle(&self, app: &str, version: u64) -> Option<Idle> {
