@@ -45,6 +45,9 @@ pub const DEFAULT_HEADER_TIMEOUT: Seconds = Seconds::new(10);
 pub const DEFAULT_BODY_TIMEOUT: Seconds = Seconds::new(30);
 /// Most bytes (keys plus values) one object may store.
 pub const DEFAULT_MAX_OBJECT_STORAGE: u64 = crate::storage::DEFAULT_MAX_OBJECT_BYTES;
+/// The database's page cache, in MiB: redb's own default. It keeps the pages last written as well
+/// as those read, so a host that writes a lot grows by up to this much.
+pub const DEFAULT_STORAGE_CACHE_MIB: u64 = 1024;
 
 // Outbound HTTP (`wasi:http/outgoing-handler`): fixed limits, not flags.
 
@@ -177,6 +180,8 @@ pub struct HostConfig {
     /// the admin only) may take as long as it keeps coming: this is the longest wait for each
     /// next part of it.
     pub body_timeout: Duration,
+    /// Bytes of the database's page cache (see [`DEFAULT_STORAGE_CACHE_MIB`]).
+    pub storage_cache: usize,
     pub event: EventLimits,
     pub storage: StorageLimits,
 }
@@ -200,10 +205,16 @@ impl HostConfig {
             max_ws_backlog_total: share(16),
             header_timeout: DEFAULT_HEADER_TIMEOUT.0,
             body_timeout: DEFAULT_BODY_TIMEOUT.0,
+            storage_cache: mib_to_bytes(DEFAULT_STORAGE_CACHE_MIB),
             event: EventLimits::default(),
             storage: StorageLimits::default(),
         }
     }
+}
+
+/// `mib` MiB in bytes, saturating.
+pub fn mib_to_bytes(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// At most 10,000 live instances, fewer where the kernel's limit on memory mappings

@@ -68,6 +68,9 @@ struct ServeArgs {
     /// Most bytes (keys plus values) one object may store.
     #[arg(long, default_value_t = config::DEFAULT_MAX_OBJECT_STORAGE)]
     max_object_storage: u64,
+    /// MiB of the database's page cache, which keeps the pages last written and read.
+    #[arg(long, default_value_t = config::DEFAULT_STORAGE_CACHE_MIB)]
+    storage_cache: u64,
     /// Largest request body delivered to an object, in bytes.
     #[arg(long, default_value_t = config::DEFAULT_MAX_REQUEST_BODY)]
     max_request_body: usize,
@@ -208,6 +211,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.event.timeout = args.event_timeout.0;
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
+    config.storage_cache = config::mib_to_bytes(args.storage_cache);
     let header_timeout = config.header_timeout;
     let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
     let listener = tokio::net::TcpListener::bind(&args.listen)
