@@ -155,6 +155,50 @@
 //! }
 //! ```
 //!
+//! # Workers whose bodies stream
+//!
+//! A [`Worker`] gets each request's body whole and answers with a whole body. An app's worker
+//! that moves large bodies (uploads, downloads, a proxy) implements [`HttpWorker`] instead, with
+//! WASI's standard `wasi:http` types from the [`wasip2`] crate: it reads the request body as the
+//! client sends it and writes the response body as it goes, and the host holds neither. The
+//! component then implements the world `http-worker` (it exports `wasi:http/incoming-handler`),
+//! and calls objects with [`Env::stub`] as any worker does.
+//!
+//! ```no_run
+//! use dohost_sdk::wasip2::http::types::{
+//!     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+//! };
+//! use dohost_sdk::{Env, HttpWorker};
+//! use std::io::{Read, Write};
+//!
+//! struct Echo;
+//!
+//! impl HttpWorker for Echo {
+//!     fn handle(_env: &Env, request: IncomingRequest, response_out: ResponseOutparam) {
+//!         let incoming = request.consume().unwrap();
+//!         let mut input = incoming.stream().unwrap();
+//!         let response = OutgoingResponse::new(Fields::new());
+//!         let body = response.body().unwrap();
+//!         // The head leaves now; the body follows as it is written.
+//!         ResponseOutparam::set(response_out, Ok(response));
+//!         let mut output = body.write().unwrap();
+//!         let mut buffer = vec![0; 64 << 10];
+//!         loop {
+//!             let n = input.read(&mut buffer).unwrap();
+//!             if n == 0 {
+//!                 break;
+//!             }
+//!             output.write_all(&buffer[..n]).unwrap();
+//!         }
+//!         output.blocking_flush().unwrap();
+//!         drop(output);
+//!         OutgoingBody::finish(body, None).unwrap();
+//!     }
+//! }
+//!
+//! dohost_sdk::http_worker!(Echo);
+//! ```
+//!
 //! # What else an object can do
 //!
 //! Only what its world grants: [`State`] (identity, [`Storage`] and WebSockets), [`Env`]
@@ -185,6 +229,9 @@ pub use response::Response;
 pub use state::{State, new_unique_name};
 pub use storage::{ListOptions, Storage};
 pub use stream::{ResponseStream, StreamError};
+/// WASI 0.2's bindings, the version of the host's: the `wasi:http` types an [`HttpWorker`]
+/// handles (`wasip2::http::types`), and `wasi:io`'s streams its bodies are.
+pub use wasip2;
 pub use websocket::{WebSocket, WebSocketMessage};
 
 /// A Durable Object class: what the host creates and delivers events to.
@@ -389,6 +436,51 @@ macro_rules! worker {
     };
 }
 
+/// An app's worker whose request and response bodies stream: WASI's standard
+/// `wasi:http/incoming-handler`, for the world `http-worker`.
+///
+/// Register the implementing type with [`http_worker!`]. Set the response head with
+/// `ResponseOutparam::set` as soon as it is known: the host sends it then, and the body follows
+/// as `handle` writes it. The body ends when `OutgoingBody::finish` was called and `handle`
+/// returned; a panic, or a limit reached, after the head was sent cuts it instead, and before,
+/// answers 500, as does returning without setting the response. The whole of `handle`, writing
+/// the body included, runs under the limits of a worker request. Requests run concurrently, each
+/// on an instance of its own, reused for later requests like a [`Worker`]'s.
+///
+/// wasi:http has no WebSocket upgrade: a worker that hands WebSockets to objects is a [`Worker`].
+pub trait HttpWorker: 'static {
+    /// Handles one request. `env` reaches the app's variables and objects.
+    fn handle(
+        env: &Env,
+        request: wasip2::http::types::IncomingRequest,
+        response_out: wasip2::http::types::ResponseOutparam,
+    );
+}
+
+/// Registers `$ty`, a type implementing [`HttpWorker`], as the crate's worker: the component then
+/// exports `wasi:http/incoming-handler` and implements the world `http-worker` of
+/// `dohost:object@0.3.0`. Use it once, at the top level of the `cdylib` crate, instead of
+/// [`worker!`].
+#[macro_export]
+macro_rules! http_worker {
+    ($ty:ty) => {
+        const _: () = {
+            struct DohostHttpWorker;
+
+            impl $crate::wasip2::exports::http::incoming_handler::Guest for DohostHttpWorker {
+                fn handle(
+                    request: $crate::wasip2::http::types::IncomingRequest,
+                    response_out: $crate::wasip2::http::types::ResponseOutparam,
+                ) {
+                    $crate::__private::http_worker::handle::<$ty>(request, response_out)
+                }
+            }
+
+            $crate::wasip2::http::proxy::export!(DohostHttpWorker);
+        };
+    };
+}
+
 /// What [`durable_object!`] expands to needs: the generated bindings and the bodies of the
 /// exported functions. Not part of the API.
 #[doc(hidden)]
@@ -434,6 +526,23 @@ pub mod __private {
                 || T::new(crate::Env::new()),
                 |worker| worker.fetch(request.into()).map(Into::into),
             )
+        }
+    }
+
+    /// The body of the http-worker's export.
+    pub mod http_worker {
+        use crate::HttpWorker;
+        use std::sync::Once;
+        use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+        /// Handles one request. The first also installs the panic hook that logs a panic's
+        /// message (standard error is discarded).
+        pub fn handle<T: HttpWorker>(request: IncomingRequest, response_out: ResponseOutparam) {
+            static HOOK: Once = Once::new();
+            HOOK.call_once(|| {
+                std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())))
+            });
+            T::handle(&crate::Env::new(), request, response_out)
         }
     }
 
