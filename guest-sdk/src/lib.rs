@@ -168,27 +168,27 @@
 //! use dohost_sdk::wasip2::http::types::{
 //!     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 //! };
+//! use dohost_sdk::wasip2::io::streams::StreamError;
 //! use dohost_sdk::{Env, HttpWorker};
-//! use std::io::{Read, Write};
+//! use std::io::Write;
 //!
 //! struct Echo;
 //!
 //! impl HttpWorker for Echo {
 //!     fn handle(_env: &Env, request: IncomingRequest, response_out: ResponseOutparam) {
 //!         let incoming = request.consume().unwrap();
-//!         let mut input = incoming.stream().unwrap();
+//!         let input = incoming.stream().unwrap();
 //!         let response = OutgoingResponse::new(Fields::new());
 //!         let body = response.body().unwrap();
 //!         // The head leaves now; the body follows as it is written.
 //!         ResponseOutparam::set(response_out, Ok(response));
 //!         let mut output = body.write().unwrap();
-//!         let mut buffer = vec![0; 64 << 10];
 //!         loop {
-//!             let n = input.read(&mut buffer).unwrap();
-//!             if n == 0 {
-//!                 break;
+//!             match input.blocking_read(64 << 10) {
+//!                 Ok(chunk) => output.write_all(&chunk).unwrap(),
+//!                 Err(StreamError::Closed) => break,
+//!                 Err(e) => panic!("reading the request body: {e:?}"),
 //!             }
-//!             output.write_all(&buffer[..n]).unwrap();
 //!         }
 //!         output.blocking_flush().unwrap();
 //!         drop(output);
