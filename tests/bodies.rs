@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use support::{Host, client, json, rss};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, MutexGuard};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -190,11 +191,9 @@ async fn idle_rss(host: &Host) -> u64 {
 }
 
 /// The transfers that measure memory run one at a time, so that their figures are their own.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -257,7 +256,7 @@ async fn download_file(host: &Host, name: &str, bytes: u64) {
 /// the host by the file's size whatever path the bytes took (what this test bounds is the path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gibibyte_streams_through_a_worker_into_an_object_and_back() {
-    let _serial = serial();
+    let _serial = serial().await;
     let (host, _dir) = Host::start(&[
         "--max-object-storage",
         "2147483648",
@@ -315,7 +314,7 @@ async fn a_gibibyte_streams_through_a_worker_into_an_object_and_back() {
 /// have failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_whole_bodies_refuses_the_gibibyte_or_buffers_what_it_takes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let spec = json!({ "routes": ["/var/"] });
 
     let (host, _dir) = Host::start(&[]);
@@ -378,7 +377,7 @@ async fn origin(bytes: u64) -> String {
 /// every byte, and the host's memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_body_is_spliced_into_the_response_without_being_held() {
-    let _serial = serial();
+    let _serial = serial().await;
     let bytes = 256 * MIB;
     let origin = origin(bytes).await;
     let (host, _dir) = Host::start(&["--event-timeout", "300"]);
@@ -552,7 +551,9 @@ async fn a_websocket_handshake_is_an_ordinary_request_to_an_http_worker() {
     let (host, _dir) = Host::start(&[]);
     deploy(&host, &[]).await;
     let refused = support::ws_try_connect(&host.ws("/pattern?bytes=5")).await;
-    let error = refused.err().expect("no WebSocket");
+    let Err(error) = refused else {
+        panic!("an http-worker accepted a WebSocket");
+    };
     assert!(error.starts_with("HTTP 200"), "{error}");
 }
 
