@@ -441,9 +441,11 @@ macro_rules! worker {
 ///
 /// Register the implementing type with [`http_worker!`]. Set the response head with
 /// `ResponseOutparam::set` as soon as it is known: the host sends it then, and the body follows
-/// as `handle` writes it. The body ends when `OutgoingBody::finish` was called and `handle`
-/// returned; a panic, or a limit reached, after the head was sent cuts it instead, and before,
-/// answers 500, as does returning without setting the response. The whole of `handle`, writing
+/// as `handle` writes it. A body with a `content-length` header is complete with its last byte
+/// (the host may then close the stream, so a flush after it may fail); one without ends when
+/// `OutgoingBody::finish` was called and `handle` returned. A panic, or a limit reached, after the
+/// head was sent cuts an incomplete body, and before, answers 500, as does returning without
+/// setting the response. The whole of `handle`, writing
 /// the body included, runs under the limits of a worker request. Requests run concurrently, each
 /// on an instance of its own, reused for later requests like a [`Worker`]'s.
 ///

@@ -12,7 +12,8 @@
 //! pooled like any worker's, or dropped if it failed. The response body ends cleanly only once
 //! `handle` returned without failing: a failure after the head was sent, or a body the guest
 //! neither finished nor dropped, cuts it, and the client sees the connection end early instead of
-//! a complete response.
+//! a complete response. (A body with a `content-length` is whole with its last byte: hyper stops
+//! reading it there.)
 
 use super::Workers;
 use crate::objects::ObjectError;
