@@ -208,7 +208,16 @@ fn mib(bytes: u64) -> f64 {
 /// `allow` as its `[outbound] allow`.
 async fn deploy(host: &Host, allow: &[String]) {
     let spec = json!({
-        "routes": ["/files/", "/proxy", "/pattern", "/ignore", "/no-set", "/trap-after-head"],
+        "routes": [
+            "/files/",
+            "/proxy",
+            "/pattern",
+            "/ignore",
+            "/count",
+            "/no-set",
+            "/trap-before-head",
+            "/trap-after-head",
+        ],
         "objects": [{ "binding": "FILES", "namespace": "files", "public": false }],
         "outbound": allow,
     });
@@ -498,6 +507,10 @@ async fn failures_before_the_head_answer_500_and_after_it_cut_the_body() {
         "{body}"
     );
 
+    let (status, body) = json(c.get(host.at("/trap-before-head"))).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], "trap", "{body}");
+
     let r = c.get(host.at("/trap-after-head")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "the body is cut, not ended");
@@ -511,6 +524,25 @@ async fn failures_before_the_head_answer_500_and_after_it_cut_the_body() {
 /// Whether `data` is the guest's `/pattern`: byte `i` is `i % 251`.
 fn is_pattern_251(data: &[u8]) -> bool {
     data.iter().enumerate().all(|(i, &b)| b as usize == i % 251)
+}
+
+/// An instance that answered serves the next request, as any worker's; one that failed is
+/// dropped.
+#[tokio::test]
+async fn an_instance_that_answered_is_reused_and_one_that_failed_is_not() {
+    let (host, _dir) = Host::start(&[]);
+    deploy(&host, &[]).await;
+    let c = client();
+    let mut counts = Vec::new();
+    for path in ["/count", "/count", "/trap-before-head", "/count"] {
+        let r = c.get(host.at(path)).send().await.unwrap();
+        if r.status() == 200 {
+            counts.push(r.text().await.unwrap());
+        }
+        // The instance goes back to the pool once `handle` has returned, just after the answer.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(counts, ["1", "2", "1"]);
 }
 
 /// A guest that answers without reading the body does not wait for the client to send it.

@@ -10,8 +10,9 @@
 //! - `GET /pattern?bytes=N` answers N bytes of the test pattern (byte `i` is `i % 251`), with a
 //!   `content-length`.
 //! - `PUT /ignore` answers `ignored` without reading the body.
-//! - `GET /no-set` returns without setting a response; `GET /trap-after-head` sends the head and
-//!   part of a body, then panics.
+//! - `GET /count` answers how many `/count` requests this instance has served, this one included.
+//! - `GET /no-set` returns without setting a response; `GET /trap-before-head` panics;
+//!   `GET /trap-after-head` sends the head and part of a body, then panics.
 
 use dohost_sdk::wasip2::http::outgoing_handler;
 use dohost_sdk::wasip2::http::types::{
@@ -21,6 +22,7 @@ use dohost_sdk::wasip2::http::types::{
 use dohost_sdk::wasip2::io::streams::{InputStream, OutputStream, StreamError};
 use dohost_sdk::{Env, HttpWorker, Request, Stub};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The size of a stored chunk: one stub call, one storage value.
 const CHUNK: usize = 1 << 20;
@@ -48,7 +50,15 @@ impl HttpWorker for Files {
                 }
             }
             (Method::Put, ["ignore"]) => respond(response_out, 200, "ignored"),
+            (Method::Get, ["count"]) => {
+                static SERVED: AtomicU64 = AtomicU64::new(0);
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                respond(response_out, 200, &served.to_string())
+            }
             (Method::Get, ["no-set"]) => drop(response_out),
+            (Method::Get, ["trap-before-head"]) => {
+                panic!("files-front was asked to fail before the head")
+            }
             (Method::Get, ["trap-after-head"]) => {
                 let (_body, mut output) = start(response_out, 200, &[]);
                 output.write_all(b"the beginning of a body").unwrap();
