@@ -14,6 +14,7 @@
 //!
 //! Every loop is bounded in time and in count, and every wait has a limit.
 
+pub mod download;
 pub mod load;
 pub mod peers;
 pub mod report;
@@ -50,7 +51,7 @@ pub struct Target {
 }
 
 /// The guest packages the benchmark deploys (built to `target/wasm32-wasip2/release/`).
-pub const GUESTS: [&str; 7] = [
+pub const GUESTS: [&str; 8] = [
     "counter",
     "chat-room",
     "pubsub",
@@ -58,6 +59,7 @@ pub const GUESTS: [&str; 7] = [
     "ticket-counter",
     "bench-front",
     "bench-relay",
+    "bench-download",
 ];
 
 /// How long and how many: one value for the full run, one for `--quick`, one for the smoke test.
@@ -84,6 +86,9 @@ pub struct Settings {
     pub fanout_clients: usize,
     /// Fan-out rounds; the median is reported.
     pub fanout_rounds: usize,
+    /// Bytes of each streamed download, and how many in a row.
+    pub download_bytes: u64,
+    pub downloads: usize,
     /// Clients in the throughput room (100), each sending.
     pub throughput_clients: usize,
     /// Idle WebSockets of the memory scenario (10,000) ...
@@ -118,6 +123,8 @@ impl Settings {
             fresh_objects: 1_000_000,
             fanout_clients: 1_000,
             fanout_rounds: 10,
+            download_bytes: 256 << 20,
+            downloads: 5,
             throughput_clients: 100,
             memory_sockets: 10_000,
             memory_rooms: 1_000,
@@ -141,6 +148,8 @@ impl Settings {
             fresh_objects: 100_000,
             fanout_clients: 200,
             fanout_rounds: 3,
+            download_bytes: 16 << 20,
+            downloads: 2,
             throughput_clients: 50,
             memory_sockets: 1_000,
             memory_rooms: 100,
@@ -164,6 +173,8 @@ impl Settings {
             fresh_objects: 1_000,
             fanout_clients: 50,
             fanout_rounds: 3,
+            download_bytes: 1 << 20,
+            downloads: 2,
             throughput_clients: 10,
             memory_sockets: 100,
             memory_rooms: 10,

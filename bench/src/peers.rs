@@ -210,8 +210,9 @@ impl Dohost {
         Ok(())
     }
 
-    /// Deploys counter, chat, pubsub and hello, and the app `bench`: its front worker on `/w/`, calling the
-    /// public counters and its own relay class (as workerd's front worker does).
+    /// Deploys counter, chat, pubsub and hello; the app `bench`: its front worker on `/w/`, calling
+    /// the public counters and its own relay class (as workerd's front worker does); and the app
+    /// `bench-download`, an http-worker on `/d/`.
     pub async fn deploy_all(&self) -> Result<()> {
         for (namespace, package) in [
             ("counter", "counter"),
@@ -226,6 +227,9 @@ impl Dohost {
             "objects": [{ "binding": "RELAY", "namespace": "w-relay" }],
         });
         self.deploy_app("bench", spec, "bench-front", &[("w-relay", "bench-relay")])
+            .await?;
+        let spec = serde_json::json!({ "routes": ["/d/"], "objects": [] });
+        self.deploy_app("bench-download", spec, "bench-download", &[])
             .await
     }
 

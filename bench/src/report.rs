@@ -21,6 +21,8 @@ pub enum Unit {
     ReqPerSec,
     /// WebSocket messages delivered per second.
     MsgPerSec,
+    /// Body bytes streamed per second, in MiB.
+    MibPerSec,
     /// Milliseconds.
     Ms,
     /// Microseconds, for the small differences between two paths.
@@ -93,6 +95,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
     match unit {
         Unit::ReqPerSec => format!("{} req/s", thousands(v)),
         Unit::MsgPerSec => format!("{} msg/s", thousands(v)),
+        Unit::MibPerSec => format!("{v:.0} MiB/s"),
         Unit::Ms if v.abs() >= 100.0 => format!("{v:.0} ms"),
         Unit::Ms if v.abs() >= 10.0 => format!("{v:.1} ms"),
         Unit::Ms => format!("{v:.2} ms"),
