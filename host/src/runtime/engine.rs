@@ -178,7 +178,7 @@ impl Runtime {
         let busy = self.ticker.busy();
         let deadline = store.data().deadline;
         let instantiated =
-            call_guest(deadline, &heavy, Bindings::instantiate(pre, &mut store)).await;
+            call_guest(deadline, &heavy, pre.instantiate(&mut store)).await;
         drop(busy);
         count_fuel(&mut store);
         match instantiated {
@@ -198,6 +198,18 @@ impl Runtime {
                 Err((err, store.into_data().storage))
             }
         }
+    }
+}
+
+impl Pre {
+    /// Instantiates the component in `store`, with the bindings of its world.
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::ObjectV0_2(pre) => Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
+            Pre::ObjectV0_3(pre) => Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
+            Pre::Worker(pre) => Bindings::Worker(pre.instantiate_async(store).await?),
+            Pre::HttpWorker(pre) => Bindings::HttpWorker(pre.instantiate_async(store).await?),
+        })
     }
 }
 

@@ -2,7 +2,6 @@
 
 use super::bindings::{v0_2, v0_3};
 use super::calls::Chain;
-use super::engine::Pre;
 use super::epoch::{Busy, EPOCH_TICK, EpochTicker};
 use super::error::EventError;
 use super::metering::FuelCount;
@@ -22,20 +21,6 @@ pub(super) enum Bindings {
     ObjectV0_3(v0_3::DurableObject),
     Worker(v0_3::worker::Worker),
     HttpWorker(v0_3::http_worker::HttpWorker),
-}
-
-impl Bindings {
-    pub(super) async fn instantiate(
-        pre: &Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Bindings> {
-        Ok(match pre {
-            Pre::ObjectV0_2(pre) => Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
-            Pre::ObjectV0_3(pre) => Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
-            Pre::Worker(pre) => Bindings::Worker(pre.instantiate_async(store).await?),
-            Pre::HttpWorker(pre) => Bindings::HttpWorker(pre.instantiate_async(store).await?),
-        })
-    }
 }
 
 /// Runs `$body` with `$b` the object's bindings and `$v` its version's generated module; a
