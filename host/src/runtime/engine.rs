@@ -3,9 +3,10 @@
 use super::bindings::{v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
-use super::imports::{self, Outbound, OutboundHooks};
+use super::imports;
 use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
 use super::limits::MemoryCap;
+use super::outgoing_send::{Outbound, OutboundHooks};
 use super::pool;
 use super::state::{Guest, HostState};
 use crate::config::{EventLimits, OUTBOUND_MAX_RESPONSE_BODY};
@@ -177,8 +178,7 @@ impl Runtime {
         }
         let busy = self.ticker.busy();
         let deadline = store.data().deadline;
-        let instantiated =
-            call_guest(deadline, &heavy, pre.instantiate(&mut store)).await;
+        let instantiated = call_guest(deadline, &heavy, pre.instantiate(&mut store)).await;
         drop(busy);
         count_fuel(&mut store);
         match instantiated {

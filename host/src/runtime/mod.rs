@@ -30,6 +30,7 @@ mod imports;
 mod instance;
 mod limits;
 mod metering;
+mod outgoing_send;
 mod pool;
 mod request;
 mod state;

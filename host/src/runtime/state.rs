@@ -3,9 +3,9 @@
 
 use super::calls::{Calls, Chain};
 use super::epoch::EPOCH_TICK;
-use super::imports::OutboundHooks;
 use super::limits::{LogBucket, MemoryCap};
 use super::metering::FuelCount;
+use super::outgoing_send::OutboundHooks;
 use crate::config::EventLimits;
 use crate::cpu_share::Meter;
 use crate::env::Env;

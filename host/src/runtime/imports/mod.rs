@@ -9,14 +9,10 @@ mod config;
 mod identity;
 mod logging;
 mod outgoing_http;
-mod outgoing_send;
 mod storage;
 mod streams;
 mod stubs;
 mod websockets;
-
-pub(super) use outgoing_http::OutboundHooks;
-pub(super) use outgoing_send::Outbound;
 
 use super::bindings::{v0_2, v0_3};
 use super::state::HostState;

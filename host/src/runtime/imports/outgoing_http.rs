@@ -6,16 +6,15 @@
 //! object's storage, so `handle` is ours: it checks the URL, takes the request's slots, lets
 //! wasmtime-wasi-http build the request and call [`OutboundHooks::send_request`] with what it
 //! admitted, and then takes the output gate, which the request waits for before it connects
-//! (`outgoing_send`).
+//! (`runtime/outgoing_send.rs`, beside this folder: it is no WIT interface).
 
-use super::outgoing_send::{self, Admitted, Gate, Outbound, Slots};
-use crate::config::{OUTBOUND_DEADLINE_MARGIN, OUTBOUND_MAX_PER_INSTANCE};
+use crate::config::OUTBOUND_DEADLINE_MARGIN;
 use crate::outbound::{Destination, Refused};
+use crate::runtime::outgoing_send::{self, Admitted, Gate, OutboundHooks, Slots};
 use crate::runtime::state::HostState;
 use crate::storage::StorageError;
-use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
@@ -23,28 +22,6 @@ use wasmtime_wasi_http::p2::bindings::http::types::{self, ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::p2::{HttpError, HttpResult};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
-
-/// The per-instance half of outbound HTTP, handed to wasmtime-wasi-http as its hooks.
-pub struct OutboundHooks {
-    shared: Arc<Outbound>,
-    /// The instance's cap on requests in flight.
-    slots: Arc<Semaphore>,
-    /// What `handle` admitted, for the `send_request` it calls next.
-    next: Option<Admitted>,
-    /// The largest response body the instance may read, if its bodies are capped.
-    max_body: Option<u64>,
-}
-
-impl OutboundHooks {
-    pub fn new(shared: Arc<Outbound>, max_body: Option<u64>) -> Self {
-        OutboundHooks {
-            shared,
-            slots: Arc::new(Semaphore::new(OUTBOUND_MAX_PER_INSTANCE)),
-            next: None,
-            max_body,
-        }
-    }
-}
 
 /// Links `wasi:http/outgoing-handler`'s one function to [`HostState::handle_outgoing`]. By hand: the
 /// generated `add_to_linker` would want the store to implement all of `wasi:http/types` too,

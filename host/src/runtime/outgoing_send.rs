@@ -7,7 +7,7 @@
 //! rewrite and driving the connection while the head is awaited are theirs; the checked
 //! connect, the TLS configuration built once, the caps and the deadline are ours.
 
-use crate::config::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_MAX_TOTAL};
+use crate::config::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_MAX_PER_INSTANCE, OUTBOUND_MAX_TOTAL};
 use crate::env::Env;
 use crate::outbound::{Destination, Scheme};
 use crate::storage::CommitOutcome;
@@ -70,6 +70,28 @@ impl Outbound {
             tls: Arc::new(tls),
             slots: Arc::new(Semaphore::new(OUTBOUND_MAX_TOTAL)),
         })
+    }
+}
+
+/// The per-instance half of outbound HTTP, handed to wasmtime-wasi-http as its hooks.
+pub struct OutboundHooks {
+    pub(super) shared: Arc<Outbound>,
+    /// The instance's cap on requests in flight.
+    pub(super) slots: Arc<Semaphore>,
+    /// What `handle` admitted, for the `send_request` it calls next.
+    pub(super) next: Option<Admitted>,
+    /// The largest response body the instance may read, if its bodies are capped.
+    pub(super) max_body: Option<u64>,
+}
+
+impl OutboundHooks {
+    pub fn new(shared: Arc<Outbound>, max_body: Option<u64>) -> Self {
+        OutboundHooks {
+            shared,
+            slots: Arc::new(Semaphore::new(OUTBOUND_MAX_PER_INSTANCE)),
+            next: None,
+            max_body,
+        }
     }
 }
 
