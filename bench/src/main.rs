@@ -11,7 +11,7 @@ use clap::Parser;
 use dohost_bench::load::{self, LoadResult};
 use dohost_bench::peers::{self, Dohost, Workerd};
 use dohost_bench::report::{self, Better, Cell, Environment, Row, Unit};
-use dohost_bench::{Kind, Memory, Settings, Target, download, fd_limit, median_ms, sse, ws};
+use dohost_bench::{Kind, Memory, Settings, Target, download, fd_limit, sse, ws};
 use hyper::Method;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -659,19 +659,12 @@ impl Bench {
             thousands(s.fanout_clients)
         );
         let pair = self
-            .each(&targets, &title, async |t| ws::fanout(t, &s).await, |f| {
-                let rounds: Vec<String> = f.rounds.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect();
-                format!(
-                    "median {:.2} ms until all {} others had it (the first had it after {:.2} ms); rounds (ms): {}; CPU per round: server {:.1} ms, load generator {:.1} ms; joining took {:.1} s",
-                    f.median_ms(),
-                    f.clients - 1,
-                    median_ms(&f.first),
-                    rounds.join(", "),
-                    f.server_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
-                    f.client_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
-                    f.join_time.as_secs_f64()
-                )
-            })
+            .each(
+                &targets,
+                &title,
+                async |t| ws::fanout(t, &s).await,
+                |f| f.summary("until all", f.clients - 1, "others had it", "joining"),
+            )
             .await;
         self.row(
             format!("{title}: send to last receipt, median"),
@@ -686,19 +679,19 @@ impl Bench {
             thousands(s.fanout_clients)
         );
         let pair = self
-            .each(&targets, &title, async |t| sse::fanout(t, &s).await, |f| {
-                let rounds: Vec<String> = f.rounds.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0)).collect();
-                format!(
-                    "median {:.2} ms from the publish until all {} had it (the first had it after {:.2} ms); rounds (ms): {}; CPU per round: server {:.1} ms, load generator {:.1} ms; subscribing took {:.1} s",
-                    f.median_ms(),
-                    f.clients,
-                    median_ms(&f.first),
-                    rounds.join(", "),
-                    f.server_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
-                    f.client_cpu.as_secs_f64() * 1000.0 / f.rounds.len().max(1) as f64,
-                    f.join_time.as_secs_f64()
-                )
-            })
+            .each(
+                &targets,
+                &title,
+                async |t| sse::fanout(t, &s).await,
+                |f| {
+                    f.summary(
+                        "from the publish until all",
+                        f.clients,
+                        "had it",
+                        "subscribing",
+                    )
+                },
+            )
             .await;
         self.row(
             format!("{title}: publish to last receipt, median"),

@@ -130,6 +130,27 @@ impl Fanout {
     pub fn median_ms(&self) -> f64 {
         median_ms(&self.rounds)
     }
+
+    /// The raw numbers, as the report's text gives them: "median X ms {until} {receivers}
+    /// {had_it} (...); rounds ...; CPU per round ...; {joining} took S s".
+    pub fn summary(&self, until: &str, receivers: usize, had_it: &str, joining: &str) -> String {
+        let rounds: Vec<String> = self
+            .rounds
+            .iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+            .collect();
+        let per_round =
+            |cpu: Duration| cpu.as_secs_f64() * 1000.0 / self.rounds.len().max(1) as f64;
+        format!(
+            "median {:.2} ms {until} {receivers} {had_it} (the first had it after {:.2} ms); rounds (ms): {}; CPU per round: server {:.1} ms, load generator {:.1} ms; {joining} took {:.1} s",
+            self.median_ms(),
+            median_ms(&self.first),
+            rounds.join(", "),
+            per_round(self.server_cpu),
+            per_round(self.client_cpu),
+            self.join_time.as_secs_f64()
+        )
+    }
 }
 
 /// Scenario 5: `s.fanout_clients` clients join one fresh room; in each of `s.fanout_rounds`
