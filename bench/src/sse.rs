@@ -7,13 +7,12 @@
 //! not need.
 
 use crate::load::HttpConn;
-use crate::ws::Fanout;
+use crate::ws::{Fanout, Receipt, await_round};
 use crate::{Settings, Target, cpu_time, nonce};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use hyper::Method;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -73,11 +72,7 @@ async fn subscribe(target: &Target, room: &str) -> Result<Subscription> {
 }
 
 /// Reads subscriber `i`'s stream until it ends, reporting each round's marker when it arrives.
-async fn read_events(
-    i: usize,
-    mut subscription: Subscription,
-    receipts: UnboundedSender<(usize, u64, Instant)>,
-) {
+async fn read_events(i: usize, mut subscription: Subscription, receipts: UnboundedSender<Receipt>) {
     let mut buf = vec![0u8; 16 << 10];
     let mut pending = std::mem::take(&mut subscription.pending);
     loop {
@@ -138,28 +133,9 @@ pub async fn fanout(target: &Target, s: &Settings) -> Result<Fanout> {
             if status != 200 {
                 bail!("publishing: {status} {}", String::from_utf8_lossy(&answer));
             }
-            let mut got = HashSet::new();
-            let mut last = t0;
-            let mut earliest = None::<Instant>;
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while got.len() < n {
-                match tokio::time::timeout_at(deadline, receipts.recv()).await {
-                    Err(_) => bail!(
-                        "round {round}: {} of {n} subscribers received the event within {WAIT:?}",
-                        got.len()
-                    ),
-                    Ok(None) => bail!("round {round}: every subscription ended"),
-                    Ok(Some((i, r, at))) if r == round => {
-                        if got.insert(i) {
-                            last = last.max(at);
-                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                }
-            }
-            rounds.push(last - t0);
-            first.push(earliest.map_or(Duration::ZERO, |e| e - t0));
+            let (to_last, to_first) = await_round(&mut receipts, round, n, None, t0).await?;
+            rounds.push(to_last);
+            first.push(to_first);
         }
         Ok(())
     }

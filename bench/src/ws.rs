@@ -153,6 +153,41 @@ impl Fanout {
     }
 }
 
+/// One receipt: who received (by index), which round, and when.
+pub type Receipt = (usize, u64, Instant);
+
+/// Waits until `expected` receivers other than `except` have round `round`, for at most
+/// [`WAIT`]; the times from `t0` to the last and to the first of them.
+pub async fn await_round(
+    receipts: &mut tokio::sync::mpsc::UnboundedReceiver<Receipt>,
+    round: u64,
+    expected: usize,
+    except: Option<usize>,
+    t0: Instant,
+) -> Result<(Duration, Duration)> {
+    let mut got = HashSet::new();
+    let mut last = t0;
+    let mut earliest = None::<Instant>;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < expected {
+        match tokio::time::timeout_at(deadline, receipts.recv()).await {
+            Err(_) => bail!(
+                "round {round}: {} of {expected} received it within {WAIT:?}",
+                got.len()
+            ),
+            Ok(None) => bail!("round {round}: every reader ended"),
+            Ok(Some((i, r, at))) if r == round && Some(i) != except => {
+                if got.insert(i) {
+                    last = last.max(at);
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+    Ok((last - t0, earliest.map_or(Duration::ZERO, |e| e - t0)))
+}
+
 /// Scenario 5: `s.fanout_clients` clients join one fresh room; in each of `s.fanout_rounds`
 /// rounds client 0 sends a message and the round lasts until every other client received it.
 pub async fn fanout(target: &Target, s: &Settings) -> Result<Fanout> {
@@ -161,8 +196,7 @@ pub async fn fanout(target: &Target, s: &Settings) -> Result<Fanout> {
     let joined = Instant::now();
     let sockets = join_many(target, n, s.setup_concurrency, |_| room.clone()).await?;
     let join_time = joined.elapsed();
-    let (receipts_tx, mut receipts) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant)>();
+    let (receipts_tx, mut receipts) = tokio::sync::mpsc::unbounded_channel::<Receipt>();
     let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(n);
     let mut readers = Vec::with_capacity(n);
     for (i, ws) in sockets.into_iter().enumerate() {
@@ -196,29 +230,9 @@ pub async fn fanout(target: &Target, s: &Settings) -> Result<Fanout> {
                 .send(Message::text(format!("fanout-{round}")))
                 .await
                 .context("sending the fan-out message")?;
-            let mut got = HashSet::new();
-            let mut last = t0;
-            let mut earliest = None::<Instant>;
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while got.len() < n - 1 {
-                match tokio::time::timeout_at(deadline, receipts.recv()).await {
-                    Err(_) => bail!(
-                        "round {round}: {} of {} clients received the message within {WAIT:?}",
-                        got.len(),
-                        n - 1
-                    ),
-                    Ok(None) => bail!("round {round}: every reader ended"),
-                    Ok(Some((i, r, at))) if r == round && i != 0 => {
-                        if got.insert(i) {
-                            last = last.max(at);
-                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                }
-            }
-            rounds.push(last - t0);
-            first.push(earliest.map_or(Duration::ZERO, |e| e - t0));
+            let (to_last, to_first) = await_round(&mut receipts, round, n - 1, Some(0), t0).await?;
+            rounds.push(to_last);
+            first.push(to_first);
         }
         Ok(())
     }
