@@ -191,3 +191,36 @@ async fn oversize_uploads_and_bodies_get_413() {
     let (status, body) = json(c.post(host.at("/t/o/echo")).body(vec![b'x'; 1000])).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_sharing_a_compile_cache_compile_a_component_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let (first, _d1) = Host::start(&["--compile-cache", cache_arg]);
+    first.deploy("app", "counter").await;
+    let compiled: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(compiled.len(), 1, "one compiled component: {compiled:?}");
+    assert_eq!(compiled[0].extension().unwrap(), "cwasm");
+    let written = std::fs::metadata(&compiled[0]).unwrap().modified().unwrap();
+    assert!(
+        !_d1.path().join("cache").exists(),
+        "nothing compiled into the data dir"
+    );
+
+    // A second host on the same cache takes the code as it is: the file is not written again
+    // (a host that compiled would replace it), and the object runs.
+    let (second, _d2) = Host::start(&["--compile-cache", cache_arg]);
+    second.deploy("app", "counter").await;
+    assert_eq!(
+        std::fs::metadata(&compiled[0]).unwrap().modified().unwrap(),
+        written,
+        "the second host compiled the component again"
+    );
+    assert_eq!(
+        json(client().post(second.at("/app/x/"))).await,
+        (200, json!({"count": 1}))
+    );
+}

@@ -142,6 +142,8 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// The admin API's bearer token.
     pub admin_token: String,
+    /// Where compiled components are kept (the data dir's `cache` unless set).
+    pub compile_cache: PathBuf,
     /// How long an instance may sit idle before it is dropped.
     pub idle_timeout: Duration,
     /// Most live instances at once; past it the least recently used idle ones are dropped. The
@@ -192,6 +194,7 @@ impl HostConfig {
         let memory = machine_memory();
         let share = |parts: u64| usize::try_from(memory / parts).unwrap_or(usize::MAX);
         HostConfig {
+            compile_cache: data_dir.join("cache"),
             data_dir,
             admin_token,
             idle_timeout: DEFAULT_IDLE_TIMEOUT.0,

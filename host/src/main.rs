@@ -42,6 +42,10 @@ struct ServeArgs {
     /// The admin API's bearer token; without it one is generated and kept in the data dir.
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Where compiled components are kept, by the SHA-256 of their bytes [default: DATA/cache].
+    /// Hosts may share one, so that a component is compiled once for all of them.
+    #[arg(long, value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
     /// Seconds an instance may sit idle before it is dropped (its storage stays).
     #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT)]
     idle_timeout: Seconds,
@@ -212,6 +216,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
     config.storage_cache = config::mib_to_bytes(args.storage_cache);
+    if let Some(dir) = args.compile_cache {
+        config.compile_cache = dir;
+    }
     let header_timeout = config.header_timeout;
     let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -81,7 +81,7 @@ impl Host {
         let registry = Arc::new(Registry::load(
             runtime.clone(),
             db.clone(),
-            dir.join("cache"),
+            config.compile_cache.clone(),
         )?);
         let backlog = Backlog::new(config.max_ws_backlog, config.max_ws_backlog_total);
         let sockets = Arc::new(Sockets::new(config.max_ws_message, backlog));

@@ -2,7 +2,7 @@
 //! and outbound rules. An app deploys all or nothing: every component is checked and compiled
 //! before anything switches, and its classes, worker and routes switch together.
 
-use super::{DeployError, Deployment, DeploymentInfo, Namespace, Registry, validate};
+use super::{DeployError, Deployment, DeploymentInfo, Namespace, Registry};
 use crate::clock::now_ms;
 use crate::env::Env;
 use crate::manifest::{self, Route};
@@ -12,7 +12,6 @@ use crate::runtime::{Pre, Role};
 use crate::storage::{APPS, COMPONENTS, DEPLOYMENTS, DbError, SECRETS, WORKERS};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -236,15 +235,12 @@ impl Registry {
         // Everything is checked and compiled before anything changes.
         let worker = match &worker {
             Some(bytes) => {
-                let (component, pre) =
-                    validate(&self.runtime, bytes, Role::Worker).map_err(|error| {
-                        AppError::Component {
+                let (sha256, pre) =
+                    self.compile(bytes, Role::Worker)
+                        .map_err(|error| AppError::Component {
                             what: "the worker".into(),
                             error,
-                        }
-                    })?;
-                let sha256 = hex::encode(Sha256::digest(bytes));
-                self.write_cache(&sha256, &component);
+                        })?;
                 Some((bytes, sha256, pre))
             }
             None => None,
@@ -252,15 +248,12 @@ impl Registry {
         let mut compiled = Vec::new();
         for class in &spec.objects {
             let bytes = &classes[&class.namespace];
-            let (component, pre) =
-                validate(&self.runtime, bytes, Role::Object).map_err(|error| {
-                    AppError::Component {
+            let (sha256, pre) =
+                self.compile(bytes, Role::Object)
+                    .map_err(|error| AppError::Component {
                         what: format!("class {} ({})", class.binding, class.namespace),
                         error,
-                    }
-                })?;
-            let sha256 = hex::encode(Sha256::digest(bytes));
-            self.write_cache(&sha256, &component);
+                    })?;
             compiled.push((class, bytes, sha256, pre));
         }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use wasmtime::component::Component;
 
@@ -191,9 +192,7 @@ impl Registry {
     /// old.
     pub fn deploy(&self, namespace: &str, bytes: &[u8]) -> Result<DeploymentInfo, DeployError> {
         names::check_namespace(namespace)?;
-        let (component, pre) = validate(&self.runtime, bytes, Role::Object)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        self.write_cache(&sha256, &component);
+        let (sha256, pre) = self.compile(bytes, Role::Object)?;
 
         let _one_at_a_time = self.deploying.lock().unwrap();
         if let Some(app) = self.get(namespace).and_then(|d| d.info.app.clone()) {
@@ -234,6 +233,25 @@ impl Registry {
         Ok(info)
     }
 
+    /// Checks and compiles an uploaded component, or takes its compiled code from the cache if
+    /// these very bytes were compiled before (a JavaScript component takes seconds to compile).
+    /// Returns its SHA-256 and the code, ready to instantiate.
+    fn compile(&self, bytes: &[u8], role: Role) -> Result<(String, Pre), DeployError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        // SAFETY: as in `load_cached`.
+        let cached =
+            unsafe { Component::deserialize_file(self.runtime.engine(), self.cache_path(&sha256)) };
+        let pre = match cached {
+            Ok(component) => check(&self.runtime, &component, role)?,
+            Err(_) => {
+                let (component, pre) = validate(&self.runtime, bytes, role)?;
+                self.write_cache(&sha256, &component);
+                pre
+            }
+        };
+        Ok((sha256, pre))
+    }
+
     fn cache_path(&self, sha256: &str) -> PathBuf {
         self.cache_dir.join(format!("{sha256}.cwasm"))
     }
@@ -259,7 +277,10 @@ impl Registry {
     /// Best effort: a missing cache only costs a compile at the next start.
     fn write_cache(&self, sha256: &str, component: &Component) {
         let path = self.cache_path(sha256);
-        let tmp = path.with_extension("tmp");
+        // A name of its own: hosts sharing a cache may write the same component at once.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
         let written = component
             .serialize()
             .map_err(|e| format!("{e:#}"))
@@ -289,10 +310,15 @@ pub fn validate(
     }
     let component = Component::new(runtime.engine(), bytes)
         .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
-    crate::runtime::check_memories(&component).map_err(DeployError::Invalid)?;
-    let pre = runtime.prepare(&component, role).map_err(|e| match role {
+    let pre = check(runtime, &component, role)?;
+    Ok((component, pre))
+}
+
+/// The checks of a compiled component: its memories, and the world it implements.
+fn check(runtime: &Runtime, component: &Component, role: Role) -> Result<Pre, DeployError> {
+    crate::runtime::check_memories(component).map_err(DeployError::Invalid)?;
+    runtime.prepare(component, role).map_err(|e| match role {
         Role::Object => DeployError::WrongWorld(e),
         Role::Worker => DeployError::NotAWorker(e),
-    })?;
-    Ok((component, pre))
+    })
 }
