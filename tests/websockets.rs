@@ -138,12 +138,15 @@ async fn tags_find_sockets_and_a_client_close_is_reported() {
     assert!(refused.is_err(), "an upgrade with 11 tags was accepted");
     assert_eq!(sockets(&host, "tags", "t0").await, Vec::<u64>::new());
 
-    // A clean close from the client: an on-close event, and the socket leaves get-sockets.
+    // A clean close from the client: an on-close event, and the socket leaves get-sockets. The
+    // event still reads the socket's tags and attachment (who left).
+    ws_send(&mut c, "attach:carol").await;
     ws_close(&mut c, 1000, "done").await;
     let entry = logged(&host, "tags", "closes", c_id).await;
     assert_eq!(
         entry,
-        json!({"socket": c_id, "code": 1000, "reason": "done", "was_clean": true})
+        json!({"socket": c_id, "code": 1000, "reason": "done", "was_clean": true,
+               "tags": ["c"], "attachment": "carol"})
     );
     assert_eq!(sockets(&host, "tags", "c").await, Vec::<u64>::new());
     assert_eq!(sockets(&host, "tags", "b").await.len(), 2);

@@ -22,8 +22,7 @@
 //! The instance keeps nothing in memory: who is on a socket lives in its attachment, and the
 //! sockets themselves are found through the host, so the room keeps working while the object
 //! sleeps between messages. Storage holds `next_id`, the messages under `msg:{id:020}`, and each
-//! connected user's name under `socket:{socket id}` from join to leave (a closed socket's
-//! attachment can no longer be read).
+//! connected user's name under `socket:{socket id}` from join to leave.
 
 use dohost_sdk::{
     CallError, DurableObject, Error, ListOptions, Request, Response, Result, State, Storage,

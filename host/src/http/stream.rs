@@ -56,7 +56,7 @@ async fn pump(
 ) {
     // The stream's one way out but the object's own close: forgotten, and its object told.
     let end = || {
-        if sockets.remove(&owner.id, socket) {
+        if sockets.remove(&owner.id, socket).is_some() {
             let (namespace, name) = (&owner.namespace, &owner.name);
             objects.websocket_event(namespace, name, socket, SocketEvent::StreamClosed);
         }

@@ -11,7 +11,7 @@
 
 use crate::names::ObjectIdentity;
 use crate::objects::Objects;
-use crate::sockets::{Accepted, Outbox, Outgoing, Queued, Slow, SocketEvent, Sockets};
+use crate::sockets::{Accepted, Left, Outbox, Outgoing, Queued, Slow, SocketEvent, Sockets};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ fn event_of(
         code: 1006,
         reason: String::new(),
         was_clean: false,
+        left: Left::default(),
     };
     let event = match frame {
         Some(Ok(Message::Text(text))) => SocketEvent::Text(text.as_str().to_owned()),
@@ -40,12 +41,16 @@ fn event_of(
                 code,
                 reason,
                 was_clean: true,
+                left: Left::default(),
             }
         }
         Some(Err(e)) => {
             return Some(match violation(e, max_message) {
                 Some((code, reason, error)) => (
-                    SocketEvent::Error(error),
+                    SocketEvent::Error {
+                        error,
+                        left: Left::default(),
+                    },
                     Some(Outgoing::Close(code, reason.to_owned())),
                 ),
                 None => (lost, None),
@@ -122,8 +127,8 @@ pub fn serve(
         // The socket's one way out: forgotten, and its object told how it ended, unless the
         // object closed it itself (then it is gone already, and hears nothing more).
         let end = |event: SocketEvent| {
-            if sockets.remove(&owner.id, socket) {
-                deliver(event);
+            if let Some(left) = sockets.remove(&owner.id, socket) {
+                deliver(event.leaving(left));
             }
         };
         // Once a close frame is sent, only the peer's answer is awaited.
@@ -212,6 +217,7 @@ pub fn serve(
                                 code: 1006,
                                 reason: String::new(),
                                 was_clean: false,
+                                left: Left::default(),
                             });
                             break;
                         }
@@ -254,7 +260,10 @@ async fn close_slow(ws: &mut WebSocket, sockets: &Sockets, why: Slow, end: &impl
     };
     // The object learns at once; the close frame may take a while, behind what the connection
     // already holds.
-    end(SocketEvent::Error(error));
+    end(SocketEvent::Error {
+        error,
+        left: Left::default(),
+    });
     let close = Message::Close(Some(CloseFrame {
         code: SLOW_CLOSE_CODE,
         reason: "client too slow".into(),

@@ -170,6 +170,9 @@ impl Instance {
             let called = call_guest(deadline, &self.heavy, call).await;
             return self.outcome(called);
         }
+        if let SocketEvent::Close { left, .. } | SocketEvent::Error { left, .. } = &event {
+            store.data_mut().io.left = Some((socket, left.clone()));
+        }
         let called = on_object!(&self.bindings, |b, v| {
             use v::exports::dohost::object::websocket_handler::Message;
             let handler = b.dohost_object_websocket_handler();
@@ -189,12 +192,15 @@ impl Instance {
                         code,
                         reason,
                         was_clean,
+                        ..
                     } => {
                         handler
                             .call_on_close(&mut *store, socket, code, &reason, was_clean)
                             .await
                     }
-                    SocketEvent::Error(e) => handler.call_on_error(&mut *store, socket, &e).await,
+                    SocketEvent::Error { error, .. } => {
+                        handler.call_on_error(&mut *store, socket, &error).await
+                    }
                     // Handled above: only 0.3.0 has streams.
                     SocketEvent::StreamClosed => Ok(Ok(())),
                 }

@@ -10,7 +10,7 @@ use crate::config::EventLimits;
 use crate::cpu_share::Meter;
 use crate::env::Env;
 use crate::names::ObjectIdentity;
-use crate::sockets::{Accepted, Queued, Sockets};
+use crate::sockets::{Accepted, Left, Queued, Sockets};
 use crate::storage::{Committer, ObjectStorage, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub struct SocketIo {
     pub outputs: Vec<(u64, Queued)>,
     /// Sockets closed during the event, already hidden from `get-sockets`.
     pub(super) closing: HashSet<u64>,
+    /// The socket whose close or error event this is, and what it left: its tags and attachment
+    /// stay readable during the event.
+    pub(super) left: Option<(u64, Left)>,
 }
 
 /// Who an instance serves: an object with its storage, or a worker (its identity then names its

@@ -34,10 +34,32 @@ pub enum SocketEvent {
         code: u16,
         reason: String,
         was_clean: bool,
+        left: Left,
     },
-    Error(String),
+    Error {
+        error: String,
+        left: Left,
+    },
     /// A stream's client went away, or read too slowly and the host ended the stream.
     StreamClosed,
+}
+
+/// What a socket that ended leaves with its close or error event: its tags and attachment stay
+/// readable during that event (who left is usually in the attachment), though the socket is gone.
+#[derive(Debug, Clone, Default)]
+pub struct Left {
+    pub tags: Vec<String>,
+    pub attachment: Option<Vec<u8>>,
+}
+
+impl SocketEvent {
+    /// The event with what its socket left, for a close or error event.
+    pub fn leaving(mut self, what: Left) -> SocketEvent {
+        if let SocketEvent::Close { left, .. } | SocketEvent::Error { left, .. } = &mut self {
+            *left = what;
+        }
+        self
+    }
 }
 
 /// Why a WebSocket call was refused. Mirrors the WIT `websocket-error`.

@@ -12,7 +12,7 @@ mod registry;
 
 pub use backlog::{Backlog, Outbox, Queued, Slow};
 pub use messages::{
-    Kind, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
+    Kind, Left, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
     SocketError, SocketEvent,
 };
 pub use registry::{Accepted, Sockets};

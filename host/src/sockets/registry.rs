@@ -3,7 +3,7 @@
 
 use super::backlog::{Backlog, Outbox, Queued, SHED_INTERVAL_MS, SLOW_FLOOR, Slow};
 use super::messages::{
-    Kind, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
+    Kind, Left, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
     SocketError,
 };
 use crate::clock::now_ms;
@@ -133,17 +133,18 @@ impl Sockets {
         })
     }
 
-    /// Forgets a socket; returns whether it was open.
-    pub fn remove(&self, object: &ObjectId, socket: u64) -> bool {
+    /// Forgets a socket; returns what it left if it was open.
+    pub fn remove(&self, object: &ObjectId, socket: u64) -> Option<Left> {
         let mut objects = self.objects.lock().unwrap();
-        let Some(sockets) = objects.get_mut(object) else {
-            return false;
-        };
-        let was_open = sockets.open.remove(&socket).is_some();
+        let sockets = objects.get_mut(object)?;
+        let removed = sockets.open.remove(&socket);
         if sockets.open.is_empty() && sockets.auto_response.is_none() {
             objects.remove(object);
         }
-        was_open
+        removed.map(|s| Left {
+            tags: s.tags,
+            attachment: s.attachment,
+        })
     }
 
     fn with_socket<T>(

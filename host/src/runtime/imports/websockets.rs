@@ -2,7 +2,7 @@
 //! the object. The same in 0.2.0 and 0.3.0.
 
 use crate::runtime::state::HostState;
-use crate::sockets::{Kind, Outgoing, SocketError};
+use crate::sockets::{Kind, Left, Outgoing, SocketError};
 
 /// What WebSockets and streams share: both are connections the host holds for the object.
 impl HostState {
@@ -15,6 +15,15 @@ impl HostState {
         } else {
             Err(SocketError::NotFound)
         }
+    }
+
+    /// What socket `s` left, if this is its close or error event.
+    fn left(&self, s: u64) -> Option<&Left> {
+        self.io
+            .left
+            .as_ref()
+            .filter(|(id, _)| *id == s)
+            .map(|(_, left)| left)
     }
 
     /// Queues `out` behind the output gate, counted in the socket's backlog from now on.
@@ -125,6 +134,9 @@ macro_rules! websockets_host {
                 }
 
                 fn get_tags(&mut self, s: u64) -> SocketResult<Vec<String>> {
+                    if let Some(left) = self.left(s) {
+                        return Ok(left.tags.clone());
+                    }
                     ws_wit(
                         self.own(s, Kind::WebSocket)
                             .and_then(|()| self.sockets.tags(&self.identity.id, s)),
@@ -137,6 +149,9 @@ macro_rules! websockets_host {
                 }
 
                 fn get_attachment(&mut self, s: u64) -> SocketResult<Option<Vec<u8>>> {
+                    if let Some(left) = self.left(s) {
+                        return Ok(left.attachment.clone());
+                    }
                     ws_wit(
                         self.own(s, Kind::WebSocket)
                             .and_then(|()| self.sockets.attachment(&self.identity.id, s)),

@@ -22,7 +22,7 @@
 //!   A binary message is sent back as it came. A refused WebSocket call sends the sender
 //!   `{"err": {"kind", "message"}}` instead.
 //! - Every close is appended to the list under key `closes` as
-//!   `{"socket","code","reason","was_clean"}`, every error to `errors` as `{"socket","error"}`;
+//!   `{"socket","code","reason","was_clean","tags","attachment"}`, every error to `errors` as `{"socket","error"}`;
 //!   `GET /closes` and `GET /errors` answer those lists (`[]` if empty).
 //! - `POST /auto-response` with `{"request","response"}` sets the auto-response, with `null`
 //!   removes it: 204 (or 400 as above). `GET /auto-response`: the pair or `null`.

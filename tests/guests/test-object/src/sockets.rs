@@ -135,10 +135,16 @@ pub fn on_close(
     reason: String,
     was_clean: bool,
 ) -> Result<()> {
+    // The socket is gone, but its tags and attachment are still readable in its close event.
+    let tags = ws.tags()?;
+    let attachment: Option<String> = ws.deserialize_attachment()?;
     append(
         state.storage(),
         "closes",
-        json!({ "socket": ws.id(), "code": code, "reason": reason, "was_clean": was_clean }),
+        json!({
+            "socket": ws.id(), "code": code, "reason": reason, "was_clean": was_clean,
+            "tags": tags, "attachment": attachment,
+        }),
     )
 }
 
