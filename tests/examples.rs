@@ -1,6 +1,7 @@
 //! The examples end to end over real HTTP and WebSockets: the chat room (ordering, history,
 //! leaving, hibernation, redeploy), sessions that expire by alarm (also across `kill -9`), the
-//! rate limiter under a burst, and the cursors room.
+//! rate limiter under a burst, and the cursors room. The chat room, sessions and the rate
+//! limiter run twice: the Rust example, and its JavaScript twin in `examples/js`.
 
 mod support;
 
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
+use std::path::Path;
 use support::{
-    Host, Message, Ws, client, json, now_ms, ws_close, ws_connect, ws_json, ws_json_of_type,
-    ws_quiet, ws_send,
+    Host, Message, Ws, client, compile_cache, js_wasm, json, now_ms, wasm, ws_close, ws_connect,
+    ws_json, ws_json_of_type, ws_quiet, ws_send,
 };
 
 /// The fields of a chat message that must agree wherever it is seen.
@@ -65,8 +67,22 @@ async fn join(host: &Host, room: &str, user: &str) -> (Ws, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_room_orders_remembers_and_survives_hibernation_and_redeploy() {
-    let (host, _dir) = Host::start(&["--idle-timeout", "0.3"]);
-    host.deploy("chat", "chat_room").await;
+    chat_room(&wasm("chat_room"), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_chat_room_does_the_same() {
+    chat_room(
+        &js_wasm("chat-room"),
+        &["--compile-cache", &compile_cache()],
+    )
+    .await;
+}
+
+/// The chat room's story, for the Rust example or its JavaScript twin.
+async fn chat_room(component: &Path, args: &[&str]) {
+    let (host, _dir) = Host::start(&[&["--idle-timeout", "0.3"], args].concat());
+    host.deploy_file("chat", component).await;
 
     let (mut alice, history) = join(&host, "lobby", "alice").await;
     assert_eq!(history, Vec::<Value>::new());
@@ -131,7 +147,7 @@ async fn chat_room_orders_remembers_and_survives_hibernation_and_redeploy() {
     }
 
     // After a redeploy, the same sockets keep working.
-    host.deploy("chat", "chat_room").await;
+    host.deploy_file("chat", component).await;
     ws_send(&mut carol, &json!({"text": "carol-redeployed"}).to_string()).await;
     for ws in [&mut bob, &mut carol, &mut dave] {
         expect_message(ws, 11, "carol", "carol-redeployed").await;
@@ -195,8 +211,18 @@ async fn sleep_until(ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_refresh_on_read_and_expire_by_alarm() {
-    let (host, _dir) = Host::start(&[]);
-    host.deploy("session", "session").await;
+    sessions(&wasm("session"), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_sessions_do_the_same() {
+    sessions(&js_wasm("session"), &["--compile-cache", &compile_cache()]).await;
+}
+
+/// Sessions' story, for the Rust example or its JavaScript twin.
+async fn sessions(component: &Path, args: &[&str]) {
+    let (host, _dir) = Host::start(args);
+    host.deploy_file("session", component).await;
     assert_eq!(session_get(&host, "nobody").await.0, 404);
 
     let data = json!({"user": "ann", "roles": ["admin"]});
@@ -261,8 +287,22 @@ async fn a_session_still_expires_after_a_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limiter_allows_a_hundred_a_minute_per_key() {
-    let (host, _dir) = Host::start(&[]);
-    host.deploy("limiter", "rate_limiter").await;
+    rate_limiter(&wasm("rate_limiter"), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_rate_limiter_does_the_same() {
+    rate_limiter(
+        &js_wasm("rate-limiter"),
+        &["--compile-cache", &compile_cache()],
+    )
+    .await;
+}
+
+/// The rate limiter's story, for the Rust example or its JavaScript twin.
+async fn rate_limiter(component: &Path, args: &[&str]) {
+    let (host, _dir) = Host::start(args);
+    host.deploy_file("limiter", component).await;
     let c = client();
     let header = |r: &reqwest::Response, name: &str| -> u64 {
         r.headers()

@@ -34,6 +34,27 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A JavaScript component built by `scripts/test` with `guest-sdk/js/dohost-js`.
+pub fn js_wasm(name: &str) -> PathBuf {
+    let path = target_dir().join("js").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `bash scripts/test`, which builds the JavaScript \
+         components first",
+        path.display()
+    );
+    path
+}
+
+/// A compile cache shared by every test host that runs JavaScript (`--compile-cache`): such a
+/// component takes seconds to compile, so each is compiled once for the whole suite.
+pub fn compile_cache() -> String {
+    target_dir()
+        .join("test-compile-cache")
+        .display()
+        .to_string()
+}
+
 /// A `dohost serve` process, killed when dropped.
 pub struct Host {
     child: Child,
@@ -126,10 +147,20 @@ impl Host {
 
     /// Deploys a built guest and checks it worked.
     pub async fn deploy(&self, namespace: &str, guest: &str) {
+        self.deploy_file(namespace, &wasm(guest)).await;
+    }
+
+    /// Deploys a component file and checks it worked.
+    pub async fn deploy_file(&self, namespace: &str, path: &Path) {
         let (status, body) = self
-            .deploy_bytes(namespace, std::fs::read(wasm(guest)).unwrap())
+            .deploy_bytes(namespace, std::fs::read(path).unwrap())
             .await;
-        assert_eq!(status, 200, "deploying {guest} as {namespace}: {body}");
+        assert_eq!(
+            status,
+            200,
+            "deploying {} as {namespace}: {body}",
+            path.display()
+        );
     }
 
     /// Deploys an app through the admin API: `spec` as `dohost.toml` would give it, the worker
@@ -141,13 +172,32 @@ impl Host {
         worker: Option<&str>,
         classes: &[(&str, &str)],
     ) -> (u16, serde_json::Value) {
+        let worker = worker.map(wasm);
+        let classes: Vec<(&str, PathBuf)> = classes
+            .iter()
+            .map(|(ns, guest)| (*ns, wasm(guest)))
+            .collect();
+        let classes: Vec<(&str, &Path)> =
+            classes.iter().map(|(ns, p)| (*ns, p.as_path())).collect();
+        self.deploy_app_files(app, spec, worker.as_deref(), &classes)
+            .await
+    }
+
+    /// [`Host::deploy_app`] with component files.
+    pub async fn deploy_app_files(
+        &self,
+        app: &str,
+        spec: serde_json::Value,
+        worker: Option<&Path>,
+        classes: &[(&str, &Path)],
+    ) -> (u16, serde_json::Value) {
         use base64::Engine;
-        let b64 = |guest: &str| {
-            base64::engine::general_purpose::STANDARD.encode(std::fs::read(wasm(guest)).unwrap())
+        let b64 = |path: &Path| {
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
         };
         let classes: serde_json::Map<_, _> = classes
             .iter()
-            .map(|(ns, guest)| (ns.to_string(), b64(guest).into()))
+            .map(|(ns, path)| (ns.to_string(), b64(path).into()))
             .collect();
         let body = serde_json::json!({
             "spec": spec,
