@@ -2,7 +2,7 @@
 //! connection over a `TcpStream`), each sending its next request as soon as the previous answer
 //! is read; latencies in an HDR histogram. And the HTTP scenarios built on it.
 
-use crate::{Memory, Settings, Target, median_ms, nonce, percentile_ms};
+use crate::{Kind, Memory, Settings, Target, median_ms, nonce, percentile_ms};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -225,6 +225,21 @@ pub async fn increment_one(target: &Target, conns: usize, s: &Settings) -> Resul
         (Method::POST, "/counter/bench/".into())
     })
     .await
+}
+
+/// The path of the counter written in JavaScript on the Cloudflare API: on dohost the build of
+/// examples/js/counter, on workerd its own `Counter`, which is the same class.
+fn js_counter(target: &Target) -> &'static str {
+    match target.kind {
+        Kind::Dohost { .. } => "/js-counter",
+        Kind::Workerd => "/counter",
+    }
+}
+
+/// `POST` increments of the JavaScript counter on one object over `conns` connections.
+pub async fn increment_js(target: &Target, conns: usize, s: &Settings) -> Result<LoadResult> {
+    let path = format!("{}/bench/", js_counter(target));
+    run(target, conns, s, move |_, _| (Method::POST, path.clone())).await
 }
 
 /// Scenario 2: read-only `GET /counter/bench/` on one object over `conns` connections.
@@ -456,12 +471,21 @@ impl ColdStart {
 /// keep-alive connection: `GET` it (cold: the object is created), then `GET` it again (warm),
 /// then `GET /hello/x/` (the trivial handler).
 pub async fn cold_start(target: &Target, s: &Settings) -> Result<ColdStart> {
+    cold_start_of(target, s, "/counter").await
+}
+
+/// [`cold_start`] of the JavaScript counter.
+pub async fn cold_start_js(target: &Target, s: &Settings) -> Result<ColdStart> {
+    cold_start_of(target, s, js_counter(target)).await
+}
+
+async fn cold_start_of(target: &Target, s: &Settings, counter: &str) -> Result<ColdStart> {
     let run = nonce();
     let mut conn = HttpConn::new(target.addr);
     // Open the connection and wake the code path once, outside the measurements.
     conn.send(
         Method::GET,
-        &format!("/counter/cold-{run}-warmup/"),
+        &format!("{counter}/cold-{run}-warmup/"),
         &[],
         Bytes::new(),
     )
@@ -472,7 +496,7 @@ pub async fn cold_start(target: &Target, s: &Settings) -> Result<ColdStart> {
         trivial: Vec::new(),
     };
     for i in 0..s.cold_objects {
-        let object = format!("/counter/cold-{run}-{i}/");
+        let object = format!("{counter}/cold-{run}-{i}/");
         let requests = [
             (&mut result.cold, object.as_str()),
             (&mut result.warm, object.as_str()),

@@ -171,6 +171,12 @@ fn ensure_built(root: &Path) -> Result<PathBuf> {
         args.extend(["-p", g]);
     }
     run(&args)?;
+    // The JavaScript counter, with the JS SDK's build command.
+    println!("building: bash scripts/build-js");
+    let status = Command::new("bash").arg("scripts/build-js").current_dir(root).status()?;
+    if !status.success() {
+        bail!("bash scripts/build-js failed: {status}");
+    }
     Ok(bin)
 }
 
@@ -564,6 +570,14 @@ impl Bench {
             .await;
         }
         let title = format!(
+            "JavaScript increment (examples/js/counter; workerd: the same class), 1 object, {} conns",
+            s.conns
+        );
+        self.load(&targets, &title, async |t| {
+            load::increment_js(t, s.conns, &s).await
+        })
+        .await;
+        let title = format!(
             "Increment through a front worker (/w/counter/), 1 object, {} conns",
             s.conns
         );
@@ -652,6 +666,34 @@ impl Bench {
             Better::Lower,
             &pair,
             load::ColdStart::trivial_ms,
+        );
+        let title = format!(
+            "JavaScript cold start ({} fresh objects of examples/js/counter, sequential GETs)",
+            s.cold_objects
+        );
+        let pair = self
+            .each(&targets, &title, async |t| load::cold_start_js(t, &s).await, |c| {
+                format!(
+                    "first request median {:.2} ms (p99 {:.2} ms), second request median {:.2} ms",
+                    c.cold_ms(),
+                    c.cold_p99_ms(),
+                    c.warm_ms()
+                )
+            })
+            .await;
+        self.row(
+            "JavaScript cold start: first request to a new object, median".into(),
+            Unit::Ms,
+            Better::Lower,
+            &pair,
+            load::ColdStart::cold_ms,
+        );
+        self.row(
+            "JavaScript: same object again (warm), median".into(),
+            Unit::Ms,
+            Better::Lower,
+            &pair,
+            load::ColdStart::warm_ms,
         );
 
         let title = format!(

@@ -210,7 +210,7 @@ impl Dohost {
         Ok(())
     }
 
-    /// Deploys counter, chat, pubsub and hello; the app `bench`: its front worker on `/w/`, calling
+    /// Deploys counter, chat, pubsub, hello and the JavaScript counter; the app `bench`: its front worker on `/w/`, calling
     /// the public counters and its own relay class (as workerd's front worker does); and the app
     /// `bench-download`, an http-worker on `/d/`.
     pub async fn deploy_all(&self) -> Result<()> {
@@ -222,6 +222,12 @@ impl Dohost {
         ] {
             self.deploy_guest(namespace, package).await?;
         }
+        // The JavaScript counter (examples/js/counter, built by scripts/build-js): the same class
+        // as workerd's `Counter`.
+        let js = target_dir().join("js/counter.wasm");
+        let component = std::fs::read(&js)
+            .with_context(|| format!("{}: run `bash scripts/build-js`", js.display()))?;
+        self.deploy("js-counter", component.into()).await?;
         let spec = serde_json::json!({
             "routes": ["/w/"],
             "objects": [{ "binding": "RELAY", "namespace": "w-relay" }],
