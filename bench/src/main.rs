@@ -457,6 +457,7 @@ impl Bench {
     ) -> Result<()> {
         if self.skips("Memory per idle WebSocket, after hibernation")
             && self.skips("Memory per counter object, after hibernation")
+            && self.skips("Memory per live JavaScript object (awake)")
         {
             return Ok(());
         }
@@ -538,6 +539,36 @@ impl Bench {
             .await;
         self.row(
             title,
+            Unit::Bytes,
+            Better::Lower,
+            &pair,
+            Memory::per_item_bytes,
+        );
+        drop(servers);
+
+        let servers =
+            Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-js"), 2.0).await?;
+        let title = format!(
+            "Memory per JavaScript counter object ({} touched once; workerd: the same class)",
+            thousands(s.memory_objects / 10)
+        );
+        let pair = self
+            .each(
+                &servers.targets(),
+                &title,
+                async |t| load::memory_objects_js(t, &s).await,
+                describe,
+            )
+            .await;
+        self.row(
+            "Memory per live JavaScript object (awake)".into(),
+            Unit::Bytes,
+            Better::Lower,
+            &pair,
+            Memory::per_item_awake_bytes,
+        );
+        self.row(
+            "Memory per JavaScript object, after hibernation".into(),
             Unit::Bytes,
             Better::Lower,
             &pair,
