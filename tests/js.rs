@@ -8,6 +8,7 @@ mod support;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
+use std::future::IntoFuture;
 use std::path::Path;
 use std::time::Duration;
 use support::{
@@ -414,6 +415,55 @@ async fn the_published_chat_room_runs_unchanged_through_its_worker() {
     // Without an upgrade the room answers 426, through the worker.
     let r = client().get(host.at("/room/r1/ws")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 426);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_fetch_goes_out_through_the_outbound_rules() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::get(|| async { "hello from origin" }),
+    );
+    // A second server, up but not allowed.
+    let other_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = other_listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(other_listener, app.clone()).into_future());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (host, _dir) = js_host(&[]);
+    let (status, body) = host
+        .deploy_app_files(
+            "probe-app",
+            json!({
+                "objects": [{ "binding": "PROBES", "namespace": "probes", "public": true }],
+                "outbound": [format!("http://{origin}")],
+            }),
+            None,
+            &[("probes", &js_wasm("probe"))],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fetch = |url: String| {
+        let host = &host;
+        async move {
+            let (status, body) = json(
+                client()
+                    .get(host.at("/probes/o/outbound"))
+                    .query(&[("url", url)]),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    assert_eq!(
+        fetch(format!("http://{origin}/hello")).await,
+        json!({"status": 200, "body": "hello from origin"})
+    );
+    // A server that is up but not allowed is refused: fetch() rejects.
+    let refused = fetch(format!("http://{other}/hello")).await;
+    assert!(refused["error"].is_string(), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

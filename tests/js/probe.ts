@@ -111,6 +111,15 @@ export class Probe extends DurableObject {
         return Response.json(this.ctx.getWebSockets(second || undefined).map((ws) => ws.deserializeAttachment().who));
       case 'id':
         return Response.json({ name: this.ctx.id.name, string: this.ctx.id.toString(), env: this.env.GREETING ?? null });
+      case 'outbound': {
+        // fetch() leaves through the host's outbound rules (wasi:http).
+        try {
+          const r = await fetch(url.searchParams.get('url')!);
+          return Response.json({ status: r.status, body: await r.text() });
+        } catch (e: any) {
+          return Response.json({ error: String(e) });
+        }
+      }
       case 'fail':
         throw new Error('deliberate failure');
       case 'late-timer':
