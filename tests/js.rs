@@ -165,6 +165,36 @@ async fn transactions_lists_and_key_limits_behave_as_on_cloudflare() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_behave_as_the_fetch_api_says() {
+    let (host, _dir) = probe_host().await;
+    assert_eq!(
+        get(&host, "/probe/r/response").await,
+        json!({
+            "textType": "text/plain;charset=UTF-8",
+            "bytesType": null,
+            "json": {"a": 1},
+            "bytes": 2,
+            "usedAfterRead": true,
+            "secondRead": "TypeError",
+            "cloned": "twice",
+            "stream": "streamed",
+            "instance": true,
+            "badStatus": "RangeError",
+            "bodyOn204": "TypeError",
+            "jsonResponse": [201, true, "application/json", "b", "{\"a\":1}"],
+        })
+    );
+    let r = client()
+        .get(host.at("/probe/r/answer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.headers()["x-k"], "v");
+    assert_eq!(r.text().await.unwrap(), "made of bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_alarm_fires_with_its_info() {
     let (host, _dir) = probe_host().await;
     let (status, set) = json(client().post(host.at("/probe/a/alarm?in=300"))).await;

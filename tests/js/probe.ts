@@ -120,6 +120,43 @@ export class Probe extends DurableObject {
           return Response.json({ error: String(e) });
         }
       }
+      case 'response': {
+        // The Fetch API's Response, as the SDK builds it.
+        const attempt = (f: () => unknown) => {
+          try {
+            f();
+            return 'no error';
+          } catch (e: any) {
+            return e.name;
+          }
+        };
+        const read = new Response('x');
+        await read.text();
+        const cloned = new Response('twice').clone();
+        const stream = new ReadableStream({
+          start(c) {
+            c.enqueue(new TextEncoder().encode('streamed'));
+            c.close();
+          },
+        });
+        const json = Response.json({ a: 1 }, { status: 201, headers: { 'x-a': 'b' } });
+        return Response.json({
+          textType: new Response('hi').headers.get('content-type'),
+          bytesType: new Response(new Uint8Array([1])).headers.get('content-type'),
+          json: await new Response('{"a":1}').json(),
+          bytes: (await new Response(new Uint8Array([1, 2, 3]).subarray(1)).arrayBuffer()).byteLength,
+          usedAfterRead: read.bodyUsed,
+          secondRead: await read.text().then(() => 'no error', (e) => e.name),
+          cloned: await cloned.text(),
+          stream: await new Response(stream).text(),
+          instance: read instanceof Response,
+          badStatus: attempt(() => new Response(null, { status: 99 })),
+          bodyOn204: attempt(() => new Response('x', { status: 204 })),
+          jsonResponse: [json.status, json.ok, json.headers.get('content-type'), json.headers.get('x-a'), await json.text()],
+        });
+      }
+      case 'answer':
+        return new Response(new TextEncoder().encode('made of bytes'), { status: 202, headers: { 'x-k': 'v' } });
       case 'fail':
         throw new Error('deliberate failure');
       case 'late-timer':

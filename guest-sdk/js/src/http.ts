@@ -3,17 +3,16 @@
 // what a Durable Object must say.
 
 import type { Request as WitRequest, Response as WitResponse, Header } from 'dohost:object/types@0.3.0';
-import type { WebSocket } from './websockets';
+import { partsOf } from './response';
 
 export type { WitRequest, WitResponse };
+export { upgradeOf } from './response';
 
-// 1. The Fetch spec's "forbidden request headers" (host, upgrade, connection, ...) are dropped by
-//    `new Request`, but an object must see `upgrade` to accept a WebSocket. Every Request built
-//    here or by user code keeps its headers in a free-standing Headers object, which has no guard.
-// 2. `new Response(null, { status: 101, webSocket })` answers a WebSocket upgrade on Cloudflare;
-//    the spec allows 200..=599 only, so such a Response is built as 200 and its status shadowed.
+// The Fetch spec's "forbidden request headers" (host, upgrade, connection, ...) are dropped by
+// `new Request`, but an object must see `upgrade` to accept a WebSocket. Every Request built here
+// or by user code keeps its headers in a free-standing Headers object, which has no guard.
+// Responses are in `response.ts`.
 const NativeRequest = globalThis.Request;
-const NativeResponse = globalThis.Response;
 
 function unguardedHeaders(init: HeadersInit | undefined): Headers {
   const headers = new Headers();
@@ -33,37 +32,18 @@ globalThis.Request = new Proxy(NativeRequest, {
   },
 });
 
-/** What a Response built with `status: 101` answers: the handshake, with the client end. */
-const upgrades = new WeakMap<Response, WebSocket | null>();
-
-globalThis.Response = new Proxy(NativeResponse, {
-  construct(target, args: [BodyInit | null | undefined, (ResponseInit & { webSocket?: WebSocket | null })?]) {
-    const [body, init] = args;
-    if (init?.status !== 101) return Reflect.construct(target, args);
-    const response = Reflect.construct(target, [body, { ...init, status: 200 }]) as Response;
-    Object.defineProperty(response, 'status', { value: 101, enumerable: true });
-    Object.defineProperty(response, 'webSocket', { value: init.webSocket ?? null, enumerable: true });
-    upgrades.set(response, init.webSocket ?? null);
-    return response;
-  },
-});
-
-/** The client end a Response with status 101 carries, `undefined` for any other Response. */
-export function upgradeOf(response: Response): WebSocket | null | undefined {
-  return upgrades.has(response) ? upgrades.get(response) : undefined;
-}
-
 /** The WIT request as a Fetch API Request. */
 export function toRequest(r: WitRequest): Request {
-  const host = r.headers.find(([k]) => k === 'host')?.[1] ?? 'dohost.local';
-  const hasBody = r.method !== 'GET' && r.method !== 'HEAD';
-  const request = new Request(`http://${host}${r.path}`, {
+  // Built natively, in as few steps as possible: every line of JavaScript counts per event.
+  const headers = new Headers(r.headers);
+  const hasBody = r.body.length > 0 && r.method !== 'GET' && r.method !== 'HEAD';
+  const request = new NativeRequest(`http://${headers.get('host') ?? 'dohost.local'}${r.path}`, {
     method: r.method,
-    headers: r.headers,
     body: hasBody ? new Uint8Array(r.body) : undefined,
   });
-  if (r.clientAddress !== undefined && !request.headers.has('cf-connecting-ip')) {
-    request.headers.set('cf-connecting-ip', r.clientAddress);
+  Object.defineProperty(request, 'headers', { value: headers, enumerable: true });
+  if (r.clientAddress !== undefined && !headers.has('cf-connecting-ip')) {
+    headers.set('cf-connecting-ip', r.clientAddress);
   }
   return request;
 }
@@ -85,14 +65,15 @@ export async function toWitRequest(input: RequestInfo | URL, init?: RequestInit)
 
 /** What a handler returned, as the WIT response. */
 export async function toWitResponse(response: unknown): Promise<WitResponse> {
-  if (!(response instanceof NativeResponse)) {
+  if (!(response instanceof Response)) {
     throw new TypeError(`the handler must return a Response, not ${describe(response)}`);
   }
+  const { status, headers: all, body } = await partsOf(response);
   const headers: Header[] = [];
-  response.headers.forEach((v, k) => {
+  all.forEach((v, k) => {
     if (k !== 'content-length') headers.push([k, v]);
   });
-  return { status: response.status, headers, body: new Uint8Array(await response.arrayBuffer()) };
+  return { status, headers, body };
 }
 
 /** A WIT response (from a stub call) as a Fetch API Response. */
