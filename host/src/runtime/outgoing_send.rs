@@ -335,6 +335,7 @@ async fn wait_for_gate(gate: oneshot::Receiver<Gate>, deadline: Instant) -> Resu
         match gate.await {
             Ok(Ok(Some(commit))) => commit
                 .await
+                .map(drop)
                 .map_err(|e| format!("the object's writes before the request: {e}")),
             Ok(Ok(None)) => Ok(()),
             Ok(Err(why)) => Err(why),

@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Most commits in one redb transaction, so one huge batch cannot delay everyone's responses.
@@ -28,16 +29,17 @@ const MAX_BATCH: usize = 4096;
 #[error("storage commit failed: {0}")]
 pub struct CommitFailed(pub String);
 
-/// Resolves when a commit is durable, or failed. Cloneable: every response that depends on the
-/// commit waits for it.
-pub type CommitOutcome = Shared<BoxFuture<'static, Result<(), CommitFailed>>>;
+/// Resolves when a commit is durable, to when it became so (what a stub call's caller waited on
+/// is measured up to it), or failed. Cloneable: every response that depends on the commit waits
+/// for it.
+pub type CommitOutcome = Shared<BoxFuture<'static, Result<Instant, CommitFailed>>>;
 
 enum Job {
     Commit {
         id: ObjectId,
         changes: Arc<Changeset>,
         size: u64,
-        done: oneshot::Sender<Result<(), CommitFailed>>,
+        done: oneshot::Sender<Result<Instant, CommitFailed>>,
     },
     Forgive(ObjectId),
 }
@@ -113,7 +115,9 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
         if batch.is_empty() {
             continue;
         }
-        let result = write(db, &batch).map_err(|e| CommitFailed(e.to_string()));
+        let result = write(db, &batch)
+            .map(|()| Instant::now())
+            .map_err(|e| CommitFailed(e.to_string()));
         if let Err(e) = &result {
             tracing::error!("{e}");
         }
@@ -126,8 +130,8 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
                     (Err(_), _) => {
                         refused.insert(id);
                     }
-                    (Ok(()), Some(alarm)) => alarms(id, alarm.clone()),
-                    (Ok(()), None) => {}
+                    (Ok(_), Some(alarm)) => alarms(id, alarm.clone()),
+                    (Ok(_), None) => {}
                 }
                 let _ = done.send(result.clone());
             }

@@ -374,7 +374,7 @@ impl ObjectStorage {
             // Poll rather than `peek`: `peek` only sees outcomes some other clone has awaited,
             // and nobody awaits the outcome of a response whose client went away.
             match front.outcome.clone().now_or_never() {
-                Some(Ok(())) => {
+                Some(Ok(_)) => {
                     self.pending.pop_front();
                 }
                 Some(Err(e)) => return Err(e),
