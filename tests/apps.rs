@@ -132,6 +132,40 @@ async fn calls_from_one_caller_arrive_in_order() {
 }
 
 #[tokio::test]
+async fn the_stats_count_each_answered_call_and_its_overhead_over_the_callees_event() {
+    let (host, _dir) = Host::start(&[]);
+    deploy_test_app(&host).await;
+    let c = client();
+    let stats = host.stats().await;
+    assert_eq!(stats["stub_calls"]["from_objects"]["calls"], 0, "{stats}");
+    // The worker calls `sender`, which calls `log` 50 times; each of those writes.
+    let r = c
+        .post(host.at("/to/CALLERS/sender/send?to=CALLERS&name=log&count=50"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let stats = host.stats().await;
+    for (caller, calls) in [("from_objects", 50), ("from_workers", 1)] {
+        let counts = &stats["stub_calls"][caller];
+        assert_eq!(counts["calls"], calls, "{caller}: {counts}");
+        let in_buckets: u64 = counts["overhead_histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["calls"].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_buckets, calls, "{caller}: {counts}");
+        let overhead = counts["overhead_ns_total"].as_u64().unwrap();
+        let callee = counts["callee_ns_total"].as_u64().unwrap();
+        // Each callee's event waits for its fsync; the call adds less than that. (How much less
+        // is the benchmark's to say.)
+        assert!(0 < overhead && overhead < callee, "{caller}: {counts}");
+    }
+}
+
+#[tokio::test]
 async fn a_call_inside_a_transaction_is_refused_and_sends_nothing() {
     let (host, _dir) = Host::start(&[]);
     deploy_test_app(&host).await;

@@ -95,6 +95,7 @@ pub(super) async fn stats(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
+    let calls = app.objects.call_stats();
     Ok(axum::Json(json!({
         "live_instances": app.objects.live_instances(),
         "instance_memory_bytes": app.objects.instance_memory(),
@@ -107,6 +108,10 @@ pub(super) async fn stats(
         "sockets_closed_slow": app.sockets.slow_close_count(),
         "pending_alarms": app.alarms.pending(),
         "namespaces": app.registry.list().len(),
+        "stub_calls": {
+            "from_objects": calls.from_objects(),
+            "from_workers": calls.from_workers(),
+        },
     }))
     .into_response())
 }

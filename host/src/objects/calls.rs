@@ -6,21 +6,38 @@ use super::Objects;
 use super::error::ObjectError;
 use super::shared::Inner;
 use crate::names::{self, ObjectIdentity};
-use crate::runtime::{Call, CallError, Called, Calls, EventError, MAX_CALL_DEPTH};
+use crate::runtime::{Call, CallError, CallStats, Called, Calls, EventError, MAX_CALL_DEPTH};
 use futures::future::BoxFuture;
 use std::sync::Weak;
 
-/// Delivers the calls of every instance of the host. Weak: instances outlive nothing, but a
-/// pooled worker instance kept by the host must not keep the host alive.
-pub(super) struct ObjectCalls(pub(super) Weak<Inner>);
+/// Delivers the calls of every instance of the host, and counts what they cost.
+pub(super) struct ObjectCalls {
+    /// Weak: instances outlive nothing, but a pooled worker instance kept by the host must not
+    /// keep the host alive.
+    objects: Weak<Inner>,
+    stats: CallStats,
+}
+
+impl ObjectCalls {
+    pub(super) fn new(objects: Weak<Inner>) -> Self {
+        ObjectCalls {
+            objects,
+            stats: CallStats::default(),
+        }
+    }
+}
 
 impl Calls for ObjectCalls {
     fn fetch(&self, call: Call) -> BoxFuture<'static, Result<Called, CallError>> {
-        let objects = self.0.upgrade().map(|inner| Objects { inner });
+        let objects = self.objects.upgrade().map(|inner| Objects { inner });
         Box::pin(async move {
             let objects = objects.ok_or_else(|| CallError::Internal("shutting down".into()))?;
             objects.call(call).await
         })
+    }
+
+    fn stats(&self) -> &CallStats {
+        &self.stats
     }
 }
 
@@ -61,8 +78,8 @@ impl Objects {
             None => None,
         };
         let chain = call.chain.then(&callee);
-        let fetched = self
-            .fetch(
+        let (fetched, callee) = self
+            .fetch_timed(
                 deployed,
                 &call.name,
                 call.request,
@@ -79,6 +96,7 @@ impl Objects {
         Ok(Called {
             response: fetched.response,
             accepted: fetched.accepted,
+            callee,
         })
     }
 }

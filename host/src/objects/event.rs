@@ -6,6 +6,7 @@ use crate::runtime::{Chain, Request, Response};
 use crate::sockets::{Accepted, SocketEvent};
 use crate::storage::CommitOutcome;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What a request produced: the response, and the socket it accepted, if any.
@@ -21,7 +22,7 @@ pub(super) enum Event {
         upgrade: bool,
         /// The objects waiting on this request, for a stub call; `None` for one from a client.
         chain: Option<Chain>,
-        reply: oneshot::Sender<Outcome<Fetched>>,
+        reply: oneshot::Sender<Outcome<(Fetched, Ran)>>,
     },
     Socket {
         namespace: Arc<Namespace>,
@@ -44,6 +45,21 @@ pub(super) enum Event {
     Evict,
 }
 
+/// When an event ran: from its loop taking it up to its result being ready.
+pub(super) struct Ran {
+    pub(super) started: Instant,
+    pub(super) finished: Instant,
+}
+
+impl Ran {
+    /// How long the event took until its release: its result ready and its gate open at
+    /// `opened` (`None`: it had no gate).
+    pub(super) fn until_released(&self, opened: Option<Instant>) -> Duration {
+        let released = opened.map_or(self.finished, |opened| opened.max(self.finished));
+        released - self.started
+    }
+}
+
 /// What an event produced, and what it must wait for before anyone sees it.
 pub(super) struct Outcome<T> {
     pub(super) result: Result<T, ObjectError>,
@@ -58,11 +74,13 @@ impl<T> Outcome<T> {
         }
     }
 
-    /// Waits for the output gate, then gives the result.
-    pub(super) async fn released(self) -> Result<T, ObjectError> {
-        if let Some(gate) = self.gate {
-            gate.await?;
-        }
-        self.result
+    /// Waits for the output gate, then gives the result and when the gate opened (`None`: the
+    /// event had no gate).
+    pub(super) async fn released(self) -> Result<(T, Option<Instant>), ObjectError> {
+        let opened = match self.gate {
+            Some(gate) => Some(gate.await?),
+            None => None,
+        };
+        Ok((self.result?, opened))
     }
 }

@@ -2,7 +2,7 @@
 //! output released behind the gate.
 
 use super::error::ObjectError;
-use super::event::{Event, Fetched, Outcome};
+use super::event::{Event, Fetched, Outcome, Ran};
 use super::shared::Inner;
 use crate::cpu_share::Meter;
 use crate::names::ObjectIdentity;
@@ -11,6 +11,7 @@ use crate::runtime::{Chain, EventError, Guest, Instance, Request};
 use crate::sockets::{Accepted, Queued, SocketEvent};
 use crate::storage::{CommitOutcome, DbError, ObjectStorage};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 enum Slot {
@@ -361,16 +362,21 @@ impl EventLoop {
         request: Request,
         upgrade: bool,
         chain: Option<Chain>,
-    ) -> Outcome<Fetched> {
+    ) -> Outcome<(Fetched, Ran)> {
+        let started = Instant::now();
         if let Err((e, gate)) = self.prepare(namespace).await {
             return Outcome::failed(e, gate);
         }
         let result = self.instance().fetch(request, upgrade, chain).await;
         let outcome = self.finish(result);
+        let ran = Ran {
+            started,
+            finished: Instant::now(),
+        };
         Outcome {
             result: outcome
                 .result
-                .map(|(response, accepted)| Fetched { response, accepted }),
+                .map(|(response, accepted)| (Fetched { response, accepted }, ran)),
             gate: outcome.gate,
         }
     }

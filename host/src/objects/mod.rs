@@ -28,7 +28,7 @@ use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare, Meter};
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
-use crate::runtime::{Calls, Chain, Request, Runtime};
+use crate::runtime::{CallStats, Calls, Chain, Request, Runtime};
 use crate::sockets::{SocketEvent, Sockets};
 use crate::storage::{Committer, Db};
 use calls::ObjectCalls;
@@ -38,7 +38,7 @@ use shared::{IdleList, Inner, evict_for_memory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// The live objects of a host.
@@ -66,7 +66,7 @@ impl Objects {
                 registry,
                 db,
                 committer,
-                calls: Arc::new(ObjectCalls(inner.clone())),
+                calls: Arc::new(ObjectCalls::new(inner.clone())),
                 waits: Arc::default(),
                 instances: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
                 config,
@@ -152,13 +152,13 @@ impl Objects {
     }
 
     /// Queues the event `make` builds around its reply channel, and waits for its outcome and
-    /// then its output gate.
+    /// then its output gate; gives the result and when the gate opened.
     async fn ask<T>(
         &self,
         namespace: &str,
         name: &str,
         make: impl FnOnce(oneshot::Sender<Outcome<T>>) -> Event,
-    ) -> Result<T, ObjectError> {
+    ) -> Result<(T, Option<Instant>), ObjectError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(namespace, name, make(reply))?;
         let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
@@ -176,15 +176,33 @@ impl Objects {
         upgrade: bool,
         chain: Option<Chain>,
     ) -> Result<Fetched, ObjectError> {
+        let (fetched, _) = self
+            .fetch_timed(namespace, name, request, upgrade, chain)
+            .await?;
+        Ok(fetched)
+    }
+
+    /// [`Self::fetch`], and how long the event took, from its loop taking it up to its release:
+    /// a stub call's callee's part of the call.
+    async fn fetch_timed(
+        &self,
+        namespace: Arc<Namespace>,
+        name: &str,
+        request: Request,
+        upgrade: bool,
+        chain: Option<Chain>,
+    ) -> Result<(Fetched, Duration), ObjectError> {
         let ns = namespace.name.clone();
-        self.ask(&ns, name, |reply| Event::Fetch {
-            namespace,
-            request,
-            upgrade,
-            chain,
-            reply,
-        })
-        .await
+        let ((fetched, ran), opened) = self
+            .ask(&ns, name, |reply| Event::Fetch {
+                namespace,
+                request,
+                upgrade,
+                chain,
+                reply,
+            })
+            .await?;
+        Ok((fetched, ran.until_released(opened)))
     }
 
     /// Queues an event of one of the object's sockets. Its failures are the object's to log.
@@ -219,6 +237,7 @@ impl Objects {
             reply,
         })
         .await
+        .map(|((), _)| ())
     }
 
     /// Deletes the alarm due at `due_at`, if it is still the object's alarm.
@@ -233,6 +252,7 @@ impl Objects {
         self.namespace(namespace)?;
         self.ask(namespace, name, |reply| Event::DropAlarm { due_at, reply })
             .await
+            .map(|((), _)| ())
     }
 
     /// How many objects have a live instance right now.
@@ -266,6 +286,11 @@ impl Objects {
     /// Delivers the stub calls of an instance.
     pub fn calls(&self) -> Arc<dyn Calls> {
         self.inner.calls.clone()
+    }
+
+    /// What the stub calls since start cost beyond their callees' events.
+    pub fn call_stats(&self) -> &CallStats {
+        self.inner.calls.stats()
     }
 
     /// Counts the guest instructions of `namespace` (a worker counts under its app's name).

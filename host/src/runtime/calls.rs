@@ -1,6 +1,7 @@
 //! Calls from a guest to an object through a stub: what the host side of `stubs` asks of the
 //! layer above, which knows the objects ([`crate::objects`] implements [`Calls`]).
 
+use super::call_stats::CallStats;
 use super::request::{Request, Response};
 use crate::env::Env;
 use crate::names::{ObjectId, ObjectIdentity};
@@ -8,6 +9,7 @@ use crate::sockets::Accepted;
 use futures::future::BoxFuture;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How deep calls may nest: past it a call is refused, so that a runaway recursion through
 /// different objects ends quickly instead of holding instances until their deadlines.
@@ -16,6 +18,9 @@ pub const MAX_CALL_DEPTH: usize = 16;
 /// Delivers calls to objects.
 pub trait Calls: Send + Sync {
     fn fetch(&self, call: Call) -> BoxFuture<'static, Result<Called, CallError>>;
+
+    /// Where the callers count what their calls cost beyond the callees' events.
+    fn stats(&self) -> &CallStats;
 }
 
 /// One call through a stub.
@@ -31,10 +36,12 @@ pub struct Call {
     pub upgrade: bool,
 }
 
-/// The callee's answer, and the socket it accepted from a forwarded upgrade.
+/// The callee's answer, the socket it accepted from a forwarded upgrade, and how long its event
+/// took (from its loop taking it up to its release behind the output gate).
 pub struct Called {
     pub response: Response,
     pub accepted: Option<Accepted>,
+    pub callee: Duration,
 }
 
 /// Why a call failed (see the WIT `stubs.call-error`).

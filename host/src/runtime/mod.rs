@@ -9,6 +9,7 @@
 //! - `bindings`: the Rust side of the worlds, one module per version of `wit/`.
 //! - `request`: a request and a response, whatever the version.
 //! - `calls`: what a stub call asks of the objects above.
+//! - `call_stats`: what stub calls cost beyond their callees' events.
 //! - `error`: why an event failed.
 //! - `limits`: the memory cap and the log-line bucket of an instance.
 //! - `metering`: counting guest instructions toward a namespace's CPU share.
@@ -21,6 +22,7 @@
 //! - `http_worker`: delivering a request to an http-worker through wasi:http.
 
 mod bindings;
+mod call_stats;
 mod calls;
 mod engine;
 mod epoch;
@@ -35,6 +37,7 @@ mod pool;
 mod request;
 mod state;
 
+pub use call_stats::{CallStats, Caller};
 pub use calls::{Call, CallError, Called, Calls, Chain, MAX_CALL_DEPTH};
 pub use engine::{Pre, Role, Runtime};
 pub use error::EventError;

@@ -1,11 +1,13 @@
 //! `dohost:object/stubs`: calls to objects, behind the caller's output gate.
 
 use crate::names;
+use crate::runtime::Caller;
 use crate::runtime::bindings::v0_3::dohost::object::stubs::{self, CallError};
 use crate::runtime::bindings::v0_3::dohost::object::types;
 use crate::runtime::calls::{self, Call};
 use crate::runtime::state::HostState;
 use crate::storage::StorageError;
+use std::time::Instant;
 
 impl stubs::Host for HostState {
     async fn fetch(
@@ -15,6 +17,9 @@ impl stubs::Host for HostState {
         request: types::Request,
     ) -> Result<types::Response, CallError> {
         self.commit_before_call().await?;
+        // Timed from here: the wait for the caller's own writes is its event's output gate, as
+        // the callee's is the callee's event, not the call's overhead.
+        let started = Instant::now();
         let request: crate::runtime::Request = request.into();
         // A caller handling a WebSocket upgrade may hand it on, once, with the request it
         // forwards; the socket the callee accepts becomes this event's.
@@ -36,7 +41,14 @@ impl stubs::Host for HostState {
         if called.accepted.is_some() {
             self.io.accepted = called.accepted;
         }
-        Ok(called.response.into())
+        let response = called.response.into();
+        let caller = match self.storage {
+            Some(_) => Caller::Object,
+            None => Caller::Worker,
+        };
+        let stats = self.calls.stats();
+        stats.record(caller, started.elapsed(), called.callee);
+        Ok(response)
     }
 
     fn new_unique_name(&mut self) -> String {
