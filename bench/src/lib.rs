@@ -9,11 +9,14 @@
 //!   client, requests back to back) and the HTTP scenarios: increments, reads, increments spread
 //!   over many objects, the trivial handler, cold starts, memory per object, redeploy under load.
 //! - [`ws`]: the WebSocket scenarios (tokio-tungstenite): fan-out, throughput, memory per socket.
+//! - [`calls`]: dohost's own count of what stub calls between objects cost, read around a
+//!   scenario.
 //! - [`peers`]: starting dohost and workerd, installing workerd from npm, deploying.
 //! - [`report`]: the results table and `BENCHMARKS.md`.
 //!
 //! Every loop is bounded in time and in count, and every wait has a limit.
 
+pub mod calls;
 pub mod download;
 pub mod load;
 pub mod peers;

@@ -8,6 +8,7 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
+use dohost_bench::calls::{self, StubCalls};
 use dohost_bench::load::{self, LoadResult};
 use dohost_bench::peers::{self, Dohost, Workerd};
 use dohost_bench::report::{self, Better, Cell, Environment, Row, Unit};
@@ -241,11 +242,12 @@ impl Servers {
 /// One result per side: `None` if the side did not run.
 type Pair<T> = [Option<Result<T>>; 2];
 
-fn cell<T>(r: &Option<Result<T>>, f: impl Fn(&T) -> f64) -> Cell {
+/// A side's cell: `f` gives `None` where the row does not apply to that side.
+fn cell<T>(r: &Option<Result<T>>, f: impl Fn(&T) -> Option<f64>) -> Cell {
     match r {
         None => Cell::NotApplicable,
         Some(Err(_)) => Cell::Failed,
-        Some(Ok(v)) => Cell::Value(f(v)),
+        Some(Ok(v)) => f(v).map_or(Cell::NotApplicable, Cell::Value),
     }
 }
 
@@ -307,6 +309,18 @@ impl Bench {
         better: Better,
         pair: &Pair<T>,
         f: impl Fn(&T) -> f64,
+    ) {
+        self.row_where(scenario, unit, better, pair, |v| Some(f(v)));
+    }
+
+    /// [`Self::row`] for a figure only some results have (`f` gives `None` for the others).
+    fn row_where<T>(
+        &mut self,
+        scenario: String,
+        unit: Unit,
+        better: Better,
+        pair: &Pair<T>,
+        f: impl Fn(&T) -> Option<f64>,
     ) {
         if pair.iter().all(Option::is_none) {
             return;
@@ -377,39 +391,70 @@ impl Bench {
         title: &str,
         f: impl AsyncFnMut(&Target) -> Result<LoadResult>,
     ) {
-        let pair = self
-            .each(targets, title, f, |r| {
-                format!(
-                    "{} req/s, p50 {:.2} ms, p99 {:.2} ms ({} ok, {} failed in {:.1} s)",
-                    report::format_value(r.rps(), Unit::Count),
-                    r.p50_ms(),
-                    r.p99_ms(),
-                    r.ok,
-                    r.failed,
-                    r.window.as_secs_f64()
-                )
-            })
-            .await;
+        let pair = self.each(targets, title, f, describe_load).await;
+        self.load_rows(title, &pair, |r| r);
+    }
+
+    /// The three rows of a load scenario (req/s, p50, p99), from what `load` finds in a result.
+    fn load_rows<T>(&mut self, title: &str, pair: &Pair<T>, load: impl Fn(&T) -> &LoadResult) {
         self.row(
             format!("{title}: throughput"),
             Unit::ReqPerSec,
             Better::Higher,
-            &pair,
-            LoadResult::rps,
+            pair,
+            |r| load(r).rps(),
         );
         self.row(
             format!("{title}: p50"),
             Unit::Ms,
             Better::Lower,
-            &pair,
-            LoadResult::p50_ms,
+            pair,
+            |r| load(r).p50_ms(),
         );
         self.row(
             format!("{title}: p99"),
             Unit::Ms,
             Better::Lower,
+            pair,
+            |r| load(r).p99_ms(),
+        );
+    }
+
+    /// Worker → object → object under load; on dohost also its own count of the relay's calls
+    /// to the counter: what they cost beyond the counter's events.
+    async fn relay(&mut self, targets: &[Option<Target>; 2]) {
+        let s = self.s.clone();
+        let title = format!(
+            "Worker → object → object (/w/relay/: a relay calls the counter), {} conns",
+            s.conns
+        );
+        let pair = self
+            .each(
+                targets,
+                &title,
+                async |t| {
+                    let load = load::increment_through_relay(t, s.conns, &s);
+                    match t.kind {
+                        Kind::Dohost { .. } => {
+                            let (load, calls) = calls::around(t, load).await?;
+                            Ok((load, Some(calls)))
+                        }
+                        Kind::Workerd => Ok((load.await?, None)),
+                    }
+                },
+                |(load, calls)| match calls {
+                    Some(calls) => format!("{}; {}", describe_load(load), calls.describe()),
+                    None => describe_load(load),
+                },
+            )
+            .await;
+        self.load_rows(&title, &pair, |(load, _)| load);
+        self.row_where(
+            "Stub call between two objects, under that load: overhead over the callee's own event (dohost's count), median".into(),
+            Unit::Us,
+            Better::Lower,
             &pair,
-            LoadResult::p99_ms,
+            |(_, calls)| calls.as_ref().map(StubCalls::median_overhead_us),
         );
     }
 
@@ -417,33 +462,46 @@ impl Bench {
     /// only: workerd has no route that skips its front worker.
     async fn hops(&mut self, targets: &[Option<Target>; 2]) {
         let s = self.s.clone();
-        let title = "Worker hop and stub call (warm increments on one connection, interleaved)";
+        let title = "Worker hop and stub call (warm increments on one connection, interleaved: direct, through the worker, through the worker and a relay)";
         let only_dohost = [targets[0].clone(), None];
         let pair = self
-            .each(&only_dohost, title, async |t| load::hops(t, &s).await, |h| {
-                format!(
-                    "medians: direct {:.3} ms, through the worker {:.3} ms, worker → relay → counter {:.3} ms; the worker adds {:.1} µs, the stub call {:.1} µs",
-                    h.direct_ms(),
-                    h.worker_ms(),
-                    h.relay_ms(),
-                    h.worker_us(),
-                    h.stub_us()
-                )
-            })
+            .each(
+                &only_dohost,
+                title,
+                async |t| calls::around(t, load::hops(t, &s)).await,
+                |(h, calls)| {
+                    format!(
+                        "medians: direct {:.3} ms, through the worker {:.3} ms, worker → relay → counter {:.3} ms; the worker adds {:.1} µs, the stub call {:.1} µs; {}",
+                        h.direct_ms(),
+                        h.worker_ms(),
+                        h.relay_ms(),
+                        h.worker_us(),
+                        h.stub_us(),
+                        calls.describe()
+                    )
+                },
+            )
             .await;
         self.row(
             "Worker hop: added to a warm increment, median".into(),
             Unit::Us,
             Better::Lower,
             &pair,
-            load::Hops::worker_us,
+            |(h, _)| h.worker_us(),
         );
         self.row(
-            "Stub call between two objects: added to the callee's event, median".into(),
+            "Stub call between two objects: added to the callee's event, median (the relay's whole event included)".into(),
             Unit::Us,
             Better::Lower,
             &pair,
-            load::Hops::stub_us,
+            |(h, _)| h.stub_us(),
+        );
+        self.row(
+            "Stub call between two objects: overhead over the callee's own event (dohost's count), median".into(),
+            Unit::Us,
+            Better::Lower,
+            &pair,
+            |(_, calls)| calls.median_overhead_us(),
         );
     }
 
@@ -616,14 +674,7 @@ impl Bench {
             load::increment_through_worker(t, s.conns, &s).await
         })
         .await;
-        let title = format!(
-            "Worker → object → object (/w/relay/: a relay calls the counter), {} conns",
-            s.conns
-        );
-        self.load(&targets, &title, async |t| {
-            load::increment_through_relay(t, s.conns, &s).await
-        })
-        .await;
+        self.relay(&targets).await;
         self.hops(&targets).await;
         let title = format!("Read (GET), 1 object, {} conns", s.conns);
         self.load(&targets, &title, async |t| {
@@ -941,6 +992,19 @@ async fn durability_workerd(workerd: &mut Workerd) -> Result<String> {
     ))
 }
 
+/// A load result's line in the raw numbers.
+fn describe_load(r: &LoadResult) -> String {
+    format!(
+        "{} req/s, p50 {:.2} ms, p99 {:.2} ms ({} ok, {} failed in {:.1} s)",
+        report::format_value(r.rps(), Unit::Count),
+        r.p50_ms(),
+        r.p99_ms(),
+        r.ok,
+        r.failed,
+        r.window.as_secs_f64()
+    )
+}
+
 fn thousands(n: usize) -> String {
     report::format_value(n as f64, Unit::Count)
 }
@@ -964,6 +1028,9 @@ fn notes(s: &Settings) -> String {
 - WebSocket throughput: {tput} clients in one room, each sending a message, waiting for its own copy of the broadcast, then sending the next; every chat message any client receives in the window counts.\n\
 - Memory: VmRSS of the server process, on fresh servers, with dohost at `--idle-timeout 2`. Idle: dohost's `/_admin/stats` shows no live instance; workerd has no such view, so at least {widle} s (it evicts an object about 10 s after its last event) then, on both, until two RSS samples a second apart differ by under 1 % (each gets the same chance to hand freed memory back). Per item = (RSS after hibernation − RSS before) ÷ count; the awake figure (RSS right after the last one was set up) is in the raw numbers.\n\
 - The load scenarios run with dohost at `--idle-timeout 10`, close to workerd's 10 s eviction.\n\
+- Through the front worker: `POST /w/counter/bench/`, dohost's app worker calling the counter through a stub (workerd's front worker does this for every request). Worker → object → object: `POST /w/relay/bench/`, the worker calls a relay object, which calls the counter of the same name.\n\
+- Worker hop and stub call (dohost only): warm increments on one connection, in turn straight to the counter, through the worker, and through the worker and the relay; the hop is the difference of the first two medians, the stub call from outside the difference of the last two (the relay's whole event included).\n\
+- A stub call's own cost (dohost only): dohost's `/_admin/stats` counts, for each stub call an object makes, the caller's time in `stubs.fetch` less the callee's event (from its event loop taking it up to its release: guest done, commit durable): queueing, waking, copying, returning. Read before and after the scenario (the relay load's warm-up included), for the relay's calls to the counter; the median is interpolated within its histogram's bucket (1–3 µs wide up to 25 µs).\n\
 - Redeploy (dohost only; workerd cannot replace code under a running process): GET load on counter objects while `examples/ticket-counter` is deployed over `counter` (its GET answers `{{\"issued\":n}}`); the time from the deploy call's answer to the first new-code answer (0 if the new code answered first), and every request that failed.\n",
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         warm = s.warmup.as_secs_f64(),

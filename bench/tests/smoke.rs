@@ -6,7 +6,7 @@
 //! guests are the release components in `target/wasm32-wasip2/release/`.
 
 use dohost_bench::peers::{self, Dohost};
-use dohost_bench::{Settings, Target, load, ws};
+use dohost_bench::{Settings, Target, calls, load, ws};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -88,15 +88,19 @@ async fn every_dohost_scenario_produces_sane_numbers() {
             .await
             .expect("through the relay"),
     );
-    let hops = load::hops(&t, &s).await.expect("hops");
+    let (hops, calls) = calls::around(&t, load::hops(&t, &s)).await.expect("hops");
     println!(
-        "hops: direct {:.3} ms, worker {:.3} ms, relay {:.3} ms",
+        "hops: direct {:.3} ms, worker {:.3} ms, relay {:.3} ms; {}",
         hops.direct_ms(),
         hops.worker_ms(),
-        hops.relay_ms()
+        hops.relay_ms(),
+        calls.describe()
     );
     assert_eq!(hops.relay.len(), s.cold_objects * 10);
     assert!(hops.direct_ms() > 0.0 && hops.worker_ms() > 0.0 && hops.relay_ms() > 0.0);
+    // Each request through the relay is one call between objects (one more wakes the path).
+    assert!(calls.calls > hops.relay.len() as u64, "{calls:?}");
+    assert!(calls.median_overhead_us() > 0.0, "{calls:?}");
     check_load(
         "read",
         &load::read_one(&t, s.conns, &s).await.expect("read"),
