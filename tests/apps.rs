@@ -159,9 +159,11 @@ async fn the_stats_count_each_answered_call_and_its_overhead_over_the_callees_ev
         assert_eq!(in_buckets, calls, "{caller}: {counts}");
         let overhead = counts["overhead_ns_total"].as_u64().unwrap();
         let callee = counts["callee_ns_total"].as_u64().unwrap();
+        let handback = counts["handback_ns_total"].as_u64().unwrap();
         // Each callee's event waits for its fsync; the call adds less than that. (How much less
-        // is the benchmark's to say.)
+        // is the benchmark's to say.) The hand-back is a part of the overhead.
         assert!(0 < overhead && overhead < callee, "{caller}: {counts}");
+        assert!(handback <= overhead, "{caller}: {counts}");
     }
 }
 

@@ -78,7 +78,7 @@ impl Objects {
             None => None,
         };
         let chain = call.chain.then(&callee);
-        let (fetched, callee) = self
+        let (fetched, callee, handback) = self
             .fetch_timed(
                 deployed,
                 &call.name,
@@ -97,6 +97,7 @@ impl Objects {
             response: fetched.response,
             accepted: fetched.accepted,
             callee,
+            handback,
         })
     }
 }

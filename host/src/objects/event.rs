@@ -6,7 +6,7 @@ use crate::runtime::{Chain, Request, Response};
 use crate::sockets::{Accepted, SocketEvent};
 use crate::storage::CommitOutcome;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What a request produced: the response, and the socket it accepted, if any.
@@ -52,11 +52,10 @@ pub(super) struct Ran {
 }
 
 impl Ran {
-    /// How long the event took until its release: its result ready and its gate open at
-    /// `opened` (`None`: it had no gate).
-    pub(super) fn until_released(&self, opened: Option<Instant>) -> Duration {
-        let released = opened.map_or(self.finished, |opened| opened.max(self.finished));
-        released - self.started
+    /// When the event was released: its result ready and its gate open at `opened` (`None`: it
+    /// had no gate).
+    pub(super) fn released(&self, opened: Option<Instant>) -> Instant {
+        opened.map_or(self.finished, |opened| opened.max(self.finished))
     }
 }
 

@@ -176,14 +176,15 @@ impl Objects {
         upgrade: bool,
         chain: Option<Chain>,
     ) -> Result<Fetched, ObjectError> {
-        let (fetched, _) = self
+        let (fetched, ..) = self
             .fetch_timed(namespace, name, request, upgrade, chain)
             .await?;
         Ok(fetched)
     }
 
-    /// [`Self::fetch`], and how long the event took, from its loop taking it up to its release:
-    /// a stub call's callee's part of the call.
+    /// [`Self::fetch`], and how long the event took from its loop taking it up to its release,
+    /// and how long its answer then took to be back here: a stub call's callee's part of the
+    /// call, and its hand-back.
     async fn fetch_timed(
         &self,
         namespace: Arc<Namespace>,
@@ -191,7 +192,7 @@ impl Objects {
         request: Request,
         upgrade: bool,
         chain: Option<Chain>,
-    ) -> Result<(Fetched, Duration), ObjectError> {
+    ) -> Result<(Fetched, Duration, Duration), ObjectError> {
         let ns = namespace.name.clone();
         let ((fetched, ran), opened) = self
             .ask(&ns, name, |reply| Event::Fetch {
@@ -202,7 +203,8 @@ impl Objects {
                 reply,
             })
             .await?;
-        Ok((fetched, ran.until_released(opened)))
+        let released = ran.released(opened);
+        Ok((fetched, released - ran.started, released.elapsed()))
     }
 
     /// Queues an event of one of the object's sockets. Its failures are the object's to log.

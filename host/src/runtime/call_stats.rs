@@ -3,7 +3,9 @@
 //!
 //! A call's overhead is the caller's time in `stubs.fetch` less the callee's event, from its loop
 //! taking it up to its release (the guest done and its output gate open): what is left is the
-//! call itself (queueing, waking, copying, returning).
+//! call itself (queueing, waking, copying, returning). Its hand-back, from the release until the
+//! answer is back with the caller, is counted apart: mostly the wake-up of the caller's thread
+//! after the callee's commit, which a response to a client waits for just as well.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,7 @@ struct Counts {
     calls: AtomicU64,
     overhead_ns: AtomicU64,
     callee_ns: AtomicU64,
+    handback_ns: AtomicU64,
     /// One per bound of [`OVERHEAD_BUCKETS_US`], then the rest.
     buckets: [AtomicU64; OVERHEAD_BUCKETS_US.len() + 1],
 }
@@ -44,6 +47,7 @@ impl Default for Counts {
             calls: AtomicU64::new(0),
             overhead_ns: AtomicU64::new(0),
             callee_ns: AtomicU64::new(0),
+            handback_ns: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -56,6 +60,7 @@ pub struct CallCounts {
     pub calls: u64,
     pub overhead_ns_total: u64,
     pub callee_ns_total: u64,
+    pub handback_ns_total: u64,
     pub overhead_histogram: Vec<Bucket>,
 }
 
@@ -68,8 +73,9 @@ pub struct Bucket {
 }
 
 impl CallStats {
-    /// Counts an answered call: `took`, the caller's time in it; `callee`, the callee's event.
-    pub fn record(&self, caller: Caller, took: Duration, callee: Duration) {
+    /// Counts an answered call: `took`, the caller's time in it; `callee`, the callee's event;
+    /// `handback`, the part of the overhead from the callee's release to the answer's return.
+    pub fn record(&self, caller: Caller, took: Duration, callee: Duration, handback: Duration) {
         let counts = match caller {
             Caller::Object => &self.from_objects,
             Caller::Worker => &self.from_workers,
@@ -82,6 +88,9 @@ impl CallStats {
             .overhead_ns
             .fetch_add(nanos(overhead), Ordering::Relaxed);
         counts.callee_ns.fetch_add(nanos(callee), Ordering::Relaxed);
+        counts
+            .handback_ns
+            .fetch_add(nanos(handback), Ordering::Relaxed);
         counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -101,6 +110,7 @@ impl Counts {
             calls: self.calls.load(Ordering::Relaxed),
             overhead_ns_total: self.overhead_ns.load(Ordering::Relaxed),
             callee_ns_total: self.callee_ns.load(Ordering::Relaxed),
+            handback_ns_total: self.handback_ns.load(Ordering::Relaxed),
             overhead_histogram: bounds
                 .zip(&self.buckets)
                 .map(|(le_us, calls)| Bucket {
@@ -124,14 +134,15 @@ mod tests {
     fn an_overhead_falls_in_the_first_bucket_whose_bound_it_does_not_pass() {
         let stats = CallStats::default();
         let us = Duration::from_micros;
-        stats.record(Caller::Object, us(120), us(100)); // 20 µs: the bucket of 20
-        stats.record(Caller::Object, us(121), us(100)); // 21 µs: the bucket of 22
-        stats.record(Caller::Object, us(50_000), us(0)); // past every bound
-        stats.record(Caller::Worker, us(5), us(9)); // a callee longer than the call: 0
+        stats.record(Caller::Object, us(120), us(100), us(15)); // 20 µs: the bucket of 20
+        stats.record(Caller::Object, us(121), us(100), us(15)); // 21 µs: the bucket of 22
+        stats.record(Caller::Object, us(50_000), us(0), us(0)); // past every bound
+        stats.record(Caller::Worker, us(5), us(9), us(0)); // a callee longer than the call: 0
         let objects = stats.from_objects();
         assert_eq!(objects.calls, 3);
         assert_eq!(objects.overhead_ns_total, 50_041_000);
         assert_eq!(objects.callee_ns_total, 200_000);
+        assert_eq!(objects.handback_ns_total, 30_000);
         let count = |le: Option<u64>| {
             let bucket = objects.overhead_histogram.iter().find(|b| b.le_us == le);
             bucket.unwrap().calls

@@ -36,12 +36,16 @@ pub struct Call {
     pub upgrade: bool,
 }
 
-/// The callee's answer, the socket it accepted from a forwarded upgrade, and how long its event
-/// took (from its loop taking it up to its release behind the output gate).
+/// The callee's answer, the socket it accepted from a forwarded upgrade, and the call's timing.
 pub struct Called {
     pub response: Response,
     pub accepted: Option<Accepted>,
+    /// The callee's event, from its loop taking it up to its release (guest done, output gate
+    /// open).
     pub callee: Duration,
+    /// From that release until the answer was back with the caller: mostly waking the caller's
+    /// thread after the callee's commit, which any response behind the gate waits for.
+    pub handback: Duration,
 }
 
 /// Why a call failed (see the WIT `stubs.call-error`).

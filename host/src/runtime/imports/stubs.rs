@@ -47,7 +47,7 @@ impl stubs::Host for HostState {
             None => Caller::Worker,
         };
         let stats = self.calls.stats();
-        stats.record(caller, started.elapsed(), called.callee);
+        stats.record(caller, started.elapsed(), called.callee, called.handback);
         Ok(response)
     }
 
