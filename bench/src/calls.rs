@@ -14,6 +14,9 @@ pub struct StubCalls {
     pub overhead_ns: u64,
     /// The callees' events, summed.
     pub callee_ns: u64,
+    /// The part of the overhead from each callee's release until the answer was back with the
+    /// caller (mostly waking the caller after the callee's commit), summed.
+    pub handback_ns: u64,
     /// The overheads' histogram: each bucket's upper bound in µs (`None`: above every bound) and
     /// its calls.
     pub buckets: Vec<(Option<u64>, u64)>,
@@ -44,6 +47,7 @@ impl StubCalls {
             calls: number("calls")?,
             overhead_ns: number("overhead_ns_total")?,
             callee_ns: number("callee_ns_total")?,
+            handback_ns: number("handback_ns_total")?,
             buckets,
         })
     }
@@ -54,6 +58,7 @@ impl StubCalls {
             calls: self.calls - before.calls,
             overhead_ns: self.overhead_ns - before.overhead_ns,
             callee_ns: self.callee_ns - before.callee_ns,
+            handback_ns: self.handback_ns - before.handback_ns,
             buckets: self
                 .buckets
                 .iter()
@@ -71,6 +76,17 @@ impl StubCalls {
     /// The callees' mean event, µs.
     pub fn mean_callee_us(&self) -> f64 {
         self.callee_ns as f64 / self.calls.max(1) as f64 / 1000.0
+    }
+
+    /// The mean hand-back, µs.
+    pub fn mean_handback_us(&self) -> f64 {
+        self.handback_ns as f64 / self.calls.max(1) as f64 / 1000.0
+    }
+
+    /// The mean overhead without the hand-back, µs: the call's own path there and back, without
+    /// the wake-up after the callee's commit that any response behind the gate waits for.
+    pub fn mean_without_handback_us(&self) -> f64 {
+        self.mean_overhead_us() - self.mean_handback_us()
     }
 
     /// The median overhead, µs, from the histogram: interpolated within the median's bucket
@@ -95,10 +111,12 @@ impl StubCalls {
     /// One line for the raw numbers.
     pub fn describe(&self) -> String {
         format!(
-            "dohost counted {} stub calls between objects: overhead over the callee's event median {:.1} µs, mean {:.1} µs; the callee's event mean {:.1} µs",
+            "dohost counted {} stub calls between objects: overhead over the callee's event median {:.1} µs, mean {:.1} µs ({:.1} µs handing the answer back after the callee's release, {:.1} µs the rest); the callee's event mean {:.1} µs",
             self.calls,
             self.median_overhead_us(),
             self.mean_overhead_us(),
+            self.mean_handback_us(),
+            self.mean_without_handback_us(),
             self.mean_callee_us()
         )
     }
@@ -126,6 +144,7 @@ mod tests {
             calls: buckets.iter().map(|b| b.1).sum(),
             overhead_ns: 0,
             callee_ns: 0,
+            handback_ns: 0,
             buckets,
         };
         // 10 calls: the 5th falls in (10, 20], 3 of its 4 calls in: 10 + 10 × 3/4.

@@ -503,6 +503,13 @@ impl Bench {
             &pair,
             |(_, calls)| calls.median_overhead_us(),
         );
+        self.row(
+            "Stub call between two objects: that overhead without handing the answer back (waking the caller after the callee's commit), mean".into(),
+            Unit::Us,
+            Better::Lower,
+            &pair,
+            |(_, calls)| calls.mean_without_handback_us(),
+        );
     }
 
     /// Memory rows, each on fresh servers (so that memory freed by one measurement is not
@@ -1030,7 +1037,7 @@ fn notes(s: &Settings) -> String {
 - The load scenarios run with dohost at `--idle-timeout 10`, close to workerd's 10 s eviction.\n\
 - Through the front worker: `POST /w/counter/bench/`, dohost's app worker calling the counter through a stub (workerd's front worker does this for every request). Worker → object → object: `POST /w/relay/bench/`, the worker calls a relay object, which calls the counter of the same name.\n\
 - Worker hop and stub call (dohost only): warm increments on one connection, in turn straight to the counter, through the worker, and through the worker and the relay; the hop is the difference of the first two medians, the stub call from outside the difference of the last two (the relay's whole event included).\n\
-- A stub call's own cost (dohost only): dohost's `/_admin/stats` counts, for each stub call an object makes, the caller's time in `stubs.fetch` less the callee's event (from its event loop taking it up to its release: guest done, commit durable): queueing, waking, copying, returning. Read before and after the scenario (the relay load's warm-up included), for the relay's calls to the counter; the median is interpolated within its histogram's bucket (1–3 µs wide up to 25 µs).\n\
+- A stub call's own cost (dohost only): dohost's `/_admin/stats` counts, for each stub call an object makes, the caller's time in `stubs.fetch` less the callee's event (from its event loop taking it up to its release: guest done, commit durable): queueing, waking, copying, returning. Read before and after the scenario (the relay load's warm-up included), for the relay's calls to the counter; the median is interpolated within its histogram's bucket (1–3 µs wide up to 25 µs). Of it, dohost also counts the hand-back, from the counter's release (commit durable) until the relay has the answer: mostly the wake-up of the relay's thread, which a response to a client waits for as well; the row without it is the call's own path there and back (a mean).\n\
 - Redeploy (dohost only; workerd cannot replace code under a running process): GET load on counter objects while `examples/ticket-counter` is deployed over `counter` (its GET answers `{{\"issued\":n}}`); the time from the deploy call's answer to the first new-code answer (0 if the new code answered first), and every request that failed.\n",
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         warm = s.warmup.as_secs_f64(),
