@@ -195,6 +195,34 @@ async fn responses_behave_as_the_fetch_api_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behave_as_the_fetch_api_says() {
+    let (host, _dir) = probe_host().await;
+    let (status, body) = json(
+        client()
+            .post(host.at("/probe/q/request?a=b"))
+            .header("x-probe", "yes")
+            .body("the body"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "method": "POST",
+            "path": "/request?a=b",
+            "header": "yes",
+            "upgradeKept": "yes",
+            "rebuiltMethod": "POST",
+            "body": "the body",
+            "usedAfterRead": true,
+            "cloneBody": "the body",
+            "instance": true,
+            "hasSignal": true,
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_alarm_fires_with_its_info() {
     let (host, _dir) = probe_host().await;
     let (status, set) = json(client().post(host.at("/probe/a/alarm?in=300"))).await;

@@ -155,6 +155,25 @@ export class Probe extends DurableObject {
           jsonResponse: [json.status, json.ok, json.headers.get('content-type'), json.headers.get('x-a'), await json.text()],
         });
       }
+      case 'request': {
+        // The Fetch API's Request, as the handler receives it and as user code rebuilds it.
+        const copy = request.clone();
+        // As on Cloudflare, the rebuilt request takes the body over.
+        const rebuilt = new Request('http://elsewhere/x?y=1', request);
+        const body = await rebuilt.text();
+        return Response.json({
+          method: request.method,
+          path: url.pathname + url.search,
+          header: request.headers.get('x-probe'),
+          upgradeKept: rebuilt.headers.get('x-probe'),
+          rebuiltMethod: rebuilt.method,
+          body,
+          usedAfterRead: request.bodyUsed,
+          cloneBody: await copy.text(),
+          instance: request instanceof Request,
+          hasSignal: typeof request.signal === 'object',
+        });
+      }
       case 'answer':
         return new Response(new TextEncoder().encode('made of bytes'), { status: 202, headers: { 'x-k': 'v' } });
       case 'fail':

@@ -1,67 +1,12 @@
-// Requests and responses: the WIT records on one side, the engine's Fetch API objects (Request,
-// Response, Headers) on the other, and the two places where the Fetch API as specified cannot say
-// what a Durable Object must say.
+// Requests and responses: the WIT records on one side, the Fetch API's objects on the other.
+// `request.ts` and `response.ts` hold the SDK's own Request and Response.
 
 import type { Request as WitRequest, Response as WitResponse, Header } from 'dohost:object/types@0.3.0';
 import { partsOf } from './response';
 
 export type { WitRequest, WitResponse };
+export { toRequest, toWitRequest } from './request';
 export { upgradeOf } from './response';
-
-// The Fetch spec's "forbidden request headers" (host, upgrade, connection, ...) are dropped by
-// `new Request`, but an object must see `upgrade` to accept a WebSocket. Every Request built here
-// or by user code keeps its headers in a free-standing Headers object, which has no guard.
-// Responses are in `response.ts`.
-const NativeRequest = globalThis.Request;
-
-function unguardedHeaders(init: HeadersInit | undefined): Headers {
-  const headers = new Headers();
-  if (init === undefined) return headers;
-  const pairs = init instanceof Headers ? [...init] : Array.isArray(init) ? init : Object.entries(init);
-  for (const [k, v] of pairs) headers.append(k, v);
-  return headers;
-}
-
-globalThis.Request = new Proxy(NativeRequest, {
-  construct(target, args: [RequestInfo | URL, RequestInit?]) {
-    const [input, init] = args;
-    const request = Reflect.construct(target, args) as Request;
-    const source = init?.headers ?? (input instanceof NativeRequest ? input.headers : undefined);
-    Object.defineProperty(request, 'headers', { value: unguardedHeaders(source), enumerable: true });
-    return request;
-  },
-});
-
-/** The WIT request as a Fetch API Request. */
-export function toRequest(r: WitRequest): Request {
-  // Built natively, in as few steps as possible: every line of JavaScript counts per event.
-  const headers = new Headers(r.headers);
-  const hasBody = r.body.length > 0 && r.method !== 'GET' && r.method !== 'HEAD';
-  const request = new NativeRequest(`http://${headers.get('host') ?? 'dohost.local'}${r.path}`, {
-    method: r.method,
-    body: hasBody ? new Uint8Array(r.body) : undefined,
-  });
-  Object.defineProperty(request, 'headers', { value: headers, enumerable: true });
-  if (r.clientAddress !== undefined && !headers.has('cf-connecting-ip')) {
-    headers.set('cf-connecting-ip', r.clientAddress);
-  }
-  return request;
-}
-
-/** A Request (or what `fetch` takes) as the WIT record a stub call sends. */
-export async function toWitRequest(input: RequestInfo | URL, init?: RequestInit): Promise<WitRequest> {
-  const request = input instanceof NativeRequest && init === undefined ? input : new Request(input as RequestInfo, init);
-  const url = new URL(request.url, 'http://dohost.local');
-  const headers: Header[] = [];
-  request.headers.forEach((v, k) => headers.push([k, v]));
-  return {
-    method: request.method,
-    path: url.pathname + url.search,
-    headers,
-    body: new Uint8Array(await request.arrayBuffer()),
-    clientAddress: request.headers.get('cf-connecting-ip') ?? undefined,
-  };
-}
 
 /** What a handler returned, as the WIT response. */
 export async function toWitResponse(response: unknown): Promise<WitResponse> {
