@@ -174,7 +174,10 @@ fn ensure_built(root: &Path) -> Result<PathBuf> {
     run(&args)?;
     // The JavaScript counter, with the JS SDK's build command.
     println!("building: bash scripts/build-js");
-    let status = Command::new("bash").arg("scripts/build-js").current_dir(root).status()?;
+    let status = Command::new("bash")
+        .arg("scripts/build-js")
+        .current_dir(root)
+        .status()?;
     if !status.success() {
         bail!("bash scripts/build-js failed: {status}");
     }
@@ -611,8 +614,7 @@ impl Bench {
         );
         drop(servers);
 
-        let servers =
-            Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-js"), 2.0).await?;
+        let servers = Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-js"), 2.0).await?;
         let title = format!(
             "Memory per JavaScript counter object ({} touched once; workerd: the same class)",
             thousands(s.memory_objects / 10)

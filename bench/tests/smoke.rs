@@ -133,7 +133,9 @@ async fn every_dohost_scenario_produces_sane_numbers() {
     assert_eq!(cold.warm.len(), s.cold_objects);
     assert_eq!(cold.trivial.len(), s.cold_objects);
     assert!(cold.cold_ms() > 0.0 && cold.warm_ms() > 0.0 && cold.trivial_ms() > 0.0);
-    let cold_js = load::cold_start_js(&t, &s).await.expect("JavaScript cold start");
+    let cold_js = load::cold_start_js(&t, &s)
+        .await
+        .expect("JavaScript cold start");
     assert_eq!(cold_js.cold.len(), s.cold_objects);
     assert!(cold_js.cold_ms() > 0.0 && cold_js.warm_ms() > 0.0);
 
