@@ -10,20 +10,18 @@
 // keeps its headers in a free-standing Headers object, which has no guard.
 
 import type { Request as WitRequest, Header } from 'dohost:object/types@0.3.0';
+import { readers, take, type Body } from './body';
 
 const NativeRequest = globalThis.Request;
 const nativeFetch = globalThis.fetch;
 const SLOT = Symbol('dohost.request');
-const decoder = new TextDecoder();
 
-interface Parts {
+interface Parts extends Body<Uint8Array<ArrayBuffer>> {
   method: string;
   url: string;
   pairs: Header[];
   clientAddress?: string;
   headers?: Headers;
-  body: Uint8Array<ArrayBuffer> | null;
-  used: boolean;
   native?: Request;
 }
 
@@ -43,13 +41,6 @@ function headersOf(p: Parts): Headers {
     }
   }
   return p.headers;
-}
-
-function take(p: Parts): Uint8Array<ArrayBuffer> {
-  if (p.used) throw new TypeError('the body has already been read');
-  if (p.body === null) return new Uint8Array(0);
-  p.used = true;
-  return p.body;
 }
 
 /** The engine's Request for the same request, built once. */
@@ -84,10 +75,7 @@ const LightRequest = Object.create(NativeRequest.prototype, {
   integrity: fromNative('integrity'),
   keepalive: fromNative('keepalive'),
   destination: fromNative('destination'),
-  text: { value: async function (this: Light) { return decoder.decode(take(parts(this))); } },
-  arrayBuffer: { value: async function (this: Light) { return take(parts(this)).slice().buffer; } },
-  bytes: { value: async function (this: Light) { return take(parts(this)).slice(); } },
-  json: { value: async function (this: Light) { return JSON.parse(await this.text()); } },
+  ...readers(parts),
   blob: { value: function (this: Light) { return native(this).blob(); } },
   formData: { value: function (this: Light) { return native(this).formData(); } },
   clone: {

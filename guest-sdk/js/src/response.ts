@@ -7,23 +7,19 @@
 // It also says what the Fetch spec cannot: `new Response(null, { status: 101, webSocket })`, the
 // answer that completes a WebSocket upgrade (the spec allows 200..=599 only).
 
+import { bytesOf, readers, take, type Body } from './body';
 import type { WebSocket } from './websockets';
 
 const NativeResponse = globalThis.Response;
 const SLOT = Symbol('dohost.response');
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-const EMPTY: Uint8Array<ArrayBuffer> = new Uint8Array(0);
 
-interface Parts {
+interface Parts extends Body {
   status: number;
   statusText: string;
   init?: HeadersInit;
   headers?: Headers;
   /** The content type the body implies, unless the headers give one. */
   type?: string;
-  body: string | Uint8Array<ArrayBuffer> | null;
-  used: boolean;
   webSocket?: WebSocket | null;
 }
 
@@ -41,13 +37,6 @@ function headersOf(p: Parts): Headers {
     if (p.type && !p.headers.has('content-type')) p.headers.set('content-type', p.type);
   }
   return p.headers;
-}
-
-function take(p: Parts): string | Uint8Array<ArrayBuffer> {
-  if (p.used) throw new TypeError('the body has already been read');
-  if (p.body === null) return EMPTY;
-  p.used = true;
-  return p.body;
 }
 
 /** The same response as an engine Response, for what only that has (`body`, `blob()`, ...). */
@@ -68,15 +57,7 @@ const LightResponse = Object.create(NativeResponse.prototype, {
   bodyUsed: { get: function (this: Light) { return parts(this).used; } },
   webSocket: { get: function (this: Light) { return parts(this).webSocket ?? null; } },
   body: { get: function (this: Light) { return parts(this).body === null ? null : native(this).body; } },
-  text: {
-    value: async function (this: Light) {
-      const b = take(parts(this));
-      return typeof b === 'string' ? b : decoder.decode(b);
-    },
-  },
-  arrayBuffer: { value: async function (this: Light) { return bytes(take(parts(this))).buffer; } },
-  bytes: { value: async function (this: Light) { return bytes(take(parts(this))); } },
-  json: { value: async function (this: Light) { return JSON.parse(await this.text()); } },
+  ...readers(parts),
   blob: { value: function (this: Light) { return native(this).blob(); } },
   formData: { value: function (this: Light) { return native(this).formData(); } },
   clone: {
@@ -87,11 +68,6 @@ const LightResponse = Object.create(NativeResponse.prototype, {
     },
   },
 });
-
-/** A copy of the body's bytes (the caller may not change the kept body through them). */
-function bytes(b: string | Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
-  return typeof b === 'string' ? encoder.encode(b) : b.slice();
-}
 
 function light(p: Parts): Response {
   const r = Object.create(LightResponse) as Light;
@@ -164,7 +140,8 @@ export async function partsOf(response: Response): Promise<{ status: number; hea
   const p = (response as Light)[SLOT];
   if (p) {
     const b = take(p);
-    return { status: p.status, headers: headersOf(p), body: typeof b === 'string' ? encoder.encode(b) : b };
+    // Sent as it is: nothing reads the kept bytes after this.
+    return { status: p.status, headers: headersOf(p), body: typeof b === 'string' ? bytesOf(b) : b };
   }
   return { status: response.status, headers: response.headers, body: new Uint8Array(await response.arrayBuffer()) };
 }
