@@ -96,12 +96,17 @@ export class DurableObjectNamespace {
  * with `unknown-namespace` if the app binds no class by that name.
  */
 export const env: Record<string, any> = new Proxy(
-  {},
+  Object.create(null),
   {
-    get(_target, name) {
+    get(known: Record<string, unknown>, name) {
       if (typeof name !== 'string' || name === 'then') return undefined;
-      const value = wconfig.get(name);
-      return value !== undefined ? value : new DurableObjectNamespace(name);
+      // Asked of the host once per name: an instance keeps the app's configuration it started
+      // with (a new secret or deploy reaches new instances), so the answer cannot change.
+      if (!Object.hasOwn(known, name)) {
+        const value = wconfig.get(name);
+        known[name] = value !== undefined ? value : new DurableObjectNamespace(name);
+      }
+      return known[name];
     },
   },
 );

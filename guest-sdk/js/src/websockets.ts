@@ -134,8 +134,8 @@ export function socketFor(handle: bigint): WebSocket {
 
 /** The socket has closed (by either side): it no longer takes calls. */
 export function forget(ws: WebSocket): void {
+  if (ws.readyState === WebSocket.OPEN) sockets.delete(ws.handle);
   WebSocket.markClosed(ws);
-  for (const [h, s] of sockets) if (s === ws) sockets.delete(h);
 }
 
 /** The server end of a pair, accepted during this event; cleared when each request starts. */
