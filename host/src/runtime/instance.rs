@@ -158,7 +158,7 @@ impl Instance {
     pub async fn socket_event(
         &mut self,
         socket: u64,
-        event: SocketEvent,
+        mut event: SocketEvent,
     ) -> Result<(), EventError> {
         let (_busy, deadline) = self.start_event()?;
         self.store.data_mut().reset_chain();
@@ -170,8 +170,8 @@ impl Instance {
             let called = call_guest(deadline, &self.heavy, call).await;
             return self.outcome(called);
         }
-        if let SocketEvent::Close { left, .. } | SocketEvent::Error { left, .. } = &event {
-            store.data_mut().io.left = Some((socket, left.clone()));
+        if let SocketEvent::Close { left, .. } | SocketEvent::Error { left, .. } = &mut event {
+            store.data_mut().io.left = Some((socket, std::mem::take(left)));
         }
         let called = on_object!(&self.bindings, |b, v| {
             use v::exports::dohost::object::websocket_handler::Message;
