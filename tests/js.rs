@@ -284,6 +284,30 @@ async fn javascript_websockets_on_the_hibernation_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_breaks_a_limit_reaches_the_error_handler() {
+    let (host, _dir) = js_host(&["--max-ws-message", "1024"]);
+    host.deploy_file("probe", &js_wasm("probe")).await;
+    let mut eve = ws_connect(&host.ws("/probe/e/ws?who=eve")).await;
+    ws_send(&mut eve, &"x".repeat(2048)).await;
+    let errored = poll(
+        "the error event",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let v = get(&host, "/probe/e/raw/errored:eve").await;
+            (!v["value"].is_null()).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(errored["value"]["isError"], true, "{errored}");
+    assert!(
+        !errored["value"]["message"].as_str().unwrap().is_empty(),
+        "{errored}"
+    );
+    assert_eq!(get(&host, "/probe/e/sockets").await, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_rolls_back_and_timers_do_not_outlive_their_event() {
     let (host, _dir) = probe_host().await;
     let r = client().get(host.at("/probe/f/fail")).send().await.unwrap();

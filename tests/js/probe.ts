@@ -208,6 +208,11 @@ export class Probe extends DurableObject {
     await this.ctx.storage.put(`closed:${who}`, { code, reason, sinceIsDate: since instanceof Date });
   }
 
+  async webSocketError(ws: WebSocket, error: unknown) {
+    const { who } = ws.deserializeAttachment();
+    await this.ctx.storage.put(`errored:${who}`, { isError: error instanceof Error, message: String((error as Error)?.message) });
+  }
+
   async alarm(info: { retryCount: number; isRetry: boolean }) {
     const fired = ((await this.ctx.storage.get<unknown[]>('fired')) ?? []) as unknown[];
     await this.ctx.storage.put('fired', [...fired, info]);
