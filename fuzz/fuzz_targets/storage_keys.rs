@@ -219,7 +219,7 @@ fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temporary directory").keep();
-        let db = Arc::new(Db::open(&dir.join("fuzz.redb")).expect("open the database"));
+        let db = Arc::new(Db::open(&dir.join("fuzz.redb"), 64 << 20).expect("open the database"));
         let (committer, _thread) =
             Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
         Host { db, committer }

@@ -62,10 +62,7 @@ impl Host {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let memory = Arc::new(MemoryBudget::new(config.max_memory));
-        let db = Arc::new(Db::open_with_cache(
-            &dir.join("dohost.redb"),
-            config.storage_cache,
-        )?);
+        let db = Arc::new(Db::open(&dir.join("dohost.redb"), config.storage_cache)?);
         let runtime = Arc::new(
             Runtime::new(config.event, config.max_live_objects, memory)
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,

@@ -45,15 +45,9 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (or creates) the database at `path` with the default page cache.
-    pub fn open(path: &Path) -> Result<Self, DbError> {
-        let cache = crate::config::mib_to_bytes(crate::config::DEFAULT_STORAGE_CACHE_MIB);
-        Db::open_with_cache(path, cache)
-    }
-
     /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`, and makes
     /// sure every table exists, so readers never meet a missing table.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, DbError> {
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, DbError> {
         let db = redb::Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)?;

@@ -80,7 +80,7 @@ impl Drop for Host {
 
 impl Running {
     fn start(dir: &TempDir) -> Running {
-        let db = Db::open(&dir.path().join("dohost.redb")).expect("open the database");
+        let db = Db::open(&dir.path().join("dohost.redb"), 64 << 20).expect("open the database");
         let db = Arc::new(db);
         let (committer, thread) =
             Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
