@@ -301,3 +301,166 @@ async fn uploads_held_open_cost_at_most_the_bodies_budget_and_then_complete() {
     assert!(grown > 400 << 20, "RSS grew by only {} MiB", grown >> 20);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
+
+/// What a flood of requests to one slow object got.
+struct Flood {
+    /// Answered 503 `overloaded` with `Retry-After: 1`.
+    refused: usize,
+    /// Answered otherwise, or not within the wait (queued).
+    other: usize,
+    /// Connections reset before an answer.
+    reset: usize,
+    /// How long after the flood began the last refusal came.
+    last_refusal: Duration,
+    /// The host's largest RSS growth while the flood was held.
+    grew: u64,
+}
+
+/// Raises this process's limit on open files to its hard limit (the host, started after, inherits
+/// it); answers how many connections the flood may open, at most `wanted`.
+fn connections_allowed(wanted: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let allowed = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    let clients = wanted.min(allowed.saturating_sub(500));
+    if clients < wanted {
+        println!(
+            "only {clients} connections: the hard limit on open files here is {allowed} \
+             (`ulimit -Hn`)"
+        );
+    }
+    clients
+}
+
+/// `clients` connections at once each POST a 64 KiB body to the object `slow`, whose every event
+/// takes 200 ms, then wait up to `hold` for their answers while the host's RSS is sampled.
+async fn flood_one_slow_object(host: &Host, clients: usize, hold: Duration) -> Flood {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: usize = 64 << 10;
+    let before = rss(host.pid());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let addr = host.addr();
+        tasks.spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let head = format!(
+                "POST /slow/slow/sleep?ms=200 HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n"
+            );
+            let mut request = head.into_bytes();
+            request.resize(request.len() + BODY, b'x');
+            // A refused request's body is not read: the host may close before it is all sent.
+            let _ = tcp.write_all(&request).await;
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) => break,
+                    Err(_) => return None,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+            let refused = head.starts_with("http/1.1 503") && head.contains("retry-after: 1");
+            Some((refused, started.elapsed()))
+        });
+    }
+    let mut flood = Flood {
+        refused: 0,
+        other: 0,
+        reset: 0,
+        last_refusal: Duration::ZERO,
+        grew: 0,
+    };
+    let until = tokio::time::Instant::now() + hold;
+    let mut sample = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(Some((true, at)))) => {
+                    flood.refused += 1;
+                    flood.last_refusal = flood.last_refusal.max(at);
+                }
+                Some(Ok(Some((false, _)))) => flood.other += 1,
+                Some(_) => flood.reset += 1,
+                None => break,
+            },
+            _ = sample.tick() => flood.grew = flood.grew.max(rss(host.pid()).saturating_sub(before)),
+            () = tokio::time::sleep_until(until) => break,
+        }
+    }
+    flood.other += tasks.len();
+    tasks.abort_all();
+    flood
+}
+
+/// The issue's flood: 10,000 requests at once to one object that serves five a second. Its queue
+/// takes what fits its bound; the rest are refused at once, without their bodies being kept, so
+/// what the host holds does not grow with the flood; and everything else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_to_one_slow_object_is_refused_at_once_and_memory_stays_bounded() {
+    let clients = connections_allowed(10_000);
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("slow", "test_object").await;
+    let bounded = flood_one_slow_object(&host, clients, Duration::from_secs(20)).await;
+    println!(
+        "{clients} requests to one slow object: {} refused (the last after {:?}), {} queued or \
+         served, {} reset; RSS grew by at most {} MiB",
+        bounded.refused,
+        bounded.last_refusal,
+        bounded.other,
+        bounded.reset,
+        bounded.grew >> 20
+    );
+    // The queue holds at most 32 MiB of these requests: about 500 of them.
+    assert!(bounded.other <= 600, "{} were queued", bounded.other);
+    assert!(
+        bounded.refused >= clients * 9 / 10,
+        "{} refused",
+        bounded.refused
+    );
+    assert!(bounded.last_refusal < Duration::from_secs(15));
+    // What 10,000 connections cost (hyper's buffers), and not the bodies they send.
+    assert!(
+        bounded.grew < 768 << 20,
+        "RSS grew by {} MiB",
+        bounded.grew >> 20
+    );
+    // Others are served meanwhile, and the stats count the refusals.
+    let r = client().get(host.at("/slow/other/identity")).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    let stats = host.stats().await;
+    assert!(
+        stats["overloaded"].as_u64().unwrap() >= bounded.refused as u64,
+        "{stats}"
+    );
+
+    // Negative control: with the bound lifted, the same flood is held in memory.
+    let (host, _dir) = Host::start(&[
+        "--max-object-queue",
+        "1000000",
+        "--max-object-queue-bytes",
+        "100000000000",
+    ]);
+    host.deploy("slow", "test_object").await;
+    let unbounded = flood_one_slow_object(&host, clients, Duration::from_secs(10)).await;
+    println!(
+        "without the bound: {} refused, RSS grew by {} MiB",
+        unbounded.refused,
+        unbounded.grew >> 20
+    );
+    assert_eq!(unbounded.refused, 0);
+    assert!(
+        unbounded.grew > bounded.grew + (400 << 20),
+        "RSS grew by only {} MiB: the test could not fail",
+        unbounded.grew >> 20
+    );
+}

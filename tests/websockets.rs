@@ -314,6 +314,49 @@ async fn a_message_over_the_limit_closes_with_1009_and_an_error_event() {
     logged(&host, "big", "errors", id2).await;
 }
 
+/// A client that sends faster than its object serves fills the object's queue (1,000 events by
+/// default): its socket is closed with 1013, try again later, and the object gets an error event.
+/// Another socket of the same object stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_a_busy_object_is_closed_with_1013() {
+    use futures::SinkExt;
+    let (host, _dir) = start(&[]).await;
+    let mut calm = ws_connect(&host.ws("/t/busy/ws?tags=calm")).await;
+    let mut ws = ws_connect(&host.ws("/t/busy/ws?tags=flood")).await;
+    let id = socket_id(&host, "busy", "flood").await;
+    ws_send(&mut ws, "sleep:2000").await;
+    for _ in 0..1_100 {
+        if ws.send(Message::text("x")).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = ws_expect_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1013, "try again later"));
+    // The object answers again once it has worked through its queue.
+    let errors = poll(
+        "the busy object to answer",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let (status, body) = json(client().get(host.at("/t/busy/errors"))).await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    let entry = errors
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| e["socket"] == id))
+        .unwrap_or_else(|| panic!("no error event for socket {id}: {errors}"));
+    let error = entry["error"].as_str().unwrap();
+    assert!(
+        error.contains("--max-object-queue") && error.contains("1013"),
+        "{error}"
+    );
+    ws_send(&mut calm, "echo:still here").await;
+    assert_eq!(ws_text(&mut calm).await, "still here");
+    assert!(host.stats().await["overloaded"].as_u64().unwrap() >= 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_responses_are_answered_while_the_object_sleeps() {
     let (host, _dir) = start(&["--idle-timeout", "0.3"]).await;

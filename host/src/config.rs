@@ -1,5 +1,6 @@
 //! The knobs of a host, with the defaults the README documents.
 
+use crate::objects::QueueLimits;
 use crate::storage::StorageLimits;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,11 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 128 << 20;
 pub const DEFAULT_MAX_WS_MESSAGE: usize = 1 << 20;
 /// Most bytes waiting for one WebSocket's client.
 pub const DEFAULT_MAX_WS_BACKLOG: usize = 4 << 20;
+/// Most events one object may have waiting or running: a hot object serves thousands a second,
+/// so this is a second or more of its work, while a flood to a slow one is refused at once.
+pub const DEFAULT_MAX_OBJECT_QUEUE: usize = 1_000;
+/// Most bytes of requests and messages waiting for one object: two of the largest request bodies.
+pub const DEFAULT_MAX_OBJECT_QUEUE_BYTES: usize = 32 << 20;
 /// Seconds a client may take to send a request's head: a slow link sends a few KiB well within.
 pub const DEFAULT_HEADER_TIMEOUT: Seconds = Seconds::new(10);
 /// Seconds a client may take to send a request's body: the largest default body at 0.6 MB/s.
@@ -182,6 +188,9 @@ pub struct HostConfig {
     /// the admin only) may take as long as it keeps coming: this is the longest wait for each
     /// next part of it.
     pub body_timeout: Duration,
+    /// The bound on each object's queue (see [`DEFAULT_MAX_OBJECT_QUEUE`]): past it a request is
+    /// answered 503 `overloaded`, and a WebSocket message closes its socket with 1013.
+    pub queue: QueueLimits,
     /// Bytes of the database's page cache (see [`DEFAULT_STORAGE_CACHE_MIB`]).
     pub storage_cache: usize,
     pub event: EventLimits,
@@ -208,6 +217,10 @@ impl HostConfig {
             max_ws_backlog_total: share(16),
             header_timeout: DEFAULT_HEADER_TIMEOUT.0,
             body_timeout: DEFAULT_BODY_TIMEOUT.0,
+            queue: QueueLimits {
+                events: DEFAULT_MAX_OBJECT_QUEUE,
+                bytes: DEFAULT_MAX_OBJECT_QUEUE_BYTES,
+            },
             storage_cache: mib_to_bytes(DEFAULT_STORAGE_CACHE_MIB),
             event: EventLimits::default(),
             storage: StorageLimits::default(),

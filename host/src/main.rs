@@ -98,6 +98,13 @@ struct ServeArgs {
     /// answered 503. Default a sixteenth of the machine's memory.
     #[arg(long)]
     max_request_bodies_total: Option<usize>,
+    /// Most events one object may have waiting or running; past it a request to it is answered
+    /// 503 `overloaded` and a WebSocket message closes its socket with 1013.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_OBJECT_QUEUE)]
+    max_object_queue: usize,
+    /// Most bytes of requests and messages waiting for one object, likewise.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_OBJECT_QUEUE_BYTES)]
+    max_object_queue_bytes: usize,
     /// Seconds a client may take to send a request's head; past it the connection is closed.
     /// An idle keep-alive connection is closed after this long too.
     #[arg(long, default_value_t = config::DEFAULT_HEADER_TIMEOUT)]
@@ -209,6 +216,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.max_request_bodies_total = args
         .max_request_bodies_total
         .unwrap_or(config.max_request_bodies_total);
+    config.queue.events = args.max_object_queue;
+    config.queue.bytes = args.max_object_queue_bytes;
     config.header_timeout = args.header_timeout.0;
     config.body_timeout = args.body_timeout.0;
     config.event = EventLimits::new(args.cpu_limit, args.memory_limit);

@@ -93,6 +93,7 @@ impl Host {
             LifecycleConfig {
                 idle_timeout: config.idle_timeout,
                 max_live_objects: config.max_live_objects,
+                queue: config.queue,
                 storage: config.storage,
             },
         );

@@ -94,7 +94,9 @@ impl From<ObjectError> for ApiError {
             ObjectError::Commit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "commit_failed"),
             ObjectError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             ObjectError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ObjectError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
         };
         let status = if e.is_overloaded() {
             StatusCode::SERVICE_UNAVAILABLE

@@ -291,6 +291,17 @@ pub(super) async fn read_body(
     }
 }
 
+/// Reads a refused request's body, keeping none of it, up to `limit` bytes and for at most
+/// `timeout`, before it is answered: hyper closes a connection whose request body is unread, the
+/// kernel then resets it, and the reset can overtake the answer on its way to the client.
+pub(super) async fn discard_body(body: Body, limit: usize, timeout: Duration) {
+    let mut body = Limited::new(body, limit);
+    let _ = tokio::time::timeout(timeout, async move {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
 /// The bytes a share holds; a body read without a budget counts as holding all it reads.
 fn share_bytes(share: &Option<BodyShare>) -> usize {
     share.as_ref().map_or(usize::MAX, |s| s.bytes)

@@ -2,7 +2,7 @@
 //! names, and the answer (or WebSocket) back.
 
 use super::error::ApiError;
-use super::limits::{BodyDeadline, read_body};
+use super::limits::{BodyDeadline, discard_body, read_body};
 use super::state::{AppState, ClientAddress};
 use super::{stream, websocket};
 use crate::objects::ObjectError;
@@ -119,6 +119,27 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
     } else {
         None
     };
+    let counted = |e: &ObjectError| {
+        if e.is_overloaded() {
+            app.objects.count_overload(e);
+        }
+    };
+    if let Destination::Object { namespace, target } = &destination {
+        // A flood to a busy object is refused before its bodies are read.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        if let Err(e) = app
+            .objects
+            .has_room(&namespace.name, &target.name, declared)
+        {
+            counted(&e);
+            discard_body(body, app.max_request_body, app.body_timeout).await;
+            return Err(e.into());
+        }
+    }
     let deadline = BodyDeadline::Whole(app.body_timeout);
     // The share of the bodies' budget is held until the answer: the bytes live until then.
     let (body, _share) = read_body(
@@ -161,11 +182,7 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
                 .await
         }
     }
-    .inspect_err(|e| {
-        if e.is_overloaded() {
-            app.objects.count_overload(e);
-        }
-    })?;
+    .inspect_err(counted)?;
     match (upgrade, fetched.accepted) {
         (_, Some(accepted)) if accepted.kind == Kind::Stream && fetched.response.status != 101 => {
             let first = std::mem::take(&mut fetched.response.body);

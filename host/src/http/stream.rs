@@ -58,7 +58,8 @@ async fn pump(
     let end = || {
         if sockets.remove(&owner.id, socket).is_some() {
             let (namespace, name) = (&owner.namespace, &owner.name);
-            objects.websocket_event(namespace, name, socket, SocketEvent::StreamClosed);
+            // Never refused: an end is admitted past the queue's bound.
+            let _ = objects.websocket_event(namespace, name, socket, SocketEvent::StreamClosed);
         }
     };
     let slow = || {

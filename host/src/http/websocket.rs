@@ -7,7 +7,9 @@
 //! A peer that breaks the protocol is answered with a close frame and then dropped, and its object
 //! gets an error event: 1009 for a message over the limit, 1007 for a text message that is not
 //! UTF-8, 1002 for any other violation (an unmasked frame, reserved bits, a bad continuation).
-//! A connection lost without a close frame, even mid-frame, is a 1006 close event.
+//! A connection lost without a close frame, even mid-frame, is a 1006 close event. A message that
+//! finds its object's queue full closes its socket with 1013 (try again later), and the object
+//! gets an error event: the client is sending faster than the object serves.
 
 use crate::names::ObjectIdentity;
 use crate::objects::Objects;
@@ -128,7 +130,8 @@ pub fn serve(
         // object closed it itself (then it is gone already, and hears nothing more).
         let end = |event: SocketEvent| {
             if let Some(left) = sockets.remove(&owner.id, socket) {
-                deliver(event.leaving(left));
+                // Never refused: an end is admitted past the queue's bound.
+                let _ = deliver(event.leaving(left));
             }
         };
         // Once a close frame is sent, only the peer's answer is awaited.
@@ -174,8 +177,12 @@ pub fn serve(
                     };
                     if let SocketEvent::Text(_) | SocketEvent::Binary(_) = event {
                         // After the object closed the socket, what the client still sends is dropped.
-                        if sockets.exists(&owner.id, socket) {
-                            deliver(event);
+                        if sockets.exists(&owner.id, socket)
+                            && let Err(full) = deliver(event)
+                        {
+                            let error = format!("{full}, so the host closed the socket with 1013");
+                            close_with(&mut ws, 1013, "try again later", error, &end).await;
+                            break;
                         }
                         continue;
                     }
@@ -258,6 +265,17 @@ async fn close_slow(ws: &mut WebSocket, sockets: &Sockets, why: Slow, end: &impl
             backlog.total
         ),
     };
+    close_with(ws, SLOW_CLOSE_CODE, "client too slow", error, end).await;
+}
+
+/// Tells the object of a socket the host ends with an error event, and closes it with `code`.
+async fn close_with(
+    ws: &mut WebSocket,
+    code: u16,
+    reason: &str,
+    error: String,
+    end: &impl Fn(SocketEvent),
+) {
     // The object learns at once; the close frame may take a while, behind what the connection
     // already holds.
     end(SocketEvent::Error {
@@ -265,8 +283,8 @@ async fn close_slow(ws: &mut WebSocket, sockets: &Sockets, why: Slow, end: &impl
         left: Left::default(),
     });
     let close = Message::Close(Some(CloseFrame {
-        code: SLOW_CLOSE_CODE,
-        reason: "client too slow".into(),
+        code,
+        reason: reason.into(),
     }));
     let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(close)).await;
 }

@@ -112,6 +112,8 @@ fn to_call_error(e: ObjectError) -> CallError {
         ObjectError::Commit(_) | ObjectError::Storage(_) | ObjectError::ShuttingDown => {
             CallError::Internal(message)
         }
-        ObjectError::Overloaded(_) => CallError::Overloaded(message),
+        ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
+            CallError::Overloaded(message)
+        }
     }
 }

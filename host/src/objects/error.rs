@@ -1,5 +1,6 @@
 //! Why an event could not be delivered or did not succeed.
 
+use super::queue::QueueLimits;
 use crate::runtime::EventError;
 use crate::storage::{CommitFailed, DbError};
 use std::time::Duration;
@@ -21,6 +22,18 @@ pub enum ObjectError {
         "the host is overloaded: every one of its {0} live instances stayed busy for {OVERLOAD_WAIT:?}"
     )]
     Overloaded(usize),
+    #[error(
+        "the object is overloaded: {events} events ({bytes} bytes) already wait for it or run, \
+         and it takes at most {} events (--max-object-queue) and {} bytes \
+         (--max-object-queue-bytes)",
+        limits.events,
+        limits.bytes
+    )]
+    QueueFull {
+        events: usize,
+        bytes: usize,
+        limits: QueueLimits,
+    },
 }
 
 /// How long an event waits for an instance slot when every slot is busy, before it is refused
@@ -32,7 +45,9 @@ impl ObjectError {
     pub fn is_overloaded(&self) -> bool {
         matches!(
             self,
-            ObjectError::Overloaded(_) | ObjectError::Event(EventError::Overloaded(_))
+            ObjectError::Overloaded(_)
+                | ObjectError::QueueFull { .. }
+                | ObjectError::Event(EventError::Overloaded(_))
         )
     }
 }

@@ -3,6 +3,7 @@
 
 use super::error::ObjectError;
 use super::event::{Event, Fetched, Outcome, Ran};
+use super::queue::QueuedEvent;
 use super::shared::Inner;
 use crate::cpu_share::Meter;
 use crate::names::ObjectIdentity;
@@ -26,7 +27,7 @@ enum Slot {
 pub(super) struct EventLoop {
     inner: Arc<Inner>,
     identity: ObjectIdentity,
-    me: mpsc::WeakUnboundedSender<Event>,
+    me: mpsc::WeakUnboundedSender<QueuedEvent>,
     /// `None` only while an instance is being created.
     slot: Option<Slot>,
     idle_ticket: Option<u64>,
@@ -46,8 +47,8 @@ impl EventLoop {
     pub(super) async fn run(
         inner: Arc<Inner>,
         identity: ObjectIdentity,
-        me: mpsc::WeakUnboundedSender<Event>,
-        mut rx: mpsc::UnboundedReceiver<Event>,
+        me: mpsc::WeakUnboundedSender<QueuedEvent>,
+        mut rx: mpsc::UnboundedReceiver<QueuedEvent>,
         background: bool,
     ) {
         let storage = {
@@ -66,8 +67,8 @@ impl EventLoop {
                 // Fail what is queued, and end; the next request starts a new loop.
                 let mut loops = inner.loops.lock().unwrap();
                 loops.remove(&identity.id);
-                while let Ok(event) = rx.try_recv() {
-                    match event {
+                while let Ok(queued) = rx.try_recv() {
+                    match queued.event {
                         Event::Fetch { reply, .. } => {
                             let _ = reply.send(Outcome::failed(e.clone(), None));
                         }
@@ -96,7 +97,11 @@ impl EventLoop {
 
     /// Delivers `next`, then the queued events as they come, until the loop ends; or, once its
     /// namespace changed class, goes on from the next event on the other class's runtime.
-    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Event>, mut next: Option<Event>) {
+    async fn serve(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<QueuedEvent>,
+        mut next: Option<QueuedEvent>,
+    ) {
         loop {
             let live = matches!(self.slot, Some(Slot::Live { .. }));
             let event = match (next.take(), live) {
@@ -134,43 +139,47 @@ impl EventLoop {
                 runtime.spawn(self.serve_boxed(rx, event));
                 return;
             }
+            let Some(QueuedEvent { event, share }) = event else {
+                return;
+            };
             match event {
-                Some(Event::Fetch {
+                Event::Fetch {
                     namespace,
                     request,
                     upgrade,
                     chain,
                     reply,
-                }) => {
+                } => {
                     let _ = reply.send(self.fetch(&namespace, request, upgrade, chain).await);
                 }
-                Some(Event::Socket {
+                Event::Socket {
                     namespace,
                     socket,
                     event,
-                }) => self.socket_event(&namespace, socket, event).await,
-                Some(Event::Alarm {
+                } => self.socket_event(&namespace, socket, event).await,
+                Event::Alarm {
                     namespace,
                     due_at,
                     retries,
                     reply,
-                }) => {
+                } => {
                     let _ = reply.send(self.alarm(&namespace, due_at, retries).await);
                 }
-                Some(Event::DropAlarm { due_at, reply }) => {
+                Event::DropAlarm { due_at, reply } => {
                     let _ = reply.send(self.drop_alarm(due_at));
                 }
-                Some(Event::Evict) => self.hibernate(),
-                None => return,
+                Event::Evict => self.hibernate(),
             }
+            // Counted in the object's queue until it has run.
+            drop(share);
         }
     }
 
     /// [`Self::serve`] with a named type, so that `serve` can spawn itself.
     fn serve_boxed(
         self,
-        rx: mpsc::UnboundedReceiver<Event>,
-        next: Option<Event>,
+        rx: mpsc::UnboundedReceiver<QueuedEvent>,
+        next: Option<QueuedEvent>,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(self.serve(rx, next))
     }
@@ -183,7 +192,7 @@ impl EventLoop {
     }
 
     /// Ends the loop if nothing is queued, under the lock senders hold.
-    fn try_end(&mut self, rx: &mpsc::UnboundedReceiver<Event>) -> bool {
+    fn try_end(&mut self, rx: &mpsc::UnboundedReceiver<QueuedEvent>) -> bool {
         let inner = self.inner.clone();
         let mut loops = inner.loops.lock().unwrap();
         if !rx.is_empty() {

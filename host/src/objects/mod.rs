@@ -1,7 +1,7 @@
 //! Object lifecycle: at most one live instance per object, its events one at a time.
 //!
-//! Each object with work to do has an event loop (a tokio task) fed by an unbounded queue, so
-//! events run in arrival order and different objects run in parallel on all cores. The loop keeps
+//! Each object with work to do has an event loop (a tokio task) fed by a queue (bounded: see
+//! `queue`), so events run in arrival order and different objects run in parallel on all cores. The loop keeps
 //! the instance between events, drops it after the idle timeout or when the host needs its slot
 //! for another object (hibernation), and ends itself once it has no instance, no queued event and
 //! no commit in flight: a sleeping object costs nothing but its storage on disk.
@@ -17,11 +17,13 @@ mod calls;
 mod error;
 mod event;
 mod event_loop;
+mod queue;
 mod shared;
 mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
 pub use event::Fetched;
+pub use queue::QueueLimits;
 pub use shared::LifecycleConfig;
 
 use crate::clock::now_ms;
@@ -34,6 +36,7 @@ use crate::storage::{Committer, Db};
 use calls::ObjectCalls;
 use event::{Event, Outcome};
 use event_loop::EventLoop;
+use queue::{Admit, Queue};
 use shared::{IdleList, Inner, evict_for_memory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,8 +125,15 @@ impl Objects {
             .ok_or_else(|| ObjectError::UnknownNamespace(namespace.to_owned()))
     }
 
-    /// Queues an event for the object `name` of `namespace`, starting its event loop if needed.
-    fn enqueue(&self, namespace: &str, name: &str, event: Event) -> Result<(), ObjectError> {
+    /// Queues an event for the object `name` of `namespace` as `admit` says, starting its event
+    /// loop if needed.
+    fn enqueue(
+        &self,
+        namespace: &str,
+        name: &str,
+        event: Event,
+        admit: Admit,
+    ) -> Result<(), ObjectError> {
         let id = ObjectId::new(namespace, name);
         // Sent under the lock, so an event loop that checks its queue under the same lock
         // before ending can never strand an event.
@@ -146,9 +156,21 @@ impl Objects {
                     rx,
                     background,
                 ));
-            tx
+            Queue::new(tx)
         });
-        queue.send(event).map_err(|_| ObjectError::ShuttingDown)
+        queue.send(event, admit, self.inner.config.queue)
+    }
+
+    /// Whether a request of about `bytes` to the object `name` of `namespace` would find room
+    /// in its queue now; asked before reading a body, so that a flood to a busy object is refused
+    /// without reading its bodies. (The request is checked again when it is queued.)
+    pub fn has_room(&self, namespace: &str, name: &str, bytes: usize) -> Result<(), ObjectError> {
+        let id = ObjectId::new(namespace, name);
+        let loops = self.inner.loops.lock().unwrap();
+        match loops.get(&id) {
+            Some(queue) => queue.has_room(bytes, self.inner.config.queue),
+            None => Ok(()),
+        }
     }
 
     /// Queues the event `make` builds around its reply channel, and waits for its outcome and
@@ -157,10 +179,11 @@ impl Objects {
         &self,
         namespace: &str,
         name: &str,
+        admit: Admit,
         make: impl FnOnce(oneshot::Sender<Outcome<T>>) -> Event,
     ) -> Result<(T, Option<Instant>), ObjectError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(namespace, name, make(reply))?;
+        self.enqueue(namespace, name, make(reply), admit)?;
         let outcome = answer.await.map_err(|_| ObjectError::ShuttingDown)?;
         outcome.released().await
     }
@@ -194,8 +217,11 @@ impl Objects {
         chain: Option<Chain>,
     ) -> Result<(Fetched, Duration, Duration), ObjectError> {
         let ns = namespace.name.clone();
+        let admit = Admit::Bounded {
+            bytes: request.queued_bytes(),
+        };
         let ((fetched, ran), opened) = self
-            .ask(&ns, name, |reply| Event::Fetch {
+            .ask(&ns, name, admit, |reply| Event::Fetch {
                 namespace,
                 request,
                 upgrade,
@@ -207,18 +233,39 @@ impl Objects {
         Ok((fetched, released - ran.started, released.elapsed()))
     }
 
-    /// Queues an event of one of the object's sockets. Its failures are the object's to log.
-    pub fn websocket_event(&self, namespace: &str, name: &str, socket: u64, event: SocketEvent) {
+    /// Queues an event of one of the object's sockets. A message from the client finds the
+    /// object's queue full as `Err`, for the socket to be closed; other failures are the object's
+    /// to log.
+    pub fn websocket_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        socket: u64,
+        event: SocketEvent,
+    ) -> Result<(), ObjectError> {
+        let admit = match &event {
+            SocketEvent::Text(text) => Admit::Bounded { bytes: text.len() },
+            SocketEvent::Binary(data) => Admit::Bounded { bytes: data.len() },
+            _ => Admit::Always { bytes: 0 },
+        };
         let queued = self.namespace(namespace).and_then(|deployed| {
             let event = Event::Socket {
                 namespace: deployed,
                 socket,
                 event,
             };
-            self.enqueue(namespace, name, event)
+            self.enqueue(namespace, name, event, admit)
         });
-        if let Err(e) = queued {
-            tracing::warn!(namespace, "WebSocket event not delivered: {e}");
+        match queued {
+            Err(e) if e.is_overloaded() => {
+                self.count_overload(&e);
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(namespace, "WebSocket event not delivered: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 
@@ -232,7 +279,7 @@ impl Objects {
         retries: u32,
     ) -> Result<(), ObjectError> {
         let deployed = self.namespace(namespace)?;
-        self.ask(namespace, name, |reply| Event::Alarm {
+        self.ask(namespace, name, Admit::Free, |reply| Event::Alarm {
             namespace: deployed,
             due_at,
             retries,
@@ -252,9 +299,12 @@ impl Objects {
         // A namespace that is not deployed (its code failed to load) keeps its alarms for a
         // later start that loads it.
         self.namespace(namespace)?;
-        self.ask(namespace, name, |reply| Event::DropAlarm { due_at, reply })
-            .await
-            .map(|((), _)| ())
+        self.ask(namespace, name, Admit::Free, |reply| Event::DropAlarm {
+            due_at,
+            reply,
+        })
+        .await
+        .map(|((), _)| ())
     }
 
     /// How many objects have a live instance right now.

@@ -3,6 +3,7 @@
 
 use super::error::{OVERLOAD_WAIT, ObjectError};
 use super::event::Event;
+use super::queue::{Queue, QueueLimits, QueuedEvent};
 use super::waits::Waits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
@@ -22,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 pub struct LifecycleConfig {
     pub idle_timeout: Duration,
     pub max_live_objects: usize,
+    pub queue: QueueLimits,
     pub storage: StorageLimits,
 }
 
@@ -39,7 +41,7 @@ pub(super) struct Inner {
     pub(super) waits: Arc<Waits>,
     pub(super) config: LifecycleConfig,
     /// The queue of every object that has an event loop.
-    pub(super) loops: Mutex<HashMap<ObjectId, mpsc::UnboundedSender<Event>>>,
+    pub(super) loops: Mutex<HashMap<ObjectId, Queue>>,
     /// One permit per live instance.
     pub(super) instances: Arc<Semaphore>,
     /// Live instances between events, least recently used first.
@@ -54,13 +56,13 @@ pub(super) struct Inner {
 #[derive(Default)]
 pub(super) struct IdleList {
     next_ticket: u64,
-    by_ticket: BTreeMap<u64, (mpsc::WeakUnboundedSender<Event>, usize)>,
+    by_ticket: BTreeMap<u64, (mpsc::WeakUnboundedSender<QueuedEvent>, usize)>,
 }
 
 impl IdleList {
     pub(super) fn insert(
         &mut self,
-        queue: mpsc::WeakUnboundedSender<Event>,
+        queue: mpsc::WeakUnboundedSender<QueuedEvent>,
         bytes: usize,
         memory: &MemoryBudget,
     ) -> u64 {
@@ -82,7 +84,7 @@ impl IdleList {
         let (_, (queue, bytes)) = self.by_ticket.pop_first()?;
         memory.set_idle(bytes, false);
         if let Some(queue) = queue.upgrade() {
-            let _ = queue.send(Event::Evict);
+            let _ = queue.send(Event::Evict.into());
         }
         Some(bytes)
     }

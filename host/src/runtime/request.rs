@@ -29,6 +29,12 @@ impl Request {
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"))
     }
+
+    /// The bytes the request holds while it waits: its body, path and headers.
+    pub fn queued_bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.method.len() + self.path.len() + headers + self.body.len()
+    }
 }
 
 impl From<Request> for v0_2::dohost::object::types::Request {

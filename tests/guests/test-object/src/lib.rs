@@ -7,6 +7,7 @@
 //! - any method on `/echo...`: `{"method","path" (with the query, as delivered),"query",
 //!   "headers","body"}`.
 //! - `POST /log`: logs the body at level info, answers 204.
+//! - `POST /sleep?ms=N`: a deliberately slow object: the event takes N ms (default 100).
 //! - `POST /ops`: a JSON list of storage operations ([`Op`]), run in order in this one event.
 //!   Answers a list with one `{"ok": result}` per operation, or `{"err": {"kind", "message"}}`
 //!   where the host refused it (execution then goes on). Values are UTF-8 strings.
@@ -18,7 +19,8 @@
 //! - Text messages are commands: `echo:X` sends `X` back; `broadcast:X` sends `X` to every open
 //!   socket; `close` closes the socket with 4000 `bye`; `fail` fails the event; `tags` sends back
 //!   the socket's tags as a JSON list; `attach:X` keeps the string `X` as the attachment;
-//!   `attachment` sends back the attachment as JSON (`null` if none). Other texts are ignored.
+//!   `attachment` sends back the attachment as JSON (`null` if none); `sleep:MS` takes MS ms.
+//!   Other texts are ignored.
 //!   A binary message is sent back as it came. A refused WebSocket call sends the sender
 //!   `{"err": {"kind", "message"}}` instead.
 //! - Every close is appended to the list under key `closes` as
@@ -242,6 +244,12 @@ impl DurableObject for TestObject {
             ("POST", "/err-after-put") => {
                 storage.put_bytes(&key()?, b"failed")?;
                 Err("deliberate error after put".into())
+            }
+            ("POST", "/sleep") => {
+                // A deliberately slow object: its event holds it for `ms`.
+                let ms = number_param(&req, "ms")?.unwrap_or(100);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(Response::ok(format!("slept {ms} ms")))
             }
             ("GET", "/identity") => Response::from_json(&json!({
                 "namespace": self.state.namespace(),

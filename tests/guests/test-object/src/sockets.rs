@@ -108,6 +108,13 @@ pub fn on_message(state: State, ws: WebSocket, message: WebSocketMessage) -> Res
             .get_websockets(None)
             .iter()
             .try_for_each(|s| s.send_text(x))
+    } else if let Some(ms) = text.strip_prefix("sleep:") {
+        // A slow event: the messages behind it wait in the object's queue.
+        let ms = ms
+            .parse()
+            .map_err(|_| Error::from("sleep:MS takes a number"))?;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Ok(())
     } else if let Some(x) = text.strip_prefix("attach:") {
         ws.serialize_attachment(x)
     } else {
