@@ -61,8 +61,16 @@ impl Host {
         check_map_limit(config.max_live_objects)?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
+        let db = Db::open(&dir.join("dohost.redb"), config.storage_cache)?;
+        Host::start_with_db(config, db)
+    }
+
+    /// Starts like [`Host::start`] on `db` rather than the data dir's database: for tests on a
+    /// [`SimulatedDisk`](crate::storage::SimulatedDisk). The data dir holds the rest.
+    pub fn start_with_db(config: &HostConfig, db: Db) -> Result<Host, StartError> {
+        check_map_limit(config.max_live_objects)?;
         let memory = Arc::new(MemoryBudget::new(config.max_memory));
-        let db = Arc::new(Db::open(&dir.join("dohost.redb"), config.storage_cache)?);
+        let db = Arc::new(db);
         let runtime = Arc::new(
             Runtime::new(config.event, config.max_live_objects, memory)
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,

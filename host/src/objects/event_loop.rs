@@ -61,7 +61,7 @@ impl EventLoop {
             failed => {
                 let e = match failed {
                     Ok(Err(e)) => e,
-                    _ => DbError("opening object storage panicked".into()),
+                    _ => DbError::new("opening object storage panicked"),
                 };
                 tracing::error!(object = %identity.id, "{e}");
                 // Fail what is queued, and end; the next request starts a new loop.

@@ -282,55 +282,48 @@ impl Registry {
             .filter(|o| !spec.objects.iter().any(|n| n.namespace == o.namespace))
             .map(|o| o.namespace.clone())
             .collect();
-        let mut infos = Vec::new();
-        let txn = self.db.redb().begin_write().map_err(DbError::from)?;
-        {
-            let mut components = txn.open_table(COMPONENTS).map_err(DbError::from)?;
-            let mut deployments = txn.open_table(DEPLOYMENTS).map_err(DbError::from)?;
-            for (class, bytes, sha256, _) in &compiled {
-                let version = self.get(&class.namespace).map_or(1, |d| d.info.version + 1);
-                let class_info = DeploymentInfo {
-                    namespace: class.namespace.clone(),
-                    version,
-                    deployed_at_ms: info.deployed_at_ms,
-                    sha256: sha256.clone(),
-                    size: bytes.len() as u64,
-                    app: Some(name.to_owned()),
-                    public: class.public,
-                };
-                let meta = serde_json::to_vec(&class_info).expect("deployment info serializes");
-                components
-                    .insert(class.namespace.as_str(), bytes.as_slice())
-                    .map_err(DbError::from)?;
-                deployments
-                    .insert(class.namespace.as_str(), meta.as_slice())
-                    .map_err(DbError::from)?;
-                infos.push(class_info);
-            }
-            for namespace in &dropped {
-                components
-                    .remove(namespace.as_str())
-                    .map_err(DbError::from)?;
-                deployments
-                    .remove(namespace.as_str())
-                    .map_err(DbError::from)?;
-            }
-            let mut workers = txn.open_table(WORKERS).map_err(DbError::from)?;
-            match &worker {
-                Some((bytes, _, _)) => {
-                    workers
-                        .insert(name, bytes.as_slice())
-                        .map_err(DbError::from)?;
+        let infos = self.db.write(|db| {
+            let mut infos = Vec::new();
+            let txn = db.begin_write()?;
+            {
+                let mut components = txn.open_table(COMPONENTS)?;
+                let mut deployments = txn.open_table(DEPLOYMENTS)?;
+                for (class, bytes, sha256, _) in &compiled {
+                    let version = self.get(&class.namespace).map_or(1, |d| d.info.version + 1);
+                    let class_info = DeploymentInfo {
+                        namespace: class.namespace.clone(),
+                        version,
+                        deployed_at_ms: info.deployed_at_ms,
+                        sha256: sha256.clone(),
+                        size: bytes.len() as u64,
+                        app: Some(name.to_owned()),
+                        public: class.public,
+                    };
+                    let meta = serde_json::to_vec(&class_info).expect("deployment info serializes");
+                    components.insert(class.namespace.as_str(), bytes.as_slice())?;
+                    deployments.insert(class.namespace.as_str(), meta.as_slice())?;
+                    infos.push(class_info);
                 }
-                None => {
-                    workers.remove(name).map_err(DbError::from)?;
+                for namespace in &dropped {
+                    components.remove(namespace.as_str())?;
+                    deployments.remove(namespace.as_str())?;
                 }
+                let mut workers = txn.open_table(WORKERS)?;
+                match &worker {
+                    Some((bytes, _, _)) => {
+                        workers.insert(name, bytes.as_slice())?;
+                    }
+                    None => {
+                        workers.remove(name)?;
+                    }
+                }
+                let meta = serde_json::to_vec(&info).expect("app info serializes");
+                let mut apps = txn.open_table(APPS)?;
+                apps.insert(name, meta.as_slice())?;
             }
-            let meta = serde_json::to_vec(&info).expect("app info serializes");
-            let mut apps = txn.open_table(APPS).map_err(DbError::from)?;
-            apps.insert(name, meta.as_slice()).map_err(DbError::from)?;
-        }
-        txn.commit().map_err(DbError::from)?;
+            txn.commit()?;
+            Ok(infos)
+        })?;
 
         let secrets = self.secrets_of(name)?;
         let env = Arc::new(app_env(&info, secrets));
@@ -379,14 +372,14 @@ impl Registry {
                 "{secret} is one of the app's [vars]: a secret may not take its name"
             )));
         }
-        let txn = self.db.redb().begin_write().map_err(DbError::from)?;
-        {
-            let mut secrets = txn.open_table(SECRETS).map_err(DbError::from)?;
-            secrets
-                .insert(format!("{app}\0{secret}").as_str(), value)
-                .map_err(DbError::from)?;
-        }
-        txn.commit().map_err(DbError::from)?;
+        self.db.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut secrets = txn.open_table(SECRETS)?;
+                secrets.insert(format!("{app}\0{secret}").as_str(), value)?;
+            }
+            Ok(txn.commit()?)
+        })?;
         deployed.env.set_secret(secret.to_owned(), value.to_owned());
         tracing::info!(app, secret, "secret set");
         Ok(())
@@ -394,22 +387,25 @@ impl Registry {
 
     /// An app's secrets, from the database.
     fn secrets_of(&self, app: &str) -> Result<BTreeMap<String, String>, DbError> {
-        let txn = self.db.redb().begin_read()?;
-        let table = txn.open_table(SECRETS)?;
         let (start, end) = (format!("{app}\0"), format!("{app}\u{1}"));
-        let mut secrets = BTreeMap::new();
-        for item in table.range(start.as_str()..end.as_str())? {
-            let (key, value) = item?;
-            let name = key.value()[start.len()..].to_owned();
-            secrets.insert(name, value.value().to_owned());
-        }
-        Ok(secrets)
+        self.db.read(|db| {
+            let table = db.begin_read()?.open_table(SECRETS)?;
+            let mut secrets = BTreeMap::new();
+            for item in table.range(start.as_str()..end.as_str())? {
+                let (key, value) = item?;
+                let name = key.value()[start.len()..].to_owned();
+                secrets.insert(name, value.value().to_owned());
+            }
+            Ok(secrets)
+        })
     }
 
     /// Loads every deployed app (before the namespaces, which take their environment from it).
     /// An app whose worker no longer loads is logged and left out.
     pub(super) fn load_apps(&self) -> Result<(), DbError> {
-        let txn = self.db.redb().begin_read()?;
+        // The guard goes at once (`secrets_of` takes its own): at start-up nothing can reopen the
+        // database under the reads.
+        let txn = self.db.redb()?.begin_read()?;
         let apps = txn.open_table(APPS)?;
         let workers = txn.open_table(WORKERS)?;
         for item in apps.iter()? {

@@ -125,7 +125,7 @@ impl Registry {
     /// stored component no longer loads is logged and left out; the others serve.
     pub fn load(runtime: Arc<Runtime>, db: Arc<Db>, cache_dir: PathBuf) -> Result<Self, DbError> {
         std::fs::create_dir_all(&cache_dir)
-            .map_err(|e| DbError(format!("creating {}: {e}", cache_dir.display())))?;
+            .map_err(|e| DbError::new(format!("creating {}: {e}", cache_dir.display())))?;
         let registry = Registry {
             runtime,
             db,
@@ -135,7 +135,8 @@ impl Registry {
             deploying: Mutex::new(()),
         };
         registry.load_apps()?;
-        let txn = registry.db.redb().begin_read()?;
+        // The guard goes at once: at start-up nothing can reopen the database under the reads.
+        let txn = registry.db.redb()?.begin_read()?;
         let infos = txn.open_table(DEPLOYMENTS)?;
         let components = txn.open_table(COMPONENTS)?;
         for item in infos.iter()? {
@@ -212,16 +213,16 @@ impl Registry {
             public: true,
         };
         let meta = serde_json::to_vec(&info).expect("deployment info serializes");
-        let txn = self.db.redb().begin_write().map_err(DbError::from)?;
-        {
-            let mut components = txn.open_table(COMPONENTS).map_err(DbError::from)?;
-            components.insert(namespace, bytes).map_err(DbError::from)?;
-            let mut infos = txn.open_table(DEPLOYMENTS).map_err(DbError::from)?;
-            infos
-                .insert(namespace, meta.as_slice())
-                .map_err(DbError::from)?;
-        }
-        txn.commit().map_err(DbError::from)?;
+        self.db.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut components = txn.open_table(COMPONENTS)?;
+                components.insert(namespace, bytes)?;
+                let mut infos = txn.open_table(DEPLOYMENTS)?;
+                infos.insert(namespace, meta.as_slice())?;
+            }
+            Ok(txn.commit()?)
+        })?;
         let deployment = Arc::new(Deployment {
             info: info.clone(),
             pre,

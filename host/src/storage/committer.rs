@@ -141,7 +141,11 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
 
 /// Applies a batch of commits in one durable transaction.
 fn write(db: &Db, batch: &[Job]) -> Result<(), DbError> {
-    let txn = db.redb().begin_write()?;
+    db.write(|db| write_batch(db, batch))
+}
+
+fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut sizes = txn.open_table(OBJECT_SIZES)?;

@@ -9,6 +9,7 @@ use crate::names::ObjectId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 
 /// Object entries: `id ++ key` → value.
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -28,29 +29,112 @@ pub(crate) const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("w
 /// App secrets: `app \0 name` → value.
 pub(crate) const SECRETS: TableDefinition<&str, &str> = TableDefinition::new("secrets");
 
-/// A failure of the database itself (I/O, corruption). Nothing a guest did wrong.
+/// A failure of the database itself (I/O, corruption, a full disk). Nothing a guest did wrong.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("database error: {0}")]
-pub struct DbError(pub String);
+#[error("database error: {message}")]
+pub struct DbError {
+    message: String,
+    full: bool,
+}
 
-impl<E: Into<redb::Error>> From<E> for DbError {
-    fn from(e: E) -> Self {
-        DbError(e.into().to_string())
+impl DbError {
+    pub fn new(message: impl Into<String>) -> Self {
+        DbError {
+            message: message.into(),
+            full: false,
+        }
+    }
+
+    /// Whether the disk had no space left for what was written.
+    pub fn is_full(&self) -> bool {
+        self.full
     }
 }
 
+impl<E: Into<redb::Error>> From<E> for DbError {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        let full =
+            matches!(&e, redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+        DbError {
+            message: e.to_string(),
+            full,
+        }
+    }
+}
+
+/// Opens the database on a fresh backend: at start, and again after an I/O failure.
+type Open = Box<dyn Fn() -> Result<redb::Database, DbError> + Send + Sync>;
+
 /// The data dir's database.
+///
+/// After an I/O error redb refuses every later access (`PreviousIo`) until the database is
+/// opened again, so a full disk would stop reads too. The handle is therefore replaceable: the
+/// first to meet the failure reopens the file (a repair that reads the whole file, while other
+/// users of the database wait), and reads then go on as before.
 pub struct Db {
-    db: redb::Database,
+    open: Open,
+    handle: RwLock<Handle>,
+}
+
+struct Handle {
+    /// `None` once the database failed and could not be opened again.
+    db: Option<redb::Database>,
+    /// Counts openings, so that one failure reopens the database once.
+    generation: u64,
+}
+
+/// The open database, held for reading or writing; others may use it meanwhile, but nobody can
+/// replace it.
+pub(crate) struct DbGuard<'a> {
+    handle: RwLockReadGuard<'a, Handle>,
+}
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = redb::Database;
+
+    fn deref(&self) -> &redb::Database {
+        self.handle
+            .db
+            .as_ref()
+            .expect("a guard is only given out for an open database")
+    }
 }
 
 impl Db {
     /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`, and makes
     /// sure every table exists, so readers never meet a missing table.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, DbError> {
-        let db = redb::Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
+        let path = path.to_owned();
+        Db::open_with_backend(
+            move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                redb::backends::FileBackend::new(file).map_err(std::io::Error::other)
+            },
+            cache_bytes,
+        )
+    }
+
+    /// Opens (or creates) the database on the backends `open_backend` returns: one now, and one
+    /// each time it is opened again after an I/O failure. For tests on a
+    /// [`SimulatedDisk`](super::SimulatedDisk).
+    pub fn open_with_backend<B: redb::StorageBackend>(
+        open_backend: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
+        cache_bytes: usize,
+    ) -> Result<Self, DbError> {
+        let open: Open = Box::new(move || {
+            let backend =
+                open_backend().map_err(|e| DbError::new(format!("opening the database: {e}")))?;
+            Ok(redb::Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(backend)?)
+        });
+        let db = open()?;
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.open_table(OBJECT_SIZES)?;
@@ -61,51 +145,131 @@ impl Db {
         txn.open_table(WORKERS)?;
         txn.open_table(SECRETS)?;
         txn.commit()?;
-        Ok(Db { db })
+        Ok(Db {
+            open,
+            handle: RwLock::new(Handle {
+                db: Some(db),
+                generation: 0,
+            }),
+        })
     }
 
-    /// The redb handle, for the committer and the registry, which write.
-    pub(crate) fn redb(&self) -> &redb::Database {
-        &self.db
+    /// The redb handle, held until the guard is dropped, for the registry's loading at start-up.
+    pub(crate) fn redb(&self) -> Result<DbGuard<'_>, DbError> {
+        Ok(self.guard()?.0)
+    }
+
+    fn guard(&self) -> Result<(DbGuard<'_>, u64), DbError> {
+        let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
+        if handle.db.is_some() {
+            let generation = handle.generation;
+            return Ok((DbGuard { handle }, generation));
+        }
+        let generation = handle.generation;
+        drop(handle);
+        self.reopen(generation)?;
+        let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
+        match handle.db {
+            Some(_) => Ok((DbGuard { handle }, generation + 1)),
+            None => Err(DbError::new("the database could not be opened again")),
+        }
+    }
+
+    /// Reads through `op`; after an I/O failure, opens the database again and reads once more.
+    pub(crate) fn read<T>(
+        &self,
+        op: impl Fn(&redb::Database) -> Result<T, redb::Error>,
+    ) -> Result<T, DbError> {
+        let (result, generation) = {
+            let (db, generation) = self.guard()?;
+            (op(&db), generation)
+        };
+        match result {
+            Err(e) if is_io(&e) => {
+                self.reopen(generation)?;
+                Ok(op(&*self.redb()?)?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// Writes through `op`; after an I/O failure, opens the database again for those after.
+    pub(crate) fn write<T>(
+        &self,
+        op: impl FnOnce(&redb::Database) -> Result<T, redb::Error>,
+    ) -> Result<T, DbError> {
+        let (result, generation) = {
+            let (db, generation) = self.guard()?;
+            (op(&db), generation)
+        };
+        if let Err(e) = &result
+            && is_io(e)
+            && let Err(again) = self.reopen(generation)
+        {
+            tracing::error!("{again}");
+        }
+        Ok(result?)
+    }
+
+    /// Replaces the handle of `generation`, which failed, unless someone already did.
+    fn reopen(&self, generation: u64) -> Result<(), DbError> {
+        let mut handle = self.handle.write().unwrap_or_else(|e| e.into_inner());
+        if handle.generation != generation {
+            return Ok(());
+        }
+        // Closed first: a file backend holds a lock the new handle needs.
+        drop(handle.db.take());
+        handle.generation += 1;
+        tracing::warn!("the database failed; opening it again");
+        handle.db = Some((self.open)()?);
+        Ok(())
     }
 
     /// The durable value of one key of one object.
     pub fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        let table = self.db.begin_read()?.open_table(ENTRIES)?;
         let full = full_key(id, key);
-        Ok(table.get(full.as_slice())?.map(|v| v.value().to_vec()))
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(ENTRIES)?;
+            Ok(table.get(full.as_slice())?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// The durable size of an object's storage (keys plus values), 0 for an unknown object.
     pub fn object_size(&self, id: &ObjectId) -> Result<u64, DbError> {
-        let table = self.db.begin_read()?.open_table(OBJECT_SIZES)?;
-        Ok(table
-            .get(id.as_bytes().as_slice())?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(OBJECT_SIZES)?;
+            Ok(table
+                .get(id.as_bytes().as_slice())?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
     }
 
     /// The object's durable alarm time.
     pub fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, DbError> {
-        let table = self.db.begin_read()?.open_table(ALARMS)?;
-        let value = table.get(id.as_bytes().as_slice())?;
-        Ok(value.and_then(|v| decode_alarm(v.value())).map(|a| a.at))
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(ALARMS)?;
+            let value = table.get(id.as_bytes().as_slice())?;
+            Ok(value.and_then(|v| decode_alarm(v.value())).map(|a| a.at))
+        })
     }
 
     /// Every durable alarm, to schedule them at start-up.
     pub fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
-        let table = self.db.begin_read()?.open_table(ALARMS)?;
-        let mut alarms = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            let id = <[u8; 32]>::try_from(k.value())
-                .ok()
-                .map(ObjectId::from_bytes);
-            if let (Some(id), Some(alarm)) = (id, decode_alarm(v.value())) {
-                alarms.push((id, alarm));
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(ALARMS)?;
+            let mut alarms = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let id = <[u8; 32]>::try_from(k.value())
+                    .ok()
+                    .map(ObjectId::from_bytes);
+                if let (Some(id), Some(alarm)) = (id, decode_alarm(v.value())) {
+                    alarms.push((id, alarm));
+                }
             }
-        }
-        Ok(alarms)
+            Ok(alarms)
+        })
     }
 
     /// Visits the object's durable entries whose keys fall within `(lower, upper)`, ascending or
@@ -118,7 +282,9 @@ impl Db {
         reverse: bool,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), DbError> {
-        let table = self.db.begin_read()?.open_table(ENTRIES)?;
+        // Not through `read`: a retry would visit again what `visit` already saw.
+        let db = self.redb()?;
+        let table = db.begin_read()?.open_table(ENTRIES)?;
         let (lo, hi) = object_range(id, lower, upper);
         let range = table.range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?;
         let entries: Box<dyn Iterator<Item = _>> = if reverse {
@@ -134,6 +300,11 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// Whether redb failed on I/O, after which it must be opened again.
+fn is_io(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
 }
 
 /// The stored form of an alarm.

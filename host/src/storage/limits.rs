@@ -51,7 +51,7 @@ pub enum StorageError {
 
 impl From<DbError> for StorageError {
     fn from(e: DbError) -> Self {
-        StorageError::Internal(e.0)
+        StorageError::Internal(e.to_string())
     }
 }
 

@@ -3,12 +3,14 @@
 //! The modules form one stack, each using only those below it: `changes` (what an event writes),
 //! `db` (the tables), `committer` (the thread writing them), `object` (a live object's view).
 //! `limits` (what a call may ask for, and why it was refused) sits between `db` and `object`.
+//! `simulated` is a disk in memory for tests (power cuts, a full disk); the host never uses it.
 
 mod changes;
 mod committer;
 mod db;
 mod limits;
 mod object;
+mod simulated;
 
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer};
@@ -19,6 +21,7 @@ pub use limits::{
     MAX_TRANSACTION_DEPTH, StorageError, StorageLimits,
 };
 pub use object::{ListOptions, ObjectStorage};
+pub use simulated::{SimulatedDisk, SimulatedFile, Sync};
 
 /// How object keys are laid out in the database, and how `list` options become a key range: the
 /// pure logic under every read and listing. Public only so that it can be fuzzed on its own

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use tempfile::TempDir;
 
+mod io_failures;
 mod isolation;
 mod layers;
 mod limits;
