@@ -40,22 +40,20 @@
 //!   while the host was down. The object's alarm log tells a fired alarm from a lost one, which
 //!   the session example cannot: its expired and its never-written sessions both answer 404.
 //!
-//! The model of what was acknowledged, and these checks, are in `support/chaos_model.rs`.
+//! The clients are in `support/chaos_load.rs`; the model of what was acknowledged, and these
+//! checks, in `support/chaos_model.rs` (`tests/power_loss.rs` runs both against power cuts).
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
-use support::chaos_model::{ALARM_DELAY_MS, COUNTERS, ClientLog, Model, Sequences, TICKETS};
-use support::{Host, Message, Ws, client, json, now_ms, target_dir};
+use support::chaos_load::{Load, alarm_client, chat_user, join_all_within, sequence_client};
+use support::chaos_model::{ALARM_DELAY_MS, COUNTERS, Model, TICKETS};
+use support::{Host, client, json, now_ms, target_dir};
 
 /// The namespaces and the guests deployed as them.
 const NAMESPACES: [(&str, &str); 4] = [
@@ -69,9 +67,6 @@ const TICKET_CLIENTS: usize = 6;
 const COUNTER_CLIENTS: usize = 6;
 const ROOMS: usize = 4;
 const USERS_PER_ROOM: usize = 2;
-/// At most this many messages are sent to one room in one cycle: fewer than the 100 a room keeps,
-/// so every message acknowledged in a cycle is still in the history when the cycle is checked.
-const ROOM_SENDS_PER_CYCLE: usize = 90;
 const ALARM_CLIENTS: usize = 2;
 /// At most this many alarms are set per cycle, which bounds the reads that check them.
 const ALARMS_PER_CYCLE: usize = 300;
@@ -79,8 +74,6 @@ const ALARMS_PER_CYCLE: usize = 300;
 const LOAD_MS: Range<u64> = 200..1_500;
 /// How long the host stays down.
 const DOWN_MS: Range<u64> = 200..800;
-/// How long a chat client waits for its own message to come back before counting it in doubt.
-const ECHO_WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_work_survives_kill_9_at_random_moments() {
@@ -97,14 +90,7 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
     let mut model = Model::default();
     for cycle in 0..cycles {
         let before = model.totals.clone();
-        let load = Arc::new(Load {
-            client: client(),
-            url: host.url.clone(),
-            cycle,
-            stop: AtomicBool::new(false),
-            room_sends: (0..ROOMS).map(|_| AtomicUsize::new(0)).collect(),
-            alarm_sends: AtomicUsize::new(0),
-        });
+        let load = Load::new(&host.url, cycle, ROOMS, ALARMS_PER_CYCLE, ALARM_DELAY_MS);
         let ticket_clients: Vec<_> = (0..TICKET_CLIENTS)
             .map(|_| tokio::spawn(sequence_client(load.clone(), TICKETS, rng.random())))
             .collect();
@@ -123,7 +109,7 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
         tokio::task::block_in_place(|| host.kill());
         // Measured once the process is gone: an alarm due after this cannot have fired before.
         let killed_at = now_ms();
-        load.stop.store(true, Ordering::Relaxed);
+        load.stop();
 
         // Every client ends promptly: its requests fail, its socket ends, and it sees `stop`.
         let floors = model.floors();
@@ -151,11 +137,17 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
         let ready_ms = now_ms() - restart_at;
 
         check_namespaces(&host).await;
-        model.check_sequence(&host, TICKETS).await;
-        model.check_sequence(&host, COUNTERS).await;
-        model.check_chat(&host).await;
+        model.check_sequence(&host.url, TICKETS).await;
+        model.check_sequence(&host.url, COUNTERS).await;
+        model.check_chat(&host.url).await;
         let worst_alarm_ms = model
-            .check_alarms(&host, &alarms, killed_at, restart_at)
+            .check_alarms(
+                &host.url,
+                &alarms,
+                ALARM_DELAY_MS.end,
+                killed_at,
+                restart_at,
+            )
             .await;
         let t = &model.totals;
         println!(
@@ -221,195 +213,6 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
         "no acknowledged alarm came due while the host was down, so firing after a restart went \
          untested: {summary}"
     );
-}
-
-/// What the clients of one cycle share.
-struct Load {
-    client: reqwest::Client,
-    url: String,
-    cycle: usize,
-    /// Set right after the kill: clients stop starting operations.
-    stop: AtomicBool,
-    /// Messages sent to each room this cycle.
-    room_sends: Vec<AtomicUsize>,
-    /// Alarms set this cycle.
-    alarm_sends: AtomicUsize,
-}
-
-impl Load {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Waits for the kill, for a client with nothing left to do this cycle.
-    async fn idle(&self) {
-        while !self.stopped() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// What one request came to.
-enum Reply {
-    /// The expected status and a JSON body, received in full.
-    Acknowledged(Value),
-    /// The connection was refused: the request never reached the host.
-    NotSent,
-    /// Sent, but no complete response came back.
-    InDoubt,
-    /// A complete response with another status or an unreadable body.
-    Unexpected(String),
-}
-
-async fn call(req: reqwest::RequestBuilder, status: u16) -> Reply {
-    let response = match req.send().await {
-        Err(e) if e.is_connect() => return Reply::NotSent,
-        Err(_) => return Reply::InDoubt,
-        Ok(response) => response,
-    };
-    let got = response.status().as_u16();
-    let Ok(body) = response.bytes().await else {
-        return Reply::InDoubt;
-    };
-    let text = String::from_utf8_lossy(&body);
-    if got != status {
-        return Reply::Unexpected(format!("status {got}: {text}"));
-    }
-    match serde_json::from_slice(&body) {
-        Ok(value) => Reply::Acknowledged(value),
-        Err(e) => Reply::Unexpected(format!("not JSON ({e}): {text}")),
-    }
-}
-/// Claims tickets or increments counters on random objects until the kill: acks are (object,
-/// number).
-async fn sequence_client(load: Arc<Load>, seqs: &Sequences, seed: u64) -> ClientLog<(usize, u64)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut log = ClientLog::default();
-    while !load.stopped() {
-        let object = rng.random_range(0..seqs.objects);
-        let path = seqs.path(object);
-        let req = load.client.post(format!("{}{path}", load.url));
-        match call(req, 200).await {
-            Reply::Acknowledged(body) => match body[seqs.post_field].as_u64() {
-                Some(n) => log.acks.push((object, n)),
-                None => log.errors.push(format!("POST {path}: {body}")),
-            },
-            Reply::NotSent => {}
-            Reply::InDoubt => {
-                log.in_doubt += 1;
-                log.in_doubt_objects.push(object);
-            }
-            Reply::Unexpected(e) => {
-                log.in_doubt += 1;
-                log.in_doubt_objects.push(object);
-                log.errors.push(format!("POST {path}: {e}"));
-            }
-        }
-    }
-    log
-}
-
-/// Chats in `room` as user number `k` of this cycle, one message at a time, each acknowledged by
-/// its broadcast coming back; reconnects if the socket ends before the kill. Acks are (room, id,
-/// text).
-async fn chat_user(load: Arc<Load>, room: usize, k: usize) -> ClientLog<(usize, u64, String)> {
-    let user = format!("c{}u{k}", load.cycle);
-    let url = format!(
-        "{}/chat/r{room}/ws?user={user}",
-        load.url.replacen("http://", "ws://", 1)
-    );
-    let mut log = ClientLog::default();
-    let mut sent = 0;
-    'connect: while !load.stopped() {
-        let mut ws =
-            match tokio::time::timeout(ECHO_WAIT, tokio_tungstenite::connect_async(&url)).await {
-                Ok(Ok((ws, _))) => ws,
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-        while !load.stopped() {
-            if load.room_sends[room].fetch_add(1, Ordering::Relaxed) >= ROOM_SENDS_PER_CYCLE {
-                load.idle().await;
-                break 'connect;
-            }
-            sent += 1;
-            let text = format!("{user}-{sent}");
-            let echoed = match ws.send(Message::text(text.clone())).await {
-                Ok(()) => echo(&mut ws, &text).await,
-                Err(_) => None,
-            };
-            match echoed {
-                Some(id) => log.acks.push((room, id, text)),
-                None => {
-                    log.in_doubt += 1;
-                    continue 'connect;
-                }
-            }
-        }
-    }
-    log
-}
-
-/// The id the room broadcast `text` with, once it comes back; `None` if the socket ends first
-/// (or nothing comes within [`ECHO_WAIT`]).
-async fn echo(ws: &mut Ws, text: &str) -> Option<u64> {
-    let deadline = tokio::time::Instant::now() + ECHO_WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => {
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                    continue;
-                };
-                if v["type"] == "message" && v["text"] == text {
-                    return v["id"].as_u64();
-                }
-            }
-            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
-
-/// Sets alarms a random delay ahead, each on a new object: acks are (object name, alarm time).
-async fn alarm_client(load: Arc<Load>, k: usize, seed: u64) -> ClientLog<(String, u64)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut log = ClientLog::default();
-    let mut n = 0;
-    while !load.stopped() {
-        if load.alarm_sends.fetch_add(1, Ordering::Relaxed) >= ALARMS_PER_CYCLE {
-            load.idle().await;
-            break;
-        }
-        n += 1;
-        let name = format!("c{}a{k}-{n}", load.cycle);
-        let delay = rng.random_range(ALARM_DELAY_MS);
-        let path = format!("/alarms/{name}/alarm/set?in={delay}");
-        match call(load.client.post(format!("{}{path}", load.url)), 200).await {
-            Reply::Acknowledged(body) => match body["alarm"].as_u64() {
-                Some(at) => log.acks.push((name, at)),
-                None => log.errors.push(format!("POST {path}: {body}")),
-            },
-            Reply::NotSent => {}
-            Reply::InDoubt => log.in_doubt += 1,
-            Reply::Unexpected(e) => {
-                log.in_doubt += 1;
-                log.errors.push(format!("POST {path}: {e}"));
-            }
-        }
-    }
-    log
-}
-
-/// Joins the clients of a cycle; they must all end within a minute of the kill.
-async fn join_all_within<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-    tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(handles))
-        .await
-        .expect("clients still running a minute after the kill")
-        .into_iter()
-        .map(|r| r.expect("a client panicked"))
-        .collect()
 }
 
 /// The namespaces deployed before the first kill are all still served.

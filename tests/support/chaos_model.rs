@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::{Host, client, json, now_ms};
+use super::{client, json, now_ms, stats};
 
 /// Ticket objects the clients share.
 const TICKET_OBJECTS: usize = 4;
@@ -213,12 +213,12 @@ impl Model {
 
     /// Reads every object of `seqs` ever touched: it must count every acknowledged number and no
     /// more than the acknowledged and in-doubt requests.
-    pub async fn check_sequence(&mut self, host: &Host, seqs: &Sequences) {
+    pub async fn check_sequence(&mut self, url: &str, seqs: &Sequences) {
         let c = client();
         let objects: Vec<usize> = self.objects(seqs).keys().copied().collect();
         let reads: Vec<(usize, Value)> = futures::stream::iter(objects)
             .map(|object| {
-                let req = c.get(host.at(&seqs.path(object)));
+                let req = c.get(format!("{url}{}", seqs.path(object)));
                 async move { (object, read(req).await) }
             })
             .buffer_unordered(16)
@@ -256,10 +256,10 @@ impl Model {
 
     /// Reads every room's history: each message acknowledged since it last held them all must be
     /// in it, under its id.
-    pub async fn check_chat(&mut self, host: &Host) {
+    pub async fn check_chat(&mut self, url: &str) {
         let c = client();
         for (&room, acked) in &self.rooms {
-            let body = read(c.get(host.at(&format!("/chat/r{room}/messages")))).await;
+            let body = read(c.get(format!("{url}/chat/r{room}/messages"))).await;
             let history: BTreeMap<u64, String> = body
                 .as_array()
                 .unwrap_or_else(|| panic!("room r{room} history: {body}"))
@@ -292,25 +292,27 @@ impl Model {
     }
 
     /// Waits until no alarm is pending (bounded), then checks that each alarm acknowledged this
-    /// cycle fired at or after its time and in time. Returns the latest firing, in ms after the
-    /// alarm's time or, when it could not fire before the kill, after the restart.
+    /// cycle fired at or after its time and in time. Alarms were set at most `max_delay_ms`
+    /// ahead. Returns the latest firing, in ms after the alarm's time or, when it could not fire
+    /// before the kill, after the restart.
     pub async fn check_alarms(
         &mut self,
-        host: &Host,
+        url: &str,
         alarms: &[(String, u64)],
+        max_delay_ms: u64,
         killed_at: u64,
         restart_at: u64,
     ) -> u64 {
         // Every alarm set this cycle, in doubt or not, was due by then.
-        let due_by = killed_at + ALARM_DELAY_MS.end;
+        let due_by = killed_at + max_delay_ms;
         let deadline = due_by.max(now_ms()) + ALARM_BOUND_MS;
-        while now_ms() < deadline && host.stats().await["pending_alarms"] != 0 {
+        while now_ms() < deadline && stats(url).await["pending_alarms"] != 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let c = client();
         let logs: Vec<(&str, u64, Value)> = futures::stream::iter(alarms)
             .map(|(name, at)| {
-                let req = c.get(host.at(&format!("/alarms/{name}/alarm/log")));
+                let req = c.get(format!("{url}/alarms/{name}/alarm/log"));
                 async move { (name.as_str(), *at, read(req).await) }
             })
             .buffer_unordered(16)
@@ -322,7 +324,7 @@ impl Model {
                 self.totals.due_while_down += 1;
             }
             let Some(fired) = log[0]["at"].as_u64() else {
-                let still = read(c.get(host.at(&format!("/alarms/{name}/alarm")))).await;
+                let still = read(c.get(format!("{url}/alarms/{name}/alarm"))).await;
                 if still["alarm"] == at {
                     self.totals.late += 1;
                     self.totals.problems.push(format!(

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod chaos_load;
 pub mod chaos_model;
+pub mod in_process;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -330,9 +332,7 @@ impl Host {
 
     /// `GET /_admin/stats`, checked to be a 200.
     pub async fn stats(&self) -> serde_json::Value {
-        let (status, body) = json(client().get(self.at("/_admin/stats")).bearer_auth(TOKEN)).await;
-        assert_eq!(status, 200, "stats: {body}");
-        body
+        stats(&self.url).await
     }
 
     /// Waits (at most 10 s) until the host reports no live instance: every object hibernated.
@@ -346,6 +346,18 @@ impl Host {
         }
         panic!("instances still live after 10 s: {}", self.stats().await);
     }
+}
+
+/// `GET {url}/_admin/stats` with the test token, checked to be a 200.
+pub async fn stats(url: &str) -> serde_json::Value {
+    let (status, body) = json(
+        client()
+            .get(format!("{url}/_admin/stats"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "stats: {body}");
+    body
 }
 
 /// Polls `probe` every `every` until it returns `Some`, at most `limit`; panics with `what`
