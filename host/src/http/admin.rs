@@ -108,6 +108,10 @@ pub(super) async fn stats(
         "sockets_closed_slow": app.sockets.slow_close_count(),
         "pending_alarms": app.alarms.pending(),
         "namespaces": app.registry.list().len(),
+        "storage": {
+            "full": app.objects.storage_full(),
+            "failed_commits": app.objects.failed_commits(),
+        },
         "stub_calls": {
             "from_objects": calls.from_objects(),
             "from_workers": calls.from_workers(),
@@ -173,6 +177,7 @@ fn app_error(e: AppError) -> ApiError {
     let (status, code) = match &e {
         AppError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
         AppError::Taken { .. } => (StatusCode::CONFLICT, "owned_by_app"),
+        AppError::Db(db) if db.is_full() => (StatusCode::INTERNAL_SERVER_ERROR, "storage_full"),
         AppError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         AppError::Component { .. } if !e.is_client_error() => {
             (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")

@@ -4,6 +4,7 @@ use crate::names::NameError;
 use crate::objects::ObjectError;
 use crate::registry::DeployError;
 use crate::routing::RouteError;
+use crate::storage::CommitFailed;
 use crate::workers::StreamingError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,7 +92,15 @@ impl From<ObjectError> for ApiError {
         let (status, code) = match &e {
             ObjectError::UnknownNamespace(_) => return ApiError::unknown_namespace(e.to_string()),
             ObjectError::Event(ev) => (StatusCode::INTERNAL_SERVER_ERROR, ev.code()),
-            ObjectError::Commit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "commit_failed"),
+            ObjectError::Commit(CommitFailed::Full(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_full")
+            }
+            ObjectError::Commit(CommitFailed::Failed(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "commit_failed")
+            }
+            ObjectError::Storage(db) if db.is_full() => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_full")
+            }
             ObjectError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             ObjectError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
@@ -129,6 +138,7 @@ impl From<DeployError> for ApiError {
             DeployError::Invalid(_) => "invalid_component",
             DeployError::WrongWorld(_) | DeployError::NotAWorker(_) => "wrong_world",
             DeployError::OwnedByApp { .. } => "owned_by_app",
+            DeployError::Db(db) if db.is_full() => "storage_full",
             DeployError::Db(_) => "storage_error",
         };
         let status = if e.is_client_error() {

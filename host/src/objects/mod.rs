@@ -105,6 +105,16 @@ impl Objects {
         self.inner.overloaded.load(Ordering::Relaxed)
     }
 
+    /// Whether the last commit tried failed for want of space on the disk.
+    pub fn storage_full(&self) -> bool {
+        self.inner.committer.storage_full()
+    }
+
+    /// Commits (one per event that wrote) not made durable since start.
+    pub fn failed_commits(&self) -> u64 {
+        self.inner.committer.failed_commits()
+    }
+
     /// Bytes of linear memory all live instances hold.
     pub fn instance_memory(&self) -> usize {
         self.inner.memory.used()

@@ -14,20 +14,31 @@ use super::db::{
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most commits in one redb transaction, so one huge batch cannot delay everyone's responses.
 const MAX_BATCH: usize = 4096;
 
+/// How long after a commit failed for want of space the next one is tried. Those in between are
+/// refused at once: each failure costs a reopening of the database, which reads the whole file
+/// while readers wait (see [`Db`]).
+pub const FULL_RETRY: Duration = Duration::from_millis(250);
+
 /// A commit that did not reach the disk.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("storage commit failed: {0}")]
-pub struct CommitFailed(pub String);
+pub enum CommitFailed {
+    /// The disk had no space for it.
+    #[error("storage is full: {0}")]
+    Full(String),
+    #[error("storage commit failed: {0}")]
+    Failed(String),
+}
 
 /// Resolves when a commit is durable, to when it became so (what a stub call's caller waited on
 /// is measured up to it), or failed. Cloneable: every response that depends on the commit waits
@@ -48,6 +59,16 @@ enum Job {
 #[derive(Clone)]
 pub struct Committer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<Health>,
+}
+
+/// How the commits have been going, for the admin API.
+#[derive(Default)]
+struct Health {
+    /// Whether the last commit tried failed for want of space.
+    full: AtomicBool,
+    /// Commits not made durable since start, failed or refused.
+    failed: AtomicU64,
 }
 
 /// Told of every alarm change once it is durable: the alarm scheduler.
@@ -60,10 +81,12 @@ impl Committer {
         alarms: AlarmSink,
     ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::channel();
+        let health = Arc::new(Health::default());
+        let shared = health.clone();
         let thread = std::thread::Builder::new()
             .name("dohost-commit".into())
-            .spawn(move || run(&db, &rx, &alarms))?;
-        Ok((Committer { jobs }, thread))
+            .spawn(move || run(&db, &rx, &alarms, &shared))?;
+        Ok((Committer { jobs, health }, thread))
     }
 
     /// Queues an object's changes and its size after them.
@@ -75,7 +98,7 @@ impl Committer {
             size,
             done,
         });
-        let stopped = || CommitFailed("the commit thread has stopped".into());
+        let stopped = || CommitFailed::Failed("the commit thread has stopped".into());
         if sent.is_err() {
             return futures::future::ready(Err(stopped())).boxed().shared();
         }
@@ -89,10 +112,23 @@ impl Committer {
     pub fn forgive(&self, id: ObjectId) {
         let _ = self.jobs.send(Job::Forgive(id));
     }
+
+    /// Whether the last commit tried failed for want of space on the disk.
+    pub fn storage_full(&self) -> bool {
+        self.health.full.load(Ordering::Relaxed)
+    }
+
+    /// How many commits could not be made durable since start (each event that wrote has one).
+    pub fn failed_commits(&self) -> u64 {
+        self.health.failed.load(Ordering::Relaxed)
+    }
 }
 
-fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
-    let mut refused: HashSet<ObjectId> = HashSet::new();
+fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
+    // Objects whose commit failed, and why: their later commits are refused the same way.
+    let mut refused: HashMap<ObjectId, CommitFailed> = HashMap::new();
+    // When the last commit failed for want of space, while it is the last.
+    let mut full_at: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut job = Some(first);
@@ -101,10 +137,9 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
                 Job::Forgive(id) => {
                     refused.remove(&id);
                 }
-                Job::Commit { id, done, .. } if refused.contains(&id) => {
-                    let _ = done.send(Err(CommitFailed(
-                        "an earlier commit of this object failed".into(),
-                    )));
+                Job::Commit { id, done, .. } if refused.contains_key(&id) => {
+                    health.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = done.send(Err(refused[&id].clone()));
                 }
                 commit => batch.push(commit),
             }
@@ -115,20 +150,37 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink) {
         if batch.is_empty() {
             continue;
         }
-        let result = write(db, &batch)
-            .map(|()| Instant::now())
-            .map_err(|e| CommitFailed(e.to_string()));
-        if let Err(e) = &result {
-            tracing::error!("{e}");
+        let waiting = full_at.filter(|at| at.elapsed() < FULL_RETRY);
+        let result = match waiting {
+            Some(at) => Err(CommitFailed::Full(format!(
+                "no space was left {} ms ago; the next commit tried is {} ms after that",
+                at.elapsed().as_millis(),
+                FULL_RETRY.as_millis()
+            ))),
+            None => write(db, &batch).map(|()| Instant::now()).map_err(|e| {
+                tracing::error!("{e}");
+                if e.is_full() {
+                    CommitFailed::Full(e.to_string())
+                } else {
+                    CommitFailed::Failed(e.to_string())
+                }
+            }),
+        };
+        match (&result, waiting) {
+            (Ok(_), _) => full_at = None,
+            (Err(CommitFailed::Full(_)), None) => full_at = Some(Instant::now()),
+            _ => {}
         }
+        health.full.store(full_at.is_some(), Ordering::Relaxed);
         for job in batch {
             if let Job::Commit {
                 id, done, changes, ..
             } = job
             {
                 match (&result, &changes.alarm) {
-                    (Err(_), _) => {
-                        refused.insert(id);
+                    (Err(e), _) => {
+                        health.failed.fetch_add(1, Ordering::Relaxed);
+                        refused.insert(id, e.clone());
                     }
                     (Ok(_), Some(alarm)) => alarms(id, alarm.clone()),
                     (Ok(_), None) => {}

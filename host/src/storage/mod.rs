@@ -13,7 +13,7 @@ mod object;
 mod simulated;
 
 pub use changes::{Alarm, Changeset};
-pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer};
+pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer, FULL_RETRY};
 pub(crate) use db::{APPS, COMPONENTS, DEPLOYMENTS, SECRETS, WORKERS};
 pub use db::{Db, DbError};
 pub use limits::{
