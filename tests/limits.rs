@@ -168,3 +168,47 @@ async fn over_limit_keys_values_batches_and_quota_get_clear_errors() {
         .collect();
     assert_eq!(keys, vec!["a".to_owned(), "k".repeat(2048)]);
 }
+
+/// Object names are free: a client writing to fresh objects by the thousand meets the namespace's
+/// quota, a clear `limit-exceeded`, and not the disk; other namespaces are not affected, the count
+/// survives a kill, and deleting makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_objects_by_the_thousand_meet_the_namespace_quota() {
+    let (mut host, _dir) = Host::start(&["--max-namespace-storage", "1000000"]);
+    host.deploy("t", "test_object").await;
+    host.deploy("u", "test_object").await;
+    let value = "v".repeat(10_000);
+    let put = json!([{"op": "put", "key": "k", "value": value}]);
+    let mut stored = 0;
+    let refusal = loop {
+        let (status, body) = ops(&host, "t", &format!("fresh-{stored}"), put.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        if body[0]["err"].is_object() {
+            break body[0]["err"].clone();
+        }
+        stored += 1;
+        assert!(stored <= 100, "1 MB took more than 100 objects of 10 KB");
+    };
+    // Each object stores 10,001 bytes (key plus value): 99 of them fit in 1,000,000.
+    assert_eq!(stored, 99);
+    assert_eq!(refusal["kind"], "limit-exceeded");
+    let message = refusal["message"].as_str().unwrap();
+    assert!(message.contains("--max-namespace-storage"), "{message}");
+    let (_, body) = ops(&host, "u", "fresh", put.clone()).await;
+    assert!(
+        body[0].get("ok").is_some(),
+        "another namespace is refused: {body}"
+    );
+
+    host.kill_and_restart();
+    let (_, body) = ops(&host, "t", "after-restart", put.clone()).await;
+    assert_eq!(body[0]["err"]["kind"], "limit-exceeded", "{body}");
+    let delete = json!([{"op": "delete", "key": "k"}]);
+    let (status, body) = ops(&host, "t", "fresh-0", delete).await;
+    assert_eq!((status, &body[0]["ok"]), (200, &json!(true)), "{body}");
+    let (_, body) = ops(&host, "t", "after-delete", put).await;
+    assert!(
+        body[0].get("ok").is_some(),
+        "refused after a delete: {body}"
+    );
+}

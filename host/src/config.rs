@@ -202,6 +202,7 @@ impl HostConfig {
     pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
         let memory = machine_memory();
         let share = |parts: u64| usize::try_from(memory / parts).unwrap_or(usize::MAX);
+        let max_namespace_bytes = default_max_namespace_storage(&data_dir);
         HostConfig {
             compile_cache: data_dir.join("cache"),
             data_dir,
@@ -223,9 +224,33 @@ impl HostConfig {
             },
             storage_cache: mib_to_bytes(DEFAULT_STORAGE_CACHE_MIB),
             event: EventLimits::default(),
-            storage: StorageLimits::default(),
+            storage: StorageLimits {
+                max_namespace_bytes,
+                ..StorageLimits::default()
+            },
         }
     }
+}
+
+/// A quarter of the size of the filesystem `data_dir` is on (or will be, once created): what
+/// the objects of one namespace may store together. Unbounded where its size cannot be read.
+pub fn default_max_namespace_storage(data_dir: &std::path::Path) -> u64 {
+    let mut dir = data_dir;
+    while !dir.exists() {
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => dir = std::path::Path::new("."),
+        }
+    }
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return u64::MAX;
+    };
+    // SAFETY: statvfs writes only into the struct we own, and reads a NUL-terminated path.
+    let mut fs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut fs) } != 0 {
+        return u64::MAX;
+    }
+    (fs.f_blocks as u64).saturating_mul(fs.f_frsize as u64) / 4
 }
 
 /// `mib` MiB in bytes, saturating.

@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Most bytes (keys plus values) one object may store.
     #[arg(long, default_value_t = config::DEFAULT_MAX_OBJECT_STORAGE)]
     max_object_storage: u64,
+    /// Most bytes all objects of one namespace may store together; past it their writes that
+    /// grow are refused with `limit-exceeded`. Default a quarter of the data dir's filesystem.
+    #[arg(long, value_name = "BYTES")]
+    max_namespace_storage: Option<u64>,
     /// MiB of the database's page cache, which keeps the pages last written and read.
     #[arg(long, default_value_t = config::DEFAULT_STORAGE_CACHE_MIB)]
     storage_cache: u64,
@@ -224,6 +228,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.event.timeout = args.event_timeout.0;
     config.event.max_response_body = args.max_response_body;
     config.storage.max_object_bytes = args.max_object_storage;
+    if let Some(bytes) = args.max_namespace_storage {
+        config.storage.max_namespace_bytes = bytes;
+    }
     config.storage_cache = config::mib_to_bytes(args.storage_cache);
     if let Some(dir) = args.compile_cache {
         config.compile_cache = dir;

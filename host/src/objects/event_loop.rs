@@ -53,8 +53,8 @@ impl EventLoop {
     ) {
         let storage = {
             let db = inner.db.clone();
-            let (id, limits) = (identity.id, inner.config.storage);
-            tokio::task::spawn_blocking(move || ObjectStorage::open(id, db, limits)).await
+            let (object, limits) = (identity.clone(), inner.config.storage);
+            tokio::task::spawn_blocking(move || ObjectStorage::open(&object, db, limits)).await
         };
         let storage = match storage {
             Ok(Ok(s)) => s,

@@ -9,11 +9,13 @@
 
 use super::changes::{Alarm, Changeset};
 use super::db::{
-    ALARMS, Db, DbError, ENTRIES, OBJECT_SIZES, bound_slice, encode_alarm, full_key, object_range,
+    ALARMS, Db, DbError, ENTRIES, NAMESPACE_SIZES, OBJECT_SIZES, OBJECTS, bound_slice,
+    encode_alarm, full_key, object_range,
 };
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use redb::ReadableTable;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub type CommitOutcome = Shared<BoxFuture<'static, Result<Instant, CommitFailed>
 enum Job {
     Commit {
         id: ObjectId,
+        /// The object's key in the objects table ([`super::db::object_key`]).
+        object: Arc<[u8]>,
         changes: Arc<Changeset>,
         size: u64,
         done: oneshot::Sender<Result<Instant, CommitFailed>>,
@@ -89,11 +93,19 @@ impl Committer {
         Ok((Committer { jobs, health }, thread))
     }
 
-    /// Queues an object's changes and its size after them.
-    pub fn submit(&self, id: ObjectId, changes: Arc<Changeset>, size: u64) -> CommitOutcome {
+    /// Queues an object's changes and its size after them; `object` is its key in the objects
+    /// table, which counts its size toward its namespace's.
+    pub fn submit(
+        &self,
+        id: ObjectId,
+        object: Arc<[u8]>,
+        changes: Arc<Changeset>,
+        size: u64,
+    ) -> CommitOutcome {
         let (done, rx) = oneshot::channel();
         let sent = self.jobs.send(Job::Commit {
             id,
+            object,
             changes,
             size,
             done,
@@ -202,13 +214,30 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut sizes = txn.open_table(OBJECT_SIZES)?;
         let mut alarms = txn.open_table(ALARMS)?;
+        let mut objects = txn.open_table(OBJECTS)?;
+        // What the batch changes in each namespace's size.
+        let mut grown: HashMap<&[u8], i128> = HashMap::new();
         for job in batch {
             let Job::Commit {
-                id, changes, size, ..
+                id,
+                object,
+                changes,
+                size,
+                ..
             } = job
             else {
                 continue;
             };
+            let counted = objects.get(&**object)?.map_or(0, |v| v.value());
+            if counted != *size {
+                let namespace = object.split(|&b| b == 0).next().unwrap_or_default();
+                *grown.entry(namespace).or_default() += i128::from(*size) - i128::from(counted);
+                if *size == 0 {
+                    objects.remove(&**object)?;
+                } else {
+                    objects.insert(&**object, *size)?;
+                }
+            }
             if changes.clear {
                 let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
                 let range = (bound_slice(&lo), bound_slice(&hi));
@@ -239,6 +268,14 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
             } else {
                 sizes.insert(id.as_bytes().as_slice(), *size)?;
             }
+        }
+        let mut namespaces = txn.open_table(NAMESPACE_SIZES)?;
+        for (namespace, grown) in grown {
+            // Namespaces are ASCII; this never falls back.
+            let namespace = std::str::from_utf8(namespace).unwrap_or_default();
+            let before = namespaces.get(namespace)?.map_or(0, |v| v.value());
+            let after = u64::try_from((i128::from(before) + grown).max(0)).unwrap_or(u64::MAX);
+            namespaces.insert(namespace, after)?;
         }
     }
     txn.commit()?;

@@ -7,14 +7,23 @@
 use super::changes::Alarm;
 use crate::names::ObjectId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// Object entries: `id ++ key` → value.
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Bytes stored per object (keys plus values), for the storage quota: `id` → bytes.
 pub(crate) const OBJECT_SIZES: TableDefinition<&[u8], u64> = TableDefinition::new("object_sizes");
+/// Objects by name, with the bytes each has counted toward its namespace's quota:
+/// `namespace \0 name` → bytes (keys plus values). An object stored before this table existed is
+/// counted from its next write.
+pub(crate) const OBJECTS: TableDefinition<&[u8], u64> = TableDefinition::new("objects");
+/// Bytes stored per namespace, the sum of its objects' in [`OBJECTS`]: namespace → bytes.
+pub(crate) const NAMESPACE_SIZES: TableDefinition<&str, u64> =
+    TableDefinition::new("namespace_sizes");
 /// Alarms: `id` → the time (8 bytes, big-endian ms) followed by `namespace \0 name`.
 pub(crate) const ALARMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarms");
 /// Deployed components: namespace → the uploaded wasm bytes.
@@ -75,6 +84,9 @@ type Open = Box<dyn Fn() -> Result<redb::Database, DbError> + Send + Sync>;
 pub struct Db {
     open: Open,
     handle: RwLock<Handle>,
+    /// Bytes stored per namespace, as the live objects have submitted them (ahead of the disk),
+    /// for the namespace quota: loaded at open, then kept by each object's storage.
+    usage: Mutex<HashMap<String, Arc<AtomicI64>>>,
 }
 
 struct Handle {
@@ -138,6 +150,8 @@ impl Db {
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.open_table(OBJECT_SIZES)?;
+        txn.open_table(OBJECTS)?;
+        txn.open_table(NAMESPACE_SIZES)?;
         txn.open_table(ALARMS)?;
         txn.open_table(COMPONENTS)?;
         txn.open_table(DEPLOYMENTS)?;
@@ -145,12 +159,43 @@ impl Db {
         txn.open_table(WORKERS)?;
         txn.open_table(SECRETS)?;
         txn.commit()?;
+        let mut usage = HashMap::new();
+        for entry in db.begin_read()?.open_table(NAMESPACE_SIZES)?.iter()? {
+            let (namespace, bytes) = entry?;
+            let bytes = i64::try_from(bytes.value()).unwrap_or(i64::MAX);
+            usage.insert(
+                namespace.value().to_owned(),
+                Arc::new(AtomicI64::new(bytes)),
+            );
+        }
         Ok(Db {
             open,
             handle: RwLock::new(Handle {
                 db: Some(db),
                 generation: 0,
             }),
+            usage: Mutex::new(usage),
+        })
+    }
+
+    /// The bytes `namespace` stores, as its live objects submitted them: shared by them, each
+    /// adding what its commits change.
+    pub(crate) fn namespace_usage(&self, namespace: &str) -> Arc<AtomicI64> {
+        let mut usage = self.usage.lock().unwrap();
+        usage.entry(namespace.to_owned()).or_default().clone()
+    }
+
+    /// The bytes `namespace` stores (see [`Self::namespace_usage`]).
+    pub fn namespace_size(&self, namespace: &str) -> u64 {
+        let used = self.namespace_usage(namespace).load(Ordering::Relaxed);
+        u64::try_from(used).unwrap_or(0)
+    }
+
+    /// The bytes the object under `key` ([`object_key`]) has counted toward its namespace.
+    pub fn counted_size(&self, key: &[u8]) -> Result<u64, DbError> {
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(OBJECTS)?;
+            Ok(table.get(key)?.map_or(0, |v| v.value()))
         })
     }
 
@@ -325,6 +370,11 @@ fn decode_alarm(v: &[u8]) -> Option<Alarm> {
         namespace: namespace.into(),
         name: name.into(),
     })
+}
+
+/// An object's key in [`OBJECTS`]: `namespace \0 name` (a namespace has no zero byte).
+pub fn object_key(namespace: &str, name: &str) -> Vec<u8> {
+    [namespace.as_bytes(), b"\0", name.as_bytes()].concat()
 }
 
 /// The database key of an object's entry: `id ++ key`.

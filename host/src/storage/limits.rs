@@ -22,6 +22,9 @@ pub struct StorageLimits {
     pub max_batch: usize,
     /// Most bytes (keys plus values) one object may store.
     pub max_object_bytes: u64,
+    /// Most bytes all objects of one namespace may store together: object names are free, so a
+    /// client could otherwise fill the disk one quota at a time.
+    pub max_namespace_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -31,6 +34,7 @@ impl Default for StorageLimits {
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            max_namespace_bytes: u64::MAX,
         }
     }
 }
@@ -78,6 +82,15 @@ impl StorageLimits {
     pub(super) fn check_quota(&self, new_size: u64) -> Result<(), StorageError> {
         at_most(new_size, self.max_object_bytes, |n, max| {
             format!("the object would store {n} bytes; its quota is {max} bytes")
+        })
+    }
+
+    pub(super) fn check_namespace_quota(&self, new_size: u64) -> Result<(), StorageError> {
+        at_most(new_size, self.max_namespace_bytes, |n, max| {
+            format!(
+                "the namespace's objects would store {n} bytes together; its quota is {max} \
+                 bytes (--max-namespace-storage)"
+            )
         })
     }
 }

@@ -7,13 +7,14 @@
 
 use super::changes::{Alarm, Changeset};
 use super::committer::{CommitFailed, CommitOutcome, Committer};
-use super::db::{Db, DbError, KeyRange, bound_slice, next_prefix};
+use super::db::{Db, DbError, KeyRange, bound_slice, next_prefix, object_key};
 use super::limits::{MAX_TRANSACTION_DEPTH, StorageError, StorageLimits};
-use crate::names::ObjectId;
+use crate::names::{ObjectId, ObjectIdentity};
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Which keys `list` returns; see the WIT `list-options`.
 #[derive(Debug, Clone, Default)]
@@ -34,10 +35,15 @@ struct Pending {
 /// A live object's storage. Owned by the object's event loop; one event at a time.
 pub struct ObjectStorage {
     id: ObjectId,
+    /// Its key in the objects table, which counts its size toward its namespace's.
+    object: Arc<[u8]>,
     db: Arc<Db>,
     limits: StorageLimits,
     /// Size once every submitted commit is applied.
     committed_size: u64,
+    /// What the namespace stores (all its objects' submitted sizes), and this object's part of it.
+    namespace_used: Arc<AtomicI64>,
+    counted: u64,
     /// Submitted commits, oldest first, until they are known to be durable.
     pending: VecDeque<Pending>,
     /// The current event's writes, and its size counting them.
@@ -55,11 +61,21 @@ pub struct ObjectStorage {
 type Entries = Vec<(String, Vec<u8>)>;
 
 impl ObjectStorage {
-    /// Opens the object's storage, reading its size for the quota.
-    pub fn open(id: ObjectId, db: Arc<Db>, limits: StorageLimits) -> Result<Self, DbError> {
+    /// Opens the object's storage, reading its size for the quotas.
+    pub fn open(
+        object: &ObjectIdentity,
+        db: Arc<Db>,
+        limits: StorageLimits,
+    ) -> Result<Self, DbError> {
+        let id = object.id;
         let committed_size = db.object_size(&id)?;
+        let key = object_key(&object.namespace, &object.name);
+        let counted = db.counted_size(&key)?;
         Ok(ObjectStorage {
             id,
+            object: key.into(),
+            namespace_used: db.namespace_usage(&object.namespace),
+            counted,
             db,
             limits,
             committed_size,
@@ -131,7 +147,19 @@ impl ObjectStorage {
             size += (k.len() + v.len()) as u64;
             batch.insert(k, v.len());
         }
-        if let Err(e) = self.limits.check_quota(size) {
+        let namespace_size = || {
+            let used = self.namespace_used.load(Ordering::Relaxed);
+            u64::try_from(used - self.counted as i64 + size as i64).unwrap_or(0)
+        };
+        let checked = self.limits.check_quota(size).and_then(|()| {
+            // Only growth is refused: an object of a namespace over its quota may still shrink.
+            if size > self.event_size {
+                self.limits.check_namespace_quota(namespace_size())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = checked {
             self.hit_quota = true;
             return Err(e);
         }
@@ -349,7 +377,13 @@ impl ObjectStorage {
         }
         let changes = Arc::new(std::mem::take(&mut self.event));
         self.committed_size = self.event_size;
-        let outcome = committer.submit(self.id, changes.clone(), self.committed_size);
+        self.count(self.committed_size);
+        let outcome = committer.submit(
+            self.id,
+            self.object.clone(),
+            changes.clone(),
+            self.committed_size,
+        );
         self.pending.push_back(Pending {
             changes,
             outcome: outcome.clone(),
@@ -396,9 +430,17 @@ impl ObjectStorage {
     pub fn reset(&mut self, committer: &Committer) -> Result<(), DbError> {
         self.pending.clear();
         self.committed_size = self.db.object_size(&self.id)?;
+        self.count(self.db.counted_size(&self.object)?);
         self.discard_event();
         committer.forgive(self.id);
         Ok(())
+    }
+
+    /// Makes `size` this object's part of its namespace's size.
+    fn count(&mut self, size: u64) {
+        let grown = size as i64 - self.counted as i64;
+        self.namespace_used.fetch_add(grown, Ordering::Relaxed);
+        self.counted = size;
     }
 }
 

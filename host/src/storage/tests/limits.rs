@@ -1,7 +1,8 @@
 //! The limits on keys, entries, batches, the quota and transaction depth; a refusal changes nothing.
 
 use super::{Host, all, entries, finish_durably, is_invalid, is_limit};
-use crate::storage::StorageLimits;
+use crate::names::ObjectIdentity;
+use crate::storage::{ObjectStorage, StorageLimits};
 use futures::executor::block_on;
 
 #[test]
@@ -187,4 +188,48 @@ fn transaction_depth_limit() {
     }
     assert!(is_invalid(s.rollback()));
     assert!(all(&s).is_empty());
+}
+
+/// The objects of one namespace share its quota: what one stores, another cannot; deleting frees
+/// room; a refused put changes nothing; the count survives a restart, from the disk.
+#[test]
+fn namespace_quota() {
+    let mut host = Host::new();
+    let limits = StorageLimits {
+        max_namespace_bytes: 1000,
+        ..StorageLimits::default()
+    };
+    let mut a = host.object_with("a", limits);
+    let mut b = host.object_with("b", limits);
+    a.put("k", vec![1; 599]).unwrap();
+    finish_durably(&mut a, &host);
+    // 600 + 401 > 1000, across objects.
+    assert!(is_limit(b.put("k", vec![2; 400])));
+    assert_eq!(b.size(), 0);
+    b.put("k", vec![2; 399]).unwrap();
+    finish_durably(&mut b, &host);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 1000);
+    // Full: growth is refused, a shrinking write is not.
+    assert!(is_limit(a.put("k2", vec![])));
+    a.put("k", vec![1; 99]).unwrap();
+    finish_durably(&mut a, &host);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 500);
+    // Another namespace is not affected.
+    let other = ObjectIdentity::new("other", "a");
+    let db = host.running().db.clone();
+    let mut c = ObjectStorage::open(&other, db, limits).unwrap();
+    c.put("k", vec![3; 900]).unwrap();
+    finish_durably(&mut c, &host);
+
+    // From the disk after a restart: the sizes, and the quota.
+    drop((a, b, c));
+    host.restart();
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 500);
+    assert_eq!(host.running().db.namespace_size("other"), 901);
+    let mut b = host.object_with("b", limits);
+    assert!(is_limit(b.put("more", vec![0; 500])));
+    b.delete_all();
+    finish_durably(&mut b, &host);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 100);
+    b.put("more", vec![0; 896]).unwrap();
 }

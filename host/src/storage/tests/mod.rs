@@ -3,7 +3,7 @@
 //! tests of the limits and of the corners the model reaches only rarely.
 
 use super::{Committer, Db, ListOptions, ObjectStorage, StorageError, StorageLimits};
-use crate::names::ObjectId;
+use crate::names::ObjectIdentity;
 use futures::executor::block_on;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,9 +55,9 @@ impl Host {
     }
 
     fn object_with(&self, name: &str, limits: StorageLimits) -> ObjectStorage {
-        let id = ObjectId::new("storage-tests", name);
+        let object = ObjectIdentity::new("storage-tests", name);
         let db = self.running().db.clone();
-        ObjectStorage::open(id, db, limits).expect("open object storage")
+        ObjectStorage::open(&object, db, limits).expect("open object storage")
     }
 
     /// Stops and starts again on the same database, as the host does after a restart. Every

@@ -16,6 +16,7 @@ const MODEL_LIMITS: StorageLimits = StorageLimits {
     max_entry_bytes: 8,
     max_batch: 4,
     max_object_bytes: 60,
+    max_namespace_bytes: u64::MAX,
 };
 
 /// Keys that share prefixes and sort next to each other; "abcde" is over the key limit, "a\0" is
