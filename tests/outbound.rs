@@ -185,6 +185,14 @@ async fn a_listed_destination_is_reached_from_a_worker_and_an_object() {
     let (status, body) = worker_fetch(&host, &format!("{https}/hello")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["fetch_error"], "TLS-protocol-error", "{body}");
+
+    // The metrics count both responses, and the failure by its name.
+    let scraped = support::metrics::scrape(&host.at("/_admin/metrics")).await;
+    let sent = |outcome| {
+        let labels = [("app", "shop"), ("outcome", outcome)];
+        support::metrics::value(&scraped, "dohost_outbound_requests_total", &labels)
+    };
+    assert_eq!((sent("ok"), sent("Tls")), (2.0, 1.0));
 }
 
 #[tokio::test]

@@ -139,6 +139,13 @@ impl Alarms {
         let delivered = objects
             .alarm(&alarm.namespace, &alarm.name, alarm.at, retries)
             .await;
+        let outcome = match &delivered {
+            Ok(()) => "fired",
+            Err(e) if e.is_overloaded() => "refused",
+            Err(_) if retries < MAX_RETRIES => "retried",
+            Err(_) => "dropped",
+        };
+        objects.metrics().alarm(&alarm.namespace, outcome);
         let Err(e) = delivered else {
             // The event's commit has already told us whether the alarm is gone or re-armed.
             let mut schedule = self.schedule.lock().unwrap();

@@ -9,6 +9,7 @@
 //! [ARCHITECTURE.md](../../ARCHITECTURE.md) follows a request and a WebSocket message through them:
 //! - [`clock`]: the wall clock.
 //! - [`config`]: the knobs of a host and their defaults, written once.
+//! - [`metrics`]: the Prometheus series the host counts, and their exposition.
 //! - [`names`]: namespace and object names, object ids.
 //! - [`memory`]: the budget for all live instances' memories.
 //! - [`outbound`]: which outbound HTTP destinations a guest may reach, by URL and by resolved
@@ -42,6 +43,7 @@ pub mod env;
 pub mod http;
 pub mod manifest;
 pub mod memory;
+pub mod metrics;
 pub mod names;
 pub mod objects;
 pub mod outbound;

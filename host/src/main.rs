@@ -39,6 +39,10 @@ struct ServeArgs {
     /// Where everything durable lives: the database, compiled components, the admin token.
     #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
+    /// Also serve the Prometheus metrics at `/metrics` on this address, without the admin token
+    /// (they are always at `/_admin/metrics` with it).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// The admin API's bearer token; without it one is generated and kept in the data dir.
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -247,6 +251,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         data.display(),
         host.registry.list().len()
     );
+    if let Some(listen) = &args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening for metrics on {listen}"))?;
+        let at = listener.local_addr()?;
+        tracing::info!("metrics at http://{at}/metrics");
+        // Scripts and tests that ask for port 0 learn the port from this line.
+        println!("metrics on http://{at}/metrics");
+        let router = host.metrics_router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
     let sockets = host.sockets.clone();

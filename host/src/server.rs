@@ -49,6 +49,8 @@ pub enum StartError {
 /// A running host's parts.
 pub struct Host {
     pub router: axum::Router,
+    /// `/metrics` alone, for `--metrics-listen`.
+    pub metrics_router: axum::Router,
     pub objects: Objects,
     pub registry: Arc<Registry>,
     pub sockets: Arc<Sockets>,
@@ -107,7 +109,7 @@ impl Host {
         );
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(alarms.clone().run(objects.clone()));
-        let router = http::router(AppState {
+        let state = AppState {
             workers: Workers::start(
                 objects.clone(),
                 config.idle_timeout,
@@ -122,9 +124,10 @@ impl Host {
             max_request_body: config.max_request_body,
             max_component_bytes: config.max_component_bytes,
             body_timeout: config.body_timeout,
-        });
+        };
         Ok(Host {
-            router,
+            metrics_router: http::metrics_router(state.clone()),
+            router: http::router(state),
             objects,
             registry,
             sockets,

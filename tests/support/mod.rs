@@ -6,6 +6,7 @@
 pub mod chaos_load;
 pub mod chaos_model;
 pub mod in_process;
+pub mod metrics;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 /// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
 /// whatever the guess, and its length leaks nothing. The scheme is case-insensitive (RFC 9110).
-fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+pub(super) fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     let refuse =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
     let value = headers

@@ -27,6 +27,11 @@ impl ApiError {
         }
     }
 
+    /// The stable code clients and the metrics see.
+    pub(super) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// 404 `unknown_namespace`: nothing is deployed there (or it cannot be a namespace).
     pub(super) fn unknown_namespace(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_namespace", message)

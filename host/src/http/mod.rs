@@ -18,11 +18,13 @@
 //! 414) and no body.
 //!
 //! The files: `objects` (delivery to objects), `websocket` (an upgraded socket's connection
-//! task), `admin` (the admin API), `limits` (what a request may send), `error` (the JSON errors).
+//! task), `admin` (the admin API), `metrics` (the Prometheus exposition), `limits` (what a
+//! request may send), `error` (the JSON errors).
 
 mod admin;
 mod error;
 mod limits;
+mod metrics;
 mod objects;
 mod state;
 mod stream;
@@ -30,6 +32,7 @@ mod websocket;
 
 pub use error::ApiError;
 pub use limits::{BodyBudget, MAX_HEADER_BYTES, MAX_TARGET_BYTES};
+pub use metrics::metrics_router;
 pub use state::{AppState, ClientAddress};
 
 use axum::Router;
@@ -42,6 +45,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
+        .route("/_admin/metrics", get(metrics::admin_metrics))
         .route(
             "/_admin/namespaces/{namespace}",
             get(admin::show_namespace)

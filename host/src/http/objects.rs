@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, discard_body, read_body};
 use super::state::{AppState, ClientAddress};
 use super::{stream, websocket};
+use crate::metrics::RequestLabels;
 use crate::objects::ObjectError;
 use crate::registry::{App, Namespace};
 use crate::routing::{Target, parse_target};
@@ -22,10 +23,24 @@ pub(super) async fn object_request(
     State(app): State<AppState>,
     req: axum::extract::Request,
 ) -> Response {
-    match deliver(app, req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    let metrics = app.objects.metrics().clone();
+    let mut reached = String::new();
+    let (response, code) = match deliver(app, req, &mut reached).await {
+        Ok(response) => (response, ""),
+        Err(e) => {
+            let code = e.code();
+            (e.into_response(), code)
+        }
+    };
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            namespace: reached,
+            status: response.status().as_u16(),
+            code: code.to_owned(),
+        })
+        .inc();
+    response
 }
 
 /// Whether a request asks for a WebSocket.
@@ -82,7 +97,12 @@ fn destination<'a>(
     }
 }
 
-async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response, ApiError> {
+/// Delivers a request; `reached` is set to the namespace (or app) it reached, for the metrics.
+async fn deliver(
+    app: AppState,
+    req: axum::extract::Request,
+    reached: &mut String,
+) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let uri = parts.uri.clone();
     let host = parts
@@ -90,6 +110,10 @@ async fn deliver(app: AppState, req: axum::extract::Request) -> Result<Response,
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
     let destination = destination(&app, host, &uri)?;
+    reached.clone_from(match &destination {
+        Destination::Worker(app) => &app.name,
+        Destination::Object { namespace, .. } => &namespace.name,
+    });
     // An http-worker reads the body itself, as it comes; wasi:http has no upgrades, so a
     // WebSocket handshake is an ordinary request to it.
     if let Destination::Worker(worker) = &destination

@@ -6,6 +6,7 @@ use super::event::{Event, Fetched, Outcome, Ran};
 use super::queue::QueuedEvent;
 use super::shared::Inner;
 use crate::cpu_share::Meter;
+use crate::metrics::{MessageLabels, NamespaceLabel};
 use crate::names::ObjectIdentity;
 use crate::registry::Namespace;
 use crate::runtime::{Chain, EventError, Guest, Instance, Request};
@@ -38,6 +39,8 @@ pub(super) struct EventLoop {
     /// Handed to each of its instances, which count their guest instructions on it toward the
     /// namespace's share.
     meter: Meter,
+    /// The fuel the current event burned, for the metrics.
+    burned: u64,
 }
 
 /// An event's WebSocket output and the commit it waits for.
@@ -91,6 +94,7 @@ impl EventLoop {
             gated: None,
             background,
             meter,
+            burned: 0,
         };
         this.serve(rx, None).await;
     }
@@ -139,9 +143,37 @@ impl EventLoop {
                 runtime.spawn(self.serve_boxed(rx, event));
                 return;
             }
-            let Some(QueuedEvent { event, share }) = event else {
+            let Some(QueuedEvent {
+                event,
+                share,
+                queued,
+            }) = event
+            else {
                 return;
             };
+            let taken = Instant::now();
+            let metrics = &self.inner.metrics;
+            let namespace = &self.identity.namespace;
+            metrics
+                .queue_seconds
+                .get_or_create(&NamespaceLabel {
+                    namespace: namespace.clone(),
+                })
+                .observe(taken.duration_since(queued).as_secs_f64());
+            let kind = match &event {
+                Event::Fetch { .. } => Some("request"),
+                Event::Socket {
+                    event: SocketEvent::Text(_) | SocketEvent::Binary(_),
+                    ..
+                } => {
+                    metrics.message(namespace, "in");
+                    Some("message")
+                }
+                Event::Socket { .. } => Some("message"),
+                Event::Alarm { .. } => Some("alarm"),
+                Event::DropAlarm { .. } | Event::Evict => None,
+            };
+            self.burned = 0;
             match event {
                 Event::Fetch {
                     namespace,
@@ -172,6 +204,10 @@ impl EventLoop {
             }
             // Counted in the object's queue until it has run.
             drop(share);
+            if let Some(kind) = kind {
+                let metrics = &self.inner.metrics;
+                metrics.event(&self.identity.namespace, kind, taken.elapsed(), self.burned);
+            }
         }
     }
 
@@ -314,7 +350,7 @@ impl EventLoop {
     /// Ends an event: on success commits its writes and queues its WebSocket output behind the
     /// gate; on failure discards both, and the instance.
     fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
-        self.instance().count_fuel();
+        self.burned = self.instance().count_fuel();
         let io = self.instance().take_socket_io();
         match result {
             Ok(value) => {
@@ -322,6 +358,12 @@ impl EventLoop {
                 let gate = self.storage().finish_event(&committer);
                 self.join_idle_list();
                 if !io.outputs.is_empty() {
+                    let sent = self.inner.metrics.messages.get_or_create(&MessageLabels {
+                        namespace: self.identity.namespace.clone(),
+                        direction: "out",
+                    });
+                    sent.inc_by(io.outputs.len() as u64);
+                    drop(sent);
                     self.release_behind_gate(gate.clone(), io.outputs);
                 }
                 Outcome {

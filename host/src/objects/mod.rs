@@ -28,6 +28,7 @@ pub use shared::LifecycleConfig;
 
 use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare, Meter};
+use crate::metrics::Metrics;
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
 use crate::runtime::{CallStats, Calls, Chain, Request, Runtime};
@@ -61,6 +62,7 @@ impl Objects {
         config: LifecycleConfig,
     ) -> Self {
         let memory = runtime.memory().clone();
+        let metrics = runtime.metrics().clone();
         let objects = Objects {
             inner: Arc::new_cyclic(|inner| Inner {
                 runtime,
@@ -76,6 +78,7 @@ impl Objects {
                 loops: Mutex::new(HashMap::new()),
                 idle: Mutex::new(IdleList::default()),
                 memory,
+                metrics,
                 overloaded: AtomicU64::new(0),
                 overload_logged_ms: AtomicU64::new(0),
             }),
@@ -113,6 +116,21 @@ impl Objects {
     /// Commits (one per event that wrote) not made durable since start.
     pub fn failed_commits(&self) -> u64 {
         self.inner.committer.failed_commits()
+    }
+
+    /// The commit thread, for its counts.
+    pub fn committer(&self) -> &Committer {
+        &self.inner.committer
+    }
+
+    /// Bytes (keys plus values) the objects of `namespace` store, counting commits on their way.
+    pub fn stored_bytes(&self, namespace: &str) -> u64 {
+        self.inner.db.namespace_size(namespace)
+    }
+
+    /// What the host counts as it serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Bytes of linear memory all live instances hold.

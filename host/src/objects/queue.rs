@@ -7,6 +7,7 @@ use super::error::ObjectError;
 use super::event::Event;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// The bound on one object's queue.
@@ -30,12 +31,18 @@ pub(super) struct Queue {
 pub(super) struct QueuedEvent {
     pub(super) event: Event,
     pub(super) share: Option<Share>,
+    /// When it was queued: the wait is measured.
+    pub(super) queued: Instant,
 }
 
 impl From<Event> for QueuedEvent {
     /// An event that does not count toward the bound: the host's own (eviction, alarms).
     fn from(event: Event) -> Self {
-        QueuedEvent { event, share: None }
+        QueuedEvent {
+            event,
+            share: None,
+            queued: Instant::now(),
+        }
     }
 }
 
@@ -118,6 +125,7 @@ impl Queue {
         self.push(QueuedEvent {
             event,
             share: Some(share),
+            queued: Instant::now(),
         })
     }
 

@@ -7,6 +7,7 @@ use super::queue::{Queue, QueueLimits, QueuedEvent};
 use super::waits::Waits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
+use crate::metrics::Metrics;
 use crate::names::ObjectId;
 use crate::registry::Registry;
 use crate::runtime::{Calls, Runtime};
@@ -47,6 +48,7 @@ pub(super) struct Inner {
     /// Live instances between events, least recently used first.
     pub(super) idle: Mutex<IdleList>,
     pub(super) memory: Arc<MemoryBudget>,
+    pub(super) metrics: Metrics,
     /// Events refused as `overloaded` since start, and when that was last logged.
     pub(super) overloaded: AtomicU64,
     pub(super) overload_logged_ms: AtomicU64,

@@ -12,9 +12,12 @@ use super::state::{Guest, HostState};
 use crate::config::{EventLimits, OUTBOUND_MAX_RESPONSE_BODY};
 use crate::cpu_share::Meter;
 use crate::memory::MemoryBudget;
+use crate::metrics::{Metrics, OutboundLabels};
 use crate::scheduling::{Heavy, in_background};
 use crate::sockets::Sockets;
 use crate::storage::ObjectStorage;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::{Component, Linker};
@@ -54,6 +57,8 @@ pub struct Runtime {
     ticker: Arc<EpochTicker>,
     budget: Arc<MemoryBudget>,
     outbound: Arc<Outbound>,
+    /// What the host counts as it serves: every event runs on this engine.
+    metrics: Metrics,
 }
 
 impl Drop for Runtime {
@@ -90,6 +95,7 @@ impl Runtime {
             limits,
             ticker,
             budget,
+            metrics: Metrics::default(),
             outbound: Arc::new(Outbound::new()?),
         })
     }
@@ -100,6 +106,16 @@ impl Runtime {
 
     pub fn limits(&self) -> EventLimits {
         self.limits
+    }
+
+    /// What the host counts as it serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Outbound HTTP requests sent, by app and outcome.
+    pub fn outbound_requests(&self) -> Family<OutboundLabels, Counter> {
+        self.outbound.requests.clone()
     }
 
     /// The budget every instance's memory is counted in.

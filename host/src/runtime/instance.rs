@@ -89,9 +89,14 @@ impl Instance {
     }
 
     /// Counts the guest instructions of the event that just ended, whatever its outcome, on the
-    /// namespace's [`Meter`].
-    pub fn count_fuel(&mut self) {
+    /// namespace's [`Meter`]; answers the fuel the whole event burned.
+    pub fn count_fuel(&mut self) -> u64 {
+        let burned = self
+            .limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
         count_fuel(&mut self.store);
+        burned
     }
 
     /// Names the outcome of a call into the guest.

@@ -9,12 +9,15 @@
 
 use crate::config::{OUTBOUND_CONNECT_TIMEOUT, OUTBOUND_MAX_PER_INSTANCE, OUTBOUND_MAX_TOTAL};
 use crate::env::Env;
+use crate::metrics::OutboundLabels;
 use crate::outbound::{Destination, Scheme};
 use crate::storage::CommitOutcome;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -47,6 +50,8 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 pub struct Outbound {
     tls: Arc<rustls::ClientConfig>,
     slots: Arc<Semaphore>,
+    /// Requests sent, by app and outcome, for the metrics.
+    pub(crate) requests: Family<OutboundLabels, Counter>,
 }
 
 impl Outbound {
@@ -69,6 +74,7 @@ impl Outbound {
         Ok(Outbound {
             tls: Arc::new(tls),
             slots: Arc::new(Semaphore::new(OUTBOUND_MAX_TOTAL)),
+            requests: Family::default(),
         })
     }
 }
@@ -140,8 +146,32 @@ pub struct Admitted {
     pub gate: oneshot::Receiver<Gate>,
 }
 
-/// Sends `req` to its admitted destination.
+/// Sends `req` to its admitted destination, and counts its outcome.
 pub async fn send(
+    shared: Arc<Outbound>,
+    admitted: Admitted,
+    req: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Sent {
+    let app = admitted.env.app.clone().unwrap_or_default();
+    let sent = send_admitted(shared.clone(), admitted, req, options).await;
+    let outcome = match &sent {
+        Ok(_) => "ok".to_owned(),
+        // The variant's name alone: its data (a DNS error's text) would make series without end.
+        Err(e) => format!("{e:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    shared
+        .requests
+        .get_or_create(&OutboundLabels { app, outcome })
+        .inc();
+    sent
+}
+
+async fn send_admitted(
     shared: Arc<Outbound>,
     admitted: Admitted,
     mut req: http::Request<WasiBody>,

@@ -12,9 +12,11 @@ use super::db::{
     ALARMS, Db, DbError, ENTRIES, NAMESPACE_SIZES, OBJECT_SIZES, OBJECTS, bound_slice,
     encode_alarm, full_key, object_range,
 };
+use crate::metrics::seconds_histogram;
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use prometheus_client::metrics::histogram::Histogram;
 use redb::ReadableTable;
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -66,13 +68,27 @@ pub struct Committer {
     health: Arc<Health>,
 }
 
-/// How the commits have been going, for the admin API.
-#[derive(Default)]
+/// How the commits have been going, for the admin API and the metrics.
 struct Health {
     /// Whether the last commit tried failed for want of space.
     full: AtomicBool,
     /// Commits not made durable since start, failed or refused.
     failed: AtomicU64,
+    /// Commits made durable since start.
+    committed: AtomicU64,
+    /// How long each batch's transaction took, its fsync included.
+    batch_seconds: Histogram,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            full: AtomicBool::default(),
+            failed: AtomicU64::default(),
+            committed: AtomicU64::default(),
+            batch_seconds: seconds_histogram(),
+        }
+    }
 }
 
 /// Told of every alarm change once it is durable: the alarm scheduler.
@@ -134,6 +150,16 @@ impl Committer {
     pub fn failed_commits(&self) -> u64 {
         self.health.failed.load(Ordering::Relaxed)
     }
+
+    /// How many commits were made durable since start.
+    pub fn commits(&self) -> u64 {
+        self.health.committed.load(Ordering::Relaxed)
+    }
+
+    /// The time of each batch's transaction, fsync included, in seconds (a shared handle).
+    pub fn batch_seconds(&self) -> Histogram {
+        self.health.batch_seconds.clone()
+    }
 }
 
 fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
@@ -169,7 +195,21 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
                 at.elapsed().as_millis(),
                 FULL_RETRY.as_millis()
             ))),
-            None => write(db, &batch).map(|()| Instant::now()).map_err(|e| {
+            None => {
+                let started = Instant::now();
+                let written = write(db, &batch);
+                health
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                written
+            }
+            .map(|()| {
+                health
+                    .committed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                Instant::now()
+            })
+            .map_err(|e| {
                 tracing::error!("{e}");
                 if e.is_full() {
                     CommitFailed::Full(e.to_string())
