@@ -29,6 +29,30 @@ enum Command {
     Secret(SecretCommand),
     /// List the deployed namespaces of a running host.
     Namespaces(AdminArgs),
+    /// Save a consistent snapshot of everything a running host keeps (objects' storage, alarms,
+    /// deployed code, apps and their secrets) to FILE, while it serves.
+    Backup(BackupArgs),
+    /// Bring a host back from a backup: puts FILE in place as the database of a new data dir.
+    /// Start `dohost serve --data DIR` on it afterwards.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Where to write the backup; it is written beside it first, and moved there once complete
+    /// and checked.
+    file: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// A file written by `dohost backup`.
+    file: PathBuf,
+    /// The data dir to restore into: new, or without a database.
+    #[arg(long)]
+    data: PathBuf,
 }
 
 #[derive(Args)]
@@ -200,6 +224,8 @@ fn main() -> Result<()> {
         Command::Deploy(args) => runtime.block_on(deploy(args)),
         Command::Secret(SecretCommand::Put(args)) => runtime.block_on(put_secret(args)),
         Command::Namespaces(args) => runtime.block_on(namespaces(args)),
+        Command::Backup(args) => runtime.block_on(backup(args)),
+        Command::Restore(args) => restore(&args),
     }
 }
 
@@ -322,6 +348,76 @@ async fn admin_call(
         bail!("{status}: {message}");
     }
     Ok(body)
+}
+
+async fn backup(args: BackupArgs) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let token = admin_token(&args.admin)?;
+    let url = args.admin.url.trim_end_matches('/');
+    let mut response = reqwest::Client::new()
+        .get(format!("{url}/_admin/backup"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the host at {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        bail!(
+            "{status}: {}",
+            body["error"].as_str().unwrap_or("no message")
+        );
+    }
+    let mut partial = args.file.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut out = tokio::fs::File::create(&partial)
+        .await
+        .with_context(|| format!("creating {}", partial.display()))?;
+    while let Some(chunk) = response.chunk().await.context("receiving the backup")? {
+        out.write_all(&chunk).await?;
+    }
+    out.sync_all().await?;
+    drop(out);
+    let checked = partial.clone();
+    let size = tokio::task::spawn_blocking(move || dohost::storage::check_backup(&checked))
+        .await?
+        .with_context(|| format!("the backup received in {} does not open", partial.display()))?;
+    std::fs::rename(&partial, &args.file)?;
+    println!(
+        "backed up {} entries ({} bytes of keys and values) to {}",
+        size.entries,
+        size.bytes,
+        args.file.display()
+    );
+    Ok(())
+}
+
+fn restore(args: &RestoreArgs) -> Result<()> {
+    let size = dohost::storage::check_backup(&args.file)
+        .with_context(|| format!("{} is not a dohost backup", args.file.display()))?;
+    let database = args.data.join(server::DATABASE_FILE);
+    if database.exists() {
+        bail!(
+            "{} already has a database: restore into a new data dir, or move {} away first",
+            args.data.display(),
+            database.display()
+        );
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
+    let partial = database.with_extension("redb.partial");
+    std::fs::copy(&args.file, &partial)?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, &database)?;
+    println!(
+        "restored {} entries ({} bytes of keys and values) into {}; start it with `dohost serve --data {}`",
+        size.entries,
+        size.bytes,
+        args.data.display(),
+        args.data.display()
+    );
+    Ok(())
 }
 
 async fn deploy(args: DeployArgs) -> Result<()> {

@@ -56,6 +56,9 @@ pub struct Host {
     pub sockets: Arc<Sockets>,
 }
 
+/// The database's file in the data dir.
+pub const DATABASE_FILE: &str = "dohost.redb";
+
 impl Host {
     /// Opens the data dir, brings back every deployed namespace and starts the alarm loop.
     /// Blocking; call it within a tokio runtime (e.g. from `spawn_blocking`).
@@ -63,7 +66,7 @@ impl Host {
         check_map_limit(config.max_live_objects)?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
-        let db = Db::open(&dir.join("dohost.redb"), config.storage_cache)?;
+        let db = Db::open(&dir.join(DATABASE_FILE), config.storage_cache)?;
         Host::start_with_db(config, db)
     }
 
@@ -98,7 +101,7 @@ impl Host {
             cpu_share,
             sockets.clone(),
             registry.clone(),
-            db,
+            db.clone(),
             committer,
             LifecycleConfig {
                 idle_timeout: config.idle_timeout,
@@ -124,6 +127,9 @@ impl Host {
             max_request_body: config.max_request_body,
             max_component_bytes: config.max_component_bytes,
             body_timeout: config.body_timeout,
+            db,
+            data_dir: config.data_dir.clone(),
+            backups: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         Ok(Host {
             metrics_router: http::metrics_router(state.clone()),

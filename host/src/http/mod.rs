@@ -18,10 +18,11 @@
 //! 414) and no body.
 //!
 //! The files: `objects` (delivery to objects), `websocket` (an upgraded socket's connection
-//! task), `admin` (the admin API), `metrics` (the Prometheus exposition), `limits` (what a
-//! request may send), `error` (the JSON errors).
+//! task), `admin` (the admin API), `backup` (the snapshot route), `metrics` (the Prometheus
+//! exposition), `limits` (what a request may send), `error` (the JSON errors).
 
 mod admin;
+mod backup;
 mod error;
 mod limits;
 mod metrics;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/metrics", get(metrics::admin_metrics))
+        .route("/_admin/backup", get(backup::backup))
         .route(
             "/_admin/namespaces/{namespace}",
             get(admin::show_namespace)

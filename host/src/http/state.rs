@@ -5,10 +5,13 @@ use crate::alarms::Alarms;
 use crate::objects::Objects;
 use crate::registry::Registry;
 use crate::sockets::Sockets;
+use crate::storage::Db;
 use crate::workers::Workers;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -20,6 +23,12 @@ pub struct AppState {
     pub sockets: Arc<Sockets>,
     pub alarms: Arc<Alarms>,
     pub registry: Arc<Registry>,
+    /// The database, for backups.
+    pub db: Arc<Db>,
+    /// Where backups are written before they are sent.
+    pub data_dir: PathBuf,
+    /// One permit: one backup at a time.
+    pub backups: Arc<Semaphore>,
     pub admin_token: Arc<str>,
     pub max_request_body: usize,
     pub max_component_bytes: usize,

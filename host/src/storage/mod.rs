@@ -5,6 +5,7 @@
 //! `limits` (what a call may ask for, and why it was refused) sits between `db` and `object`.
 //! `simulated` is a disk in memory for tests (power cuts, a full disk); the host never uses it.
 
+mod backup;
 mod changes;
 mod committer;
 mod db;
@@ -12,6 +13,7 @@ mod limits;
 mod object;
 mod simulated;
 
+pub use backup::{BackupSize, check_backup, write_backup};
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer, FULL_RETRY};
 pub(crate) use db::{APPS, COMPONENTS, DEPLOYMENTS, SECRETS, WORKERS};
