@@ -309,11 +309,14 @@ mod tests {
     /// A scrape with one series in every family.
     fn every_family() -> String {
         let metrics = Metrics::default();
-        metrics.requests.get_or_create(&RequestLabels {
-            namespace: "ns".into(),
-            status: 200,
-            code: String::new(),
-        });
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                namespace: "ns".into(),
+                status: 200,
+                code: String::new(),
+            })
+            .inc();
         metrics.event("ns", "request", Duration::from_millis(1), 10_000);
         metrics
             .queue_seconds
@@ -324,10 +327,12 @@ mod tests {
         metrics.message("ns", "in");
         metrics.alarm("ns", "fired");
         let outbound: Family<OutboundLabels, Counter> = Family::default();
-        outbound.get_or_create(&OutboundLabels {
-            app: "app".into(),
-            outcome: "ok".into(),
-        });
+        outbound
+            .get_or_create(&OutboundLabels {
+                app: "app".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
         let now = Now {
             live_instances: 1,
             awake_objects: 1,
