@@ -146,6 +146,12 @@ impl Alarms {
             Err(_) => "dropped",
         };
         objects.metrics().alarm(&alarm.namespace, outcome);
+        let tail = objects.runtime().tail();
+        if tail.watched() {
+            let fields =
+                serde_json::json!({ "outcome": outcome, "due": alarm.at, "retries": retries });
+            tail.send("alarm", &alarm.namespace, &alarm.name, fields);
+        }
         let Err(e) = delivered else {
             // The event's commit has already told us whether the alarm is gone or re-armed.
             let mut schedule = self.schedule.lock().unwrap();

@@ -10,6 +10,7 @@
 //! - [`clock`]: the wall clock.
 //! - [`config`]: the knobs of a host and their defaults, written once.
 //! - [`metrics`]: the Prometheus series the host counts, and their exposition.
+//! - [`tail`]: the live stream of requests, guests' log lines, failures and alarms.
 //! - [`names`]: namespace and object names, object ids.
 //! - [`memory`]: the budget for all live instances' memories.
 //! - [`outbound`]: which outbound HTTP destinations a guest may reach, by URL and by resolved
@@ -54,4 +55,5 @@ pub mod scheduling;
 pub mod server;
 pub mod sockets;
 pub mod storage;
+pub mod tail;
 pub mod workers;

@@ -35,6 +35,28 @@ enum Command {
     /// Bring a host back from a backup: puts FILE in place as the database of a new data dir.
     /// Start `dohost serve --data DIR` on it afterwards.
     Restore(RestoreArgs),
+    /// Watch a running host live: requests answered, guests' log lines, failed events, alarms.
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Only this namespace (or app, for its worker's requests).
+    namespace: Option<String>,
+    /// Only this object.
+    #[arg(long)]
+    object: Option<String>,
+    /// `text`, one readable line each, or `json`, one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    format: LogFormat,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -67,6 +89,10 @@ struct ServeArgs {
     /// (they are always at `/_admin/metrics` with it).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// The host's own log lines on standard error: `text`, or `json` (one object per line, for
+    /// a log collector).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// The admin API's bearer token; without it one is generated and kept in the data dir.
     #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -209,13 +235,16 @@ static MALLOC_CONF: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Serve(args) if args.log_format == LogFormat::Json => log.json().init(),
+        _ => log.init(),
+    }
     // Before the runtime's threads exist: they inherit it.
     dohost::scheduling::use_short_slices();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -226,6 +255,7 @@ fn main() -> Result<()> {
         Command::Namespaces(args) => runtime.block_on(namespaces(args)),
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Restore(args) => restore(&args),
+        Command::Tail(args) => runtime.block_on(tail(args)),
     }
 }
 
@@ -391,6 +421,87 @@ async fn backup(args: BackupArgs) -> Result<()> {
         args.file.display()
     );
     Ok(())
+}
+
+async fn tail(args: TailArgs) -> Result<()> {
+    let token = admin_token(&args.admin)?;
+    let url = args.admin.url.trim_end_matches('/');
+    let mut query = Vec::new();
+    if let Some(namespace) = &args.namespace {
+        query.push(("namespace", namespace.as_str()));
+    }
+    if let Some(object) = &args.object {
+        query.push(("object", object.as_str()));
+    }
+    let mut response = reqwest::Client::new()
+        .get(format!("{url}/_admin/tail"))
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the host at {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        bail!(
+            "{status}: {}",
+            body["error"].as_str().unwrap_or("no message")
+        );
+    }
+    use std::io::Write;
+    let mut pending = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("the tail ended")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]).into_owned();
+            let shown = match args.format {
+                LogFormat::Json => line,
+                LogFormat::Text => tail_text(&line),
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{shown}")?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// A tail line, readable: `HH:MM:SS.mmm  kind  namespace/object  what happened`.
+fn tail_text(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let ms = v["ts"].as_u64().unwrap_or(0);
+    let day = ms % 86_400_000;
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day / 3_600_000,
+        day / 60_000 % 60,
+        day / 1000 % 60,
+        day % 1000
+    );
+    let who = match s("object").as_str() {
+        "" => s("namespace"),
+        object => format!("{}/{object}", s("namespace")),
+    };
+    let what = match s("type").as_str() {
+        "request" => format!(
+            "{} {} {} {:.1} ms {}",
+            s("method"),
+            s("path"),
+            v["status"],
+            v["ms"].as_f64().unwrap_or(0.0),
+            s("code")
+        ),
+        "log" => format!("{} {}", s("level"), s("message")),
+        "failure" => format!("{} {}", s("code"), s("error")),
+        "alarm" => format!("{} (due {})", s("outcome"), v["due"]),
+        "lagged" => format!("{} lines missed: the tail read too slowly", v["missed"]),
+        other => other.to_owned(),
+    };
+    format!("{time}  {:<7}  {who}  {}", s("type"), what.trim_end())
 }
 
 fn restore(args: &RestoreArgs) -> Result<()> {

@@ -19,7 +19,8 @@
 //!
 //! The files: `objects` (delivery to objects), `websocket` (an upgraded socket's connection
 //! task), `admin` (the admin API), `backup` (the snapshot route), `metrics` (the Prometheus
-//! exposition), `limits` (what a request may send), `error` (the JSON errors).
+//! exposition), `tail` (the live tail), `limits` (what a request may send), `error` (the JSON
+//! errors).
 
 mod admin;
 mod backup;
@@ -29,6 +30,7 @@ mod metrics;
 mod objects;
 mod state;
 mod stream;
+mod tail;
 mod websocket;
 
 pub use error::ApiError;
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/metrics", get(metrics::admin_metrics))
         .route("/_admin/backup", get(backup::backup))
+        .route("/_admin/tail", get(tail::tail))
         .route(
             "/_admin/namespaces/{namespace}",
             get(admin::show_namespace)

@@ -23,8 +23,13 @@ pub(super) async fn object_request(
     State(app): State<AppState>,
     req: axum::extract::Request,
 ) -> Response {
-    let metrics = app.objects.metrics().clone();
-    let mut reached = String::new();
+    let objects = app.objects.clone();
+    let tail = objects.runtime().tail();
+    let line = tail
+        .watched()
+        .then(|| (req.method().to_string(), req.uri().to_string()));
+    let started = std::time::Instant::now();
+    let mut reached = Reached::default();
     let (response, code) = match deliver(app, req, &mut reached).await {
         Ok(response) => (response, ""),
         Err(e) => {
@@ -32,15 +37,31 @@ pub(super) async fn object_request(
             (e.into_response(), code)
         }
     };
-    metrics
+    let status = response.status().as_u16();
+    if let Some((method, path)) = line {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let fields = serde_json::json!({
+            "method": method, "path": path, "status": status, "code": code, "ms": ms,
+        });
+        tail.send("request", &reached.namespace, &reached.object, fields);
+    }
+    objects
+        .metrics()
         .requests
         .get_or_create(&RequestLabels {
-            namespace: reached,
-            status: response.status().as_u16(),
+            namespace: reached.namespace,
+            status,
             code: code.to_owned(),
         })
         .inc();
     response
+}
+
+/// Where a request went, once known: the namespace (or app) and the object (none for a worker).
+#[derive(Default)]
+struct Reached {
+    namespace: String,
+    object: String,
 }
 
 /// Whether a request asks for a WebSocket.
@@ -97,11 +118,11 @@ fn destination<'a>(
     }
 }
 
-/// Delivers a request; `reached` is set to the namespace (or app) it reached, for the metrics.
+/// Delivers a request; `reached` is set to where it went, for the metrics and the tail.
 async fn deliver(
     app: AppState,
     req: axum::extract::Request,
-    reached: &mut String,
+    reached: &mut Reached,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let uri = parts.uri.clone();
@@ -110,10 +131,13 @@ async fn deliver(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
     let destination = destination(&app, host, &uri)?;
-    reached.clone_from(match &destination {
-        Destination::Worker(app) => &app.name,
-        Destination::Object { namespace, .. } => &namespace.name,
-    });
+    match &destination {
+        Destination::Worker(app) => reached.namespace.clone_from(&app.name),
+        Destination::Object { namespace, target } => {
+            reached.namespace.clone_from(&namespace.name);
+            reached.object = target.name.to_string();
+        }
+    }
     // An http-worker reads the body itself, as it comes; wasi:http has no upgrades, so a
     // WebSocket handshake is an ordinary request to it.
     if let Destination::Worker(worker) = &destination

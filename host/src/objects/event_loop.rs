@@ -373,6 +373,16 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::warn!(namespace = %self.identity.namespace, object = %self.identity.id, "event failed: {e}");
+                let tail = self.inner.runtime.tail();
+                if tail.watched() {
+                    let fields = serde_json::json!({ "code": e.code(), "error": e.to_string() });
+                    tail.send(
+                        "failure",
+                        &self.identity.namespace,
+                        &self.identity.name,
+                        fields,
+                    );
+                }
                 if e.is_limit() || self.storage().hit_quota() {
                     self.inner.cpu_share.demote(&self.identity.namespace, &e);
                 }

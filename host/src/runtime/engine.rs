@@ -5,7 +5,7 @@ use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
 use super::imports;
 use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
-use super::limits::MemoryCap;
+use super::limits::{LogBucket, MemoryCap};
 use super::outgoing_send::{Outbound, OutboundHooks};
 use super::pool;
 use super::state::{Guest, HostState};
@@ -16,6 +16,7 @@ use crate::metrics::{Metrics, OutboundLabels};
 use crate::scheduling::{Heavy, in_background};
 use crate::sockets::Sockets;
 use crate::storage::ObjectStorage;
+use crate::tail::Tail;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct Runtime {
     outbound: Arc<Outbound>,
     /// What the host counts as it serves: every event runs on this engine.
     metrics: Metrics,
+    /// Where guests' log lines go besides the host's log, for watchers.
+    tail: Tail,
 }
 
 impl Drop for Runtime {
@@ -96,6 +99,7 @@ impl Runtime {
             ticker,
             budget,
             metrics: Metrics::default(),
+            tail: Tail::default(),
             outbound: Arc::new(Outbound::new()?),
         })
     }
@@ -111,6 +115,11 @@ impl Runtime {
     /// What the host counts as it serves.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The live tail.
+    pub fn tail(&self) -> &Tail {
+        &self.tail
     }
 
     /// Outbound HTTP requests sent, by app and outcome.
@@ -180,7 +189,8 @@ impl Runtime {
         // the deadline ends them; everyone else's are read whole, and capped.
         let body_cap = (!pre.is_http_worker()).then_some(OUTBOUND_MAX_RESPONSE_BODY);
         let outbound = OutboundHooks::new(self.outbound.clone(), body_cap);
-        let state = HostState::new(guest, sockets, memory, meter, self.limits, outbound);
+        let log = LogBucket::new(&guest.identity, self.tail.clone());
+        let state = HostState::new(guest, sockets, memory, meter, log, self.limits, outbound);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         // Instantiation has a time limit and a CPU budget of its own, as an event has.

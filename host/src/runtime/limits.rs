@@ -3,6 +3,7 @@
 use crate::memory::MemoryBudget;
 use crate::names::ObjectIdentity;
 use crate::scheduling::Heavy;
+use crate::tail::Tail;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::ResourceLimiter;
@@ -115,16 +116,19 @@ pub(super) struct LogBucket {
     /// Who logs, for the warning about dropped lines.
     namespace: String,
     id: String,
+    /// Where the lines go besides the host's log, for watchers.
+    pub(super) tail: Tail,
 }
 
 impl LogBucket {
-    pub(super) fn new(identity: &ObjectIdentity) -> Self {
+    pub(super) fn new(identity: &ObjectIdentity, tail: Tail) -> Self {
         LogBucket {
             tokens: LOG_BURST,
             refilled: Instant::now(),
             dropped: 0,
             namespace: identity.namespace.clone(),
             id: identity.id.to_hex()[..16].to_owned(),
+            tail,
         }
     }
 

@@ -111,6 +111,7 @@ impl HostState {
         sockets: Arc<Sockets>,
         memory: MemoryCap,
         meter: Meter,
+        log: LogBucket,
         limits: EventLimits,
         outbound: OutboundHooks,
     ) -> Self {
@@ -123,7 +124,7 @@ impl HostState {
         } = guest;
         let (storage, committer) = storage.unzip();
         HostState {
-            log: LogBucket::new(&identity),
+            log,
             chain: Chain::default(),
             call_overloaded: None,
             home_chain: if storage.is_some() {

@@ -43,11 +43,19 @@ impl HostState {
             Level::WARN => tracing::enabled!(target: "dohost::guest", Level::WARN),
             _ => tracing::enabled!(target: "dohost::guest", Level::ERROR),
         };
-        if !enabled || !self.log.admit(Instant::now()) {
+        let tailed = self.log.tail.watched();
+        if !(enabled || tailed) || !self.log.admit(Instant::now()) {
             return;
         }
         let message = truncate_line(message);
         let ns = self.identity.namespace.as_str();
+        if tailed {
+            let fields = serde_json::json!({ "level": level.as_str(), "message": message });
+            self.log.tail.send("log", ns, &self.identity.name, fields);
+        }
+        if !enabled {
+            return;
+        }
         let id = self.identity.id.to_hex();
         let id = &id[..16];
         match level {
