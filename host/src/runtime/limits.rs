@@ -206,7 +206,7 @@ mod tests {
             name: "o".into(),
             id: ObjectId::new("ns", "o"),
         };
-        let mut bucket = LogBucket::new(&identity);
+        let mut bucket = LogBucket::new(&identity, crate::tail::Tail::default());
         let start = bucket.refilled;
         let admitted = (0..1000).filter(|_| bucket.admit(start)).count();
         assert_eq!((admitted, bucket.dropped), (100, 900));
