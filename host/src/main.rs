@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve every deployed namespace over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Deploy an app from its manifest (dohost.toml), or one component as a namespace, on a
     /// running host.
     Deploy(DeployArgs),
@@ -249,7 +249,7 @@ fn main() -> Result<()> {
     dohost::scheduling::use_short_slices();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Deploy(args) => runtime.block_on(deploy(args)),
         Command::Secret(SecretCommand::Put(args)) => runtime.block_on(put_secret(args)),
         Command::Namespaces(args) => runtime.block_on(namespaces(args)),
