@@ -37,6 +37,90 @@ enum Command {
     Restore(RestoreArgs),
     /// Watch a running host live: requests answered, guests' log lines, failed events, alarms.
     Tail(TailArgs),
+    /// List a namespace's objects: name, size, keys, last write, alarm, awake or asleep.
+    Objects(ObjectsArgs),
+    /// Read or write one object's storage, between its events.
+    Storage(StorageArgs),
+    /// Write every entry of a namespace's objects (or one object's) to standard output, one JSON
+    /// line each: `{"object", "key", "value"}`, the value in base64.
+    Export(ExportArgs),
+    /// Write the entries of an export (standard input) into a namespace's objects.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ObjectsArgs {
+    namespace: String,
+    /// `name`, `size` (largest first) or `last-write` (latest first).
+    #[arg(long, value_enum, default_value_t = Sort::Name)]
+    sort: Sort,
+    /// Most objects shown.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// By name: start after this one (the `next` a page ends with).
+    #[arg(long)]
+    after: Option<String>,
+    /// `text`, a table, or `json`, as the admin API answers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    format: LogFormat,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sort {
+    Name,
+    Size,
+    LastWrite,
+}
+
+#[derive(Args)]
+struct StorageArgs {
+    namespace: String,
+    /// The object's name.
+    object: String,
+    #[command(subcommand)]
+    op: StorageCommand,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// The object's keys and values, ascending.
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// One value, as it is stored (bytes to standard output).
+    Get {
+        key: String,
+    },
+    /// Store VALUE under KEY, or standard input without VALUE.
+    Put {
+        key: String,
+        value: Option<String>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    namespace: String,
+    /// Only this object.
+    #[arg(long)]
+    object: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    namespace: String,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Args)]
@@ -176,13 +260,18 @@ struct ServeArgs {
 #[derive(Args)]
 struct AdminArgs {
     /// The running host's address.
-    #[arg(long, default_value = config::DEFAULT_URL)]
+    #[arg(long, global = true, default_value = config::DEFAULT_URL)]
     url: String,
     /// The admin token; else DOHOST_ADMIN_TOKEN; else the token file in --data.
-    #[arg(long, env = "DOHOST_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "DOHOST_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// The host's data dir, to find its token file.
-    #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, default_value = config::DEFAULT_DATA_DIR)]
     data: PathBuf,
 }
 
@@ -256,6 +345,10 @@ fn main() -> Result<()> {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Restore(args) => restore(&args),
         Command::Tail(args) => runtime.block_on(tail(args)),
+        Command::Objects(args) => runtime.block_on(objects(args)),
+        Command::Storage(args) => runtime.block_on(storage(args)),
+        Command::Export(args) => runtime.block_on(export(args)),
+        Command::Import(args) => runtime.block_on(import(args)),
     }
 }
 
@@ -502,6 +595,295 @@ fn tail_text(line: &str) -> String {
         other => other.to_owned(),
     };
     format!("{time}  {:<7}  {who}  {}", s("type"), what.trim_end())
+}
+
+/// A path segment, percent-encoded: object names and keys may hold `/`, `?` or spaces.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The admin API's address of an object's storage.
+fn storage_url(url: &str, namespace: &str, object: &str) -> String {
+    format!(
+        "{url}/_admin/namespaces/{}/objects/{}/storage",
+        segment(namespace),
+        segment(object)
+    )
+}
+
+async fn objects(args: ObjectsArgs) -> Result<()> {
+    let sort = match args.sort {
+        Sort::Name => "name",
+        Sort::Size => "size",
+        Sort::LastWrite => "last_write",
+    };
+    let mut query = vec![("sort", sort.to_owned()), ("limit", args.limit.to_string())];
+    if let Some(after) = &args.after {
+        query.push(("after", after.clone()));
+    }
+    let namespace = segment(&args.namespace);
+    let body = admin_call(&args.admin, |c, url| {
+        c.get(format!("{url}/_admin/namespaces/{namespace}/objects"))
+            .query(&query)
+    })
+    .await?;
+    if args.format == LogFormat::Json {
+        println!("{body}");
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_header([
+        "name",
+        "bytes",
+        "keys",
+        "last write",
+        "alarm",
+        "awake",
+        "id",
+    ]);
+    let time = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), utc);
+    for o in body["objects"].as_array().cloned().unwrap_or_default() {
+        table.add_row([
+            o["name"].as_str().unwrap_or_default().to_owned(),
+            o["bytes"].to_string(),
+            o["keys"].to_string(),
+            time(&o["last_write_ms"]),
+            time(&o["alarm"]),
+            if o["awake"] == true {
+                "awake"
+            } else {
+                "asleep"
+            }
+            .to_owned(),
+            o["id"].as_str().unwrap_or_default()[..16].to_owned(),
+        ]);
+    }
+    println!("{table}");
+    if let Some(next) = body["next"].as_str() {
+        println!("more: --after {next:?}");
+    }
+    Ok(())
+}
+
+/// A time in ms since the epoch as UTC, `YYYY-MM-DD HH:MM:SS`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, day) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        day / 3600,
+        day / 60 % 60,
+        day % 60
+    )
+}
+
+async fn storage(args: StorageArgs) -> Result<()> {
+    use base64::Engine;
+    let base = |url: &str| storage_url(url, &args.namespace, &args.object);
+    match &args.op {
+        StorageCommand::List { prefix } => {
+            let mut after: Option<String> = None;
+            loop {
+                let mut query = vec![("limit", "1000".to_owned())];
+                if let Some(p) = prefix {
+                    query.push(("prefix", p.clone()));
+                }
+                if let Some(a) = &after {
+                    query.push(("start_after", a.clone()));
+                }
+                let body = admin_call(&args.admin, |c, url| c.get(base(url)).query(&query)).await?;
+                for e in body["entries"].as_array().cloned().unwrap_or_default() {
+                    let shown = match e["text"].as_str() {
+                        Some(text) => text.to_owned(),
+                        None => format!("(binary, base64) {}", e["value"].as_str().unwrap_or("")),
+                    };
+                    println!("{}\t{shown}", e["key"].as_str().unwrap_or_default());
+                }
+                match body["next"].as_str() {
+                    Some(next) => after = Some(next.to_owned()),
+                    None => return Ok(()),
+                }
+            }
+        }
+        StorageCommand::Get { key } => {
+            let body = admin_call(&args.admin, |c, url| {
+                c.get(format!("{}/{}", base(url), segment(key)))
+            })
+            .await?;
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(body["value"].as_str().unwrap_or_default())?;
+            use std::io::Write;
+            std::io::stdout().write_all(&value)?;
+        }
+        StorageCommand::Put { key, value } => {
+            let value = match value {
+                Some(v) => v.clone().into_bytes(),
+                None => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+                    v
+                }
+            };
+            let token = admin_token(&args.admin)?;
+            let url = args.admin.url.trim_end_matches('/');
+            let response = reqwest::Client::new()
+                .put(format!("{}/{}", base(url), segment(key)))
+                .bearer_auth(token)
+                .body(value)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the host at {url}"))?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                bail!(
+                    "{status}: {}",
+                    body["error"].as_str().unwrap_or("no message")
+                );
+            }
+        }
+        StorageCommand::Delete { key } => {
+            let body = admin_call(&args.admin, |c, url| {
+                c.delete(format!("{}/{}", base(url), segment(key)))
+            })
+            .await?;
+            if body["deleted"] != true {
+                println!("no such key");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> Result<()> {
+    use std::io::Write;
+    let names = match &args.object {
+        Some(object) => vec![object.clone()],
+        None => {
+            let mut names = Vec::new();
+            let namespace = segment(&args.namespace);
+            let mut after: Option<String> = None;
+            loop {
+                let mut query = vec![("limit", "1000".to_owned())];
+                if let Some(a) = &after {
+                    query.push(("after", a.clone()));
+                }
+                let body = admin_call(&args.admin, |c, url| {
+                    c.get(format!("{url}/_admin/namespaces/{namespace}/objects"))
+                        .query(&query)
+                })
+                .await?;
+                for o in body["objects"].as_array().cloned().unwrap_or_default() {
+                    names.push(o["name"].as_str().unwrap_or_default().to_owned());
+                }
+                match body["next"].as_str() {
+                    Some(next) => after = Some(next.to_owned()),
+                    None => break names,
+                }
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let (mut objects, mut entries) = (0, 0);
+    for name in names {
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "1000".to_owned())];
+            if let Some(a) = &after {
+                query.push(("start_after", a.clone()));
+            }
+            let body = admin_call(&args.admin, |c, url| {
+                c.get(storage_url(url, &args.namespace, &name))
+                    .query(&query)
+            })
+            .await?;
+            for e in body["entries"].as_array().cloned().unwrap_or_default() {
+                let line =
+                    serde_json::json!({ "object": name, "key": e["key"], "value": e["value"] });
+                writeln!(out, "{line}")?;
+                entries += 1;
+            }
+            match body["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        objects += 1;
+    }
+    out.flush()?;
+    eprintln!("exported {entries} entries of {objects} objects");
+    Ok(())
+}
+
+async fn import(args: ImportArgs) -> Result<()> {
+    use std::io::BufRead;
+    // One object's entries at a time, in batches of a guest's put-many.
+    let mut batch: Vec<serde_json::Value> = Vec::new();
+    let mut object: Option<String> = None;
+    let mut imported = 0;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not JSON", n + 1))?;
+        let (Some(name), Some(key), Some(value)) = (
+            entry["object"].as_str(),
+            entry["key"].as_str(),
+            entry["value"].as_str(),
+        ) else {
+            bail!("line {} lacks object, key or value: {line}", n + 1);
+        };
+        if object.as_deref() != Some(name) || batch.len() == 128 {
+            if let Some(previous) = object.take() {
+                imported += batch.len();
+                import_batch(&args, &previous, std::mem::take(&mut batch)).await?;
+            }
+            object = Some(name.to_owned());
+        }
+        batch.push(serde_json::json!({ "key": key, "value": value }));
+    }
+    if let Some(last) = object {
+        imported += batch.len();
+        import_batch(&args, &last, batch).await?;
+    }
+    eprintln!("imported {imported} entries into {}", args.namespace);
+    Ok(())
+}
+
+/// Writes one batch of an import into `object`.
+async fn import_batch(
+    args: &ImportArgs,
+    object: &str,
+    batch: Vec<serde_json::Value>,
+) -> Result<()> {
+    let body = serde_json::json!({ "put": batch });
+    admin_call(&args.admin, |c, url| {
+        c.post(storage_url(url, &args.namespace, object))
+            .json(&body)
+    })
+    .await
+    .with_context(|| format!("importing into {object}"))?;
+    Ok(())
 }
 
 fn restore(args: &RestoreArgs) -> Result<()> {

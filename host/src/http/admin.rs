@@ -51,7 +51,9 @@ pub(super) fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError
 
 /// The `{namespace}` of an admin route, checked. A segment that does not percent-decode to
 /// UTF-8 is an invalid name like any other, not axum's plain-text rejection.
-fn namespace_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn namespace_param(
+    param: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
     let Path(namespace) = param.map_err(|e| {
         ApiError::invalid_name(format!(
             "the namespace is not a valid name: {}",

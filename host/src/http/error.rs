@@ -4,7 +4,7 @@ use crate::names::NameError;
 use crate::objects::ObjectError;
 use crate::registry::DeployError;
 use crate::routing::RouteError;
-use crate::storage::CommitFailed;
+use crate::storage::{CommitFailed, StorageError};
 use crate::workers::StreamingError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -107,6 +107,15 @@ impl From<ObjectError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage_full")
             }
             ObjectError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            ObjectError::Refused(StorageError::LimitExceeded(_)) => {
+                (StatusCode::BAD_REQUEST, "limit_exceeded")
+            }
+            ObjectError::Refused(StorageError::InvalidArgument(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            }
+            ObjectError::Refused(StorageError::Internal(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
+            }
             ObjectError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")

@@ -18,12 +18,14 @@
 //! 414) and no body.
 //!
 //! The files: `objects` (delivery to objects), `websocket` (an upgraded socket's connection
-//! task), `admin` (the admin API), `backup` (the snapshot route), `metrics` (the Prometheus
+//! task), `admin` (the admin API), `backup` (the snapshot route), `data` (objects' inventory
+//! and storage, for operators), `metrics` (the Prometheus
 //! exposition), `tail` (the live tail), `limits` (what a request may send), `error` (the JSON
 //! errors).
 
 mod admin;
 mod backup;
+mod data;
 mod error;
 mod limits;
 mod metrics;
@@ -56,6 +58,17 @@ pub fn router(state: AppState) -> Router {
             get(admin::show_namespace)
                 .put(admin::deploy)
                 .post(admin::deploy),
+        )
+        .route("/_admin/namespaces/{namespace}/objects", get(data::objects))
+        .route(
+            "/_admin/namespaces/{namespace}/objects/{name}/storage",
+            get(data::list).post(data::put_batch),
+        )
+        .route(
+            "/_admin/namespaces/{namespace}/objects/{name}/storage/{*key}",
+            get(data::get_key)
+                .put(data::put_key)
+                .delete(data::delete_key),
         )
         .route("/_admin/apps", get(admin::list_apps))
         .route(

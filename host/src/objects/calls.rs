@@ -109,9 +109,10 @@ fn to_call_error(e: ObjectError) -> CallError {
         ObjectError::Event(EventError::TimeLimit(_)) => CallError::TimedOut(message),
         ObjectError::Event(_) => CallError::Failed(message),
         ObjectError::UnknownNamespace(_) => CallError::UnknownNamespace(message),
-        ObjectError::Commit(_) | ObjectError::Storage(_) | ObjectError::ShuttingDown => {
-            CallError::Internal(message)
-        }
+        ObjectError::Commit(_)
+        | ObjectError::Storage(_)
+        | ObjectError::Refused(_)
+        | ObjectError::ShuttingDown => CallError::Internal(message),
         ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
             CallError::Overloaded(message)
         }

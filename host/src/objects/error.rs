@@ -2,7 +2,7 @@
 
 use super::queue::QueueLimits;
 use crate::runtime::EventError;
-use crate::storage::{CommitFailed, DbError};
+use crate::storage::{CommitFailed, DbError, StorageError};
 use std::time::Duration;
 
 /// Why a request to an object got no response from it.
@@ -14,6 +14,9 @@ pub enum ObjectError {
     Commit(#[from] CommitFailed),
     #[error(transparent)]
     Storage(#[from] DbError),
+    /// A storage operation of the admin API was refused (a limit, an invalid argument).
+    #[error("storage refused the operation: {0}")]
+    Refused(StorageError),
     #[error("no namespace {0:?} is deployed")]
     UnknownNamespace(String),
     #[error("the host is shutting down")]

@@ -4,7 +4,7 @@ use super::error::ObjectError;
 use crate::registry::Namespace;
 use crate::runtime::{Chain, Request, Response};
 use crate::sockets::{Accepted, SocketEvent};
-use crate::storage::CommitOutcome;
+use crate::storage::{CommitOutcome, ListOptions};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -43,6 +43,30 @@ pub(super) enum Event {
     },
     /// Drop the instance if idle: the host needs its slot.
     Evict,
+    /// An operator reads or writes the object's storage (the admin API), between its events.
+    Storage {
+        op: StorageOp,
+        reply: oneshot::Sender<Outcome<StorageAnswer>>,
+    },
+}
+
+/// What an operator asks of an object's storage.
+#[derive(Debug)]
+pub enum StorageOp {
+    List(ListOptions),
+    Get(String),
+    /// At most 128 entries, as a guest's `put-many`.
+    Put(Vec<(String, Vec<u8>)>),
+    Delete(String),
+}
+
+/// What a [`StorageOp`] found.
+#[derive(Debug)]
+pub enum StorageAnswer {
+    Entries(Vec<(String, Vec<u8>)>),
+    Value(Option<Vec<u8>>),
+    Done,
+    Deleted(bool),
 }
 
 /// When an event ran: from its loop taking it up to its result being ready.

@@ -2,7 +2,7 @@
 //! output released behind the gate.
 
 use super::error::ObjectError;
-use super::event::{Event, Fetched, Outcome, Ran};
+use super::event::{Event, Fetched, Outcome, Ran, StorageAnswer, StorageOp};
 use super::queue::QueuedEvent;
 use super::shared::Inner;
 use crate::cpu_share::Meter;
@@ -76,6 +76,9 @@ impl EventLoop {
                             let _ = reply.send(Outcome::failed(e.clone(), None));
                         }
                         Event::Alarm { reply, .. } | Event::DropAlarm { reply, .. } => {
+                            let _ = reply.send(Outcome::failed(e.clone(), None));
+                        }
+                        Event::Storage { reply, .. } => {
                             let _ = reply.send(Outcome::failed(e.clone(), None));
                         }
                         Event::Socket { .. } | Event::Evict => {}
@@ -171,7 +174,7 @@ impl EventLoop {
                 }
                 Event::Socket { .. } => Some("message"),
                 Event::Alarm { .. } => Some("alarm"),
-                Event::DropAlarm { .. } | Event::Evict => None,
+                Event::DropAlarm { .. } | Event::Evict | Event::Storage { .. } => None,
             };
             self.burned = 0;
             match event {
@@ -201,6 +204,9 @@ impl EventLoop {
                     let _ = reply.send(self.drop_alarm(due_at));
                 }
                 Event::Evict => self.hibernate(),
+                Event::Storage { op, reply } => {
+                    let _ = reply.send(self.storage_op(op));
+                }
             }
             // Counted in the object's queue until it has run.
             drop(share);
@@ -478,6 +484,38 @@ impl EventLoop {
         Outcome {
             result: outcome.result.map(|_| ()),
             gate: outcome.gate,
+        }
+    }
+
+    /// Runs an operator's storage operation, as an event of its own. A write ends the live
+    /// instance, whose memory may hold what it replaced: the next event starts from storage.
+    fn storage_op(&mut self, op: StorageOp) -> Outcome<StorageAnswer> {
+        let committer = self.inner.committer.clone();
+        if self.storage().prune().is_err()
+            && let Err(e) = self.storage().reset(&committer)
+        {
+            return Outcome::failed(e, None);
+        }
+        let writes = matches!(op, StorageOp::Put(_) | StorageOp::Delete(_));
+        if writes {
+            self.hibernate();
+        }
+        let storage = self.storage();
+        let answer = match op {
+            StorageOp::List(options) => storage.list(&options).map(StorageAnswer::Entries),
+            StorageOp::Get(key) => storage.get(&key).map(StorageAnswer::Value),
+            StorageOp::Put(entries) => storage.put_many(entries).map(|()| StorageAnswer::Done),
+            StorageOp::Delete(key) => storage.delete(&key).map(StorageAnswer::Deleted),
+        };
+        match answer {
+            Ok(answer) => Outcome {
+                result: Ok(answer),
+                gate: storage.finish_event(&committer),
+            },
+            Err(e) => {
+                storage.discard_event();
+                Outcome::failed(ObjectError::Refused(e), storage.last_commit())
+            }
         }
     }
 

@@ -22,7 +22,7 @@ mod shared;
 mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
-pub use event::Fetched;
+pub use event::{Fetched, StorageAnswer, StorageOp};
 pub use queue::QueueLimits;
 pub use shared::LifecycleConfig;
 
@@ -126,6 +126,18 @@ impl Objects {
     /// Bytes (keys plus values) the objects of `namespace` store, counting commits on their way.
     pub fn stored_bytes(&self, namespace: &str) -> u64 {
         self.inner.db.namespace_size(namespace)
+    }
+
+    /// Whether the object `name` of `namespace` has an event loop now (awake: a live instance,
+    /// queued events or commits in flight), rather than sleeping with nothing but its storage.
+    pub fn is_awake(&self, namespace: &str, name: &str) -> bool {
+        let id = ObjectId::new(namespace, name);
+        self.inner.loops.lock().unwrap().contains_key(&id)
+    }
+
+    /// The database, for what operators read of it directly (the inventory, exports).
+    pub fn db(&self) -> &Arc<Db> {
+        &self.inner.db
     }
 
     /// What the host counts as it serves.
@@ -315,6 +327,25 @@ impl Objects {
         })
         .await
         .map(|((), _)| ())
+    }
+
+    /// Runs an operator's storage operation on the object `name` of `namespace`, between its
+    /// events; answers once a write is durable.
+    pub async fn storage_op(
+        &self,
+        namespace: &str,
+        name: &str,
+        op: StorageOp,
+    ) -> Result<StorageAnswer, ObjectError> {
+        self.namespace(namespace)?;
+        let bytes = match &op {
+            StorageOp::Put(entries) => entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            _ => 0,
+        };
+        let admit = Admit::Bounded { bytes };
+        self.ask(namespace, name, admit, |reply| Event::Storage { op, reply })
+            .await
+            .map(|(answer, _)| answer)
     }
 
     /// Deletes the alarm due at `due_at`, if it is still the object's alarm.

@@ -255,6 +255,7 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
         let mut sizes = txn.open_table(OBJECT_SIZES)?;
         let mut alarms = txn.open_table(ALARMS)?;
         let mut objects = txn.open_table(OBJECTS)?;
+        let written_at = crate::clock::now_ms();
         // What the batch changes in each namespace's size.
         let mut grown: HashMap<&[u8], i128> = HashMap::new();
         for job in batch {
@@ -268,15 +269,20 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
             else {
                 continue;
             };
-            let counted = objects.get(&**object)?.map_or(0, |v| v.value());
+            let counted = objects.get(&**object)?.map_or(0, |v| v.value().0);
             if counted != *size {
                 let namespace = object.split(|&b| b == 0).next().unwrap_or_default();
                 *grown.entry(namespace).or_default() += i128::from(*size) - i128::from(counted);
-                if *size == 0 {
-                    objects.remove(&**object)?;
-                } else {
-                    objects.insert(&**object, *size)?;
-                }
+            }
+            // An object that stores nothing and has no alarm leaves the inventory.
+            let alarmed = match &changes.alarm {
+                Some(alarm) => alarm.is_some(),
+                None => alarms.get(id.as_bytes().as_slice())?.is_some(),
+            };
+            if *size == 0 && !alarmed {
+                objects.remove(&**object)?;
+            } else {
+                objects.insert(&**object, (*size, written_at))?;
             }
             if changes.clear {
                 let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);

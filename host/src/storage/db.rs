@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Bytes stored per object (keys plus values), for the storage quota: `id` → bytes.
 pub(crate) const OBJECT_SIZES: TableDefinition<&[u8], u64> = TableDefinition::new("object_sizes");
-/// Objects by name, with the bytes each has counted toward its namespace's quota:
-/// `namespace \0 name` → bytes (keys plus values). An object stored before this table existed is
-/// counted from its next write.
-pub(crate) const OBJECTS: TableDefinition<&[u8], u64> = TableDefinition::new("objects");
+/// Objects by name: `namespace \0 name` → (the bytes each has counted toward its namespace's
+/// quota, keys plus values; when its last write was committed, ms since the epoch). The
+/// inventory of `dohost objects`. An object stored before this table existed is in it from its
+/// next write.
+pub(crate) const OBJECTS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("objects");
 /// Bytes stored per namespace, the sum of its objects' in [`OBJECTS`]: namespace → bytes.
 pub(crate) const NAMESPACE_SIZES: TableDefinition<&str, u64> =
     TableDefinition::new("namespace_sizes");
@@ -191,11 +192,74 @@ impl Db {
         u64::try_from(used).unwrap_or(0)
     }
 
+    /// A page of `namespace`'s objects in the inventory (see [`OBJECTS`]), in `order`, at most
+    /// `limit`; by name, those after `after`. Sorting by size or last write reads every object
+    /// of the namespace (keeping only the page).
+    pub fn inventory(
+        &self,
+        namespace: &str,
+        order: InventoryOrder,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRow>, DbError> {
+        let prefix = object_key(namespace, "");
+        let start = match after {
+            Some(name) => Bound::Excluded(object_key(namespace, name)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        self.read(|db| {
+            let mut rows: Vec<ObjectRow> = Vec::new();
+            let txn = db.begin_read()?;
+            let objects = txn.open_table(OBJECTS)?;
+            let range = (bound_slice(&start), bound_slice(&end));
+            for entry in objects.range::<&[u8]>(range)? {
+                let (key, value) = entry?;
+                let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
+                let (bytes, last_write_ms) = value.value();
+                rows.push(ObjectRow {
+                    id: ObjectId::new(namespace, &name),
+                    name,
+                    bytes,
+                    last_write_ms,
+                    keys: 0,
+                    alarm: None,
+                });
+                match order {
+                    InventoryOrder::Name if rows.len() >= limit => break,
+                    InventoryOrder::Name => {}
+                    // Keep the page's worth of the largest (or latest) so far.
+                    InventoryOrder::Size | InventoryOrder::LastWrite => {
+                        if rows.len() > limit.saturating_mul(2).max(1024) {
+                            order.sort(&mut rows);
+                            rows.truncate(limit);
+                        }
+                    }
+                }
+            }
+            order.sort(&mut rows);
+            rows.truncate(limit);
+            let entries = txn.open_table(ENTRIES)?;
+            let alarms = txn.open_table(ALARMS)?;
+            for row in &mut rows {
+                let (lo, hi) = object_range(&row.id, Bound::Unbounded, Bound::Unbounded);
+                row.keys = entries
+                    .range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?
+                    .count() as u64;
+                row.alarm = alarms
+                    .get(row.id.as_bytes().as_slice())?
+                    .and_then(|v| decode_alarm(v.value()))
+                    .map(|a| a.at);
+            }
+            Ok(rows)
+        })
+    }
+
     /// The bytes the object under `key` ([`object_key`]) has counted toward its namespace.
     pub fn counted_size(&self, key: &[u8]) -> Result<u64, DbError> {
         self.read(|db| {
             let table = db.begin_read()?.open_table(OBJECTS)?;
-            Ok(table.get(key)?.map_or(0, |v| v.value()))
+            Ok(table.get(key)?.map_or(0, |v| v.value().0))
         })
     }
 
@@ -370,6 +434,48 @@ fn decode_alarm(v: &[u8]) -> Option<Alarm> {
         namespace: namespace.into(),
         name: name.into(),
     })
+}
+
+/// One object of the inventory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectRow {
+    pub name: String,
+    #[serde(serialize_with = "hex_id")]
+    pub id: ObjectId,
+    /// Keys plus values.
+    pub bytes: u64,
+    pub keys: u64,
+    /// When its last write was committed, ms since the epoch.
+    pub last_write_ms: u64,
+    /// When its alarm is set to fire, if it has one.
+    pub alarm: Option<u64>,
+}
+
+fn hex_id<S: serde::Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+/// The order of the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryOrder {
+    Name,
+    /// Largest first.
+    Size,
+    /// Latest first.
+    LastWrite,
+}
+
+impl InventoryOrder {
+    fn sort(self, rows: &mut [ObjectRow]) {
+        match self {
+            InventoryOrder::Name => {}
+            InventoryOrder::Size => rows.sort_by_key(|r| std::cmp::Reverse(r.bytes)),
+            InventoryOrder::LastWrite => {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.last_write_ms));
+            }
+        }
+    }
 }
 
 /// An object's key in [`OBJECTS`]: `namespace \0 name` (a namespace has no zero byte).

@@ -17,7 +17,7 @@ pub use backup::{BackupSize, check_backup, write_backup};
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer, FULL_RETRY};
 pub(crate) use db::{APPS, COMPONENTS, DEPLOYMENTS, SECRETS, WORKERS};
-pub use db::{Db, DbError};
+pub use db::{Db, DbError, InventoryOrder, ObjectRow};
 pub use limits::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_OBJECT_BYTES,
     MAX_TRANSACTION_DEPTH, StorageError, StorageLimits,
