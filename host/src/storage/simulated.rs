@@ -1,5 +1,5 @@
 //! A disk simulated in memory, for tests of what a real disk can do to the host: lose power,
-//! fill up, or lie about syncing. The host never uses it; it is public so that the end-to-end
+//! fill up, fail, or lie about syncing. The host never uses it; it is public so that the end-to-end
 //! tests in `tests/` can start a host on it (`Db::open_with_backend`).
 //!
 //! Everything written since the last `sync_data` is volatile: [`SimulatedDisk::cut_power`]
@@ -45,6 +45,8 @@ struct State {
     promised: Option<Snapshot>,
     sync: Sync,
     full: bool,
+    /// Whether every write and sync fails.
+    failing: bool,
     /// Counts power cuts: a file opened before the last one is dead.
     power_cycle: u64,
 }
@@ -66,6 +68,7 @@ impl Default for State {
             promised: None,
             sync: Sync::Honest,
             full: false,
+            failing: false,
             power_cycle: 0,
         }
     }
@@ -100,6 +103,12 @@ impl SimulatedDisk {
     /// Fills the disk (writes to blocks not yet allocated fail), or frees space again.
     pub fn set_full(&self, full: bool) {
         self.lock().full = full;
+    }
+
+    /// Makes every write and sync fail with an I/O error, as a failing disk's do, or work again.
+    /// Reads go on, as they do when only the blocks being written are bad.
+    pub fn set_failing(&self, failing: bool) {
+        self.lock().failing = failing;
     }
 
     /// Chooses what `sync_data` makes durable from now on.
@@ -172,6 +181,15 @@ impl SimulatedFile {
         }
         Ok(s)
     }
+
+    /// The state, for a change.
+    fn state_to_write(&self) -> io::Result<MutexGuard<'_, State>> {
+        let s = self.state()?;
+        if s.failing {
+            return Err(io::Error::other("the simulated disk fails every write"));
+        }
+        Ok(s)
+    }
 }
 
 fn len_usize(n: u64) -> io::Result<usize> {
@@ -195,7 +213,7 @@ impl redb::StorageBackend for SimulatedFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut s = self.state()?;
+        let mut s = self.state_to_write()?;
         let len = len_usize(len)?;
         // Growing allocates nothing (the new blocks are a hole), as on a real filesystem.
         s.current.resize(len, 0);
@@ -206,12 +224,12 @@ impl redb::StorageBackend for SimulatedFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.state()?.sync();
+        self.state_to_write()?.sync();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut s = self.state()?;
+        let mut s = self.state_to_write()?;
         let start = len_usize(offset)?;
         let end = start + data.len();
         if data.is_empty() {

@@ -2,7 +2,9 @@
 //! plain `BTreeMap`, through pending commits, failed events, transactions and restarts), and unit
 //! tests of the limits and of the corners the model reaches only rarely.
 
-use super::{Committer, Db, ListOptions, ObjectStorage, StorageError, StorageLimits};
+use super::{
+    Committer, Db, ListOptions, ObjectStorage, SimulatedDisk, StorageError, StorageLimits,
+};
 use crate::names::ObjectIdentity;
 use futures::executor::block_on;
 use std::collections::BTreeMap;
@@ -17,12 +19,18 @@ mod limits;
 mod model;
 mod transactions;
 
-/// A database in a temporary directory of its own, with its commit thread, as the host runs them.
-/// Dropping it stops the thread and closes the database: every `ObjectStorage` must be gone by
-/// then, as those opened after the host are (locals drop in reverse order).
+/// A database in a temporary directory of its own (or on a simulated disk), with its commit
+/// thread, as the host runs them. Dropping it stops the thread and closes the database: every
+/// `ObjectStorage` must be gone by then, as those opened after the host are (locals drop in
+/// reverse order).
 struct Host {
     running: Option<Running>,
-    dir: TempDir,
+    store: Store,
+}
+
+enum Store {
+    Dir(TempDir),
+    Disk(SimulatedDisk),
 }
 
 struct Running {
@@ -34,10 +42,27 @@ struct Running {
 impl Host {
     /// Starts on a fresh, empty database.
     fn new() -> Host {
-        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::Dir(tempfile::tempdir().expect("temporary directory"));
         Host {
-            running: Some(Running::start(&dir)),
-            dir,
+            running: Some(Running::start(&store)),
+            store,
+        }
+    }
+
+    /// Starts on an empty simulated disk, whose power can be cut.
+    fn simulated() -> Host {
+        let store = Store::Disk(SimulatedDisk::new());
+        Host {
+            running: Some(Running::start(&store)),
+            store,
+        }
+    }
+
+    /// The simulated disk the host runs on.
+    fn disk(&self) -> &SimulatedDisk {
+        match &self.store {
+            Store::Disk(disk) => disk,
+            Store::Dir(_) => panic!("the host runs on a real disk"),
         }
     }
 
@@ -64,7 +89,17 @@ impl Host {
     /// `ObjectStorage` must be gone.
     fn restart(&mut self) {
         self.running.take().expect("the host is running").stop();
-        self.running = Some(Running::start(&self.dir));
+        self.running = Some(Running::start(&self.store));
+    }
+
+    /// Cuts the simulated disk's power while commits may be in flight, then starts again on what
+    /// was synced. Every `ObjectStorage` must be gone.
+    fn cut_power(&mut self) {
+        let running = self.running.take().expect("the host is running");
+        self.disk().cut_power();
+        // The commit thread fails whatever it still had queued: its file died with the power.
+        running.stop();
+        self.running = Some(Running::start(&self.store));
     }
 }
 
@@ -80,9 +115,17 @@ impl Drop for Host {
 }
 
 impl Running {
-    fn start(dir: &TempDir) -> Running {
-        let db = Db::open(&dir.path().join("dohost.redb"), 64 << 20).expect("open the database");
-        let db = Arc::new(db);
+    fn start(store: &Store) -> Running {
+        let db = match store {
+            Store::Dir(dir) => Db::open(&dir.path().join("dohost.redb"), 64 << 20),
+            Store::Disk(disk) => {
+                // This file, not a new one, when the database opens again after an I/O failure:
+                // after a power cut it is dead, as the host that held it would be.
+                let file = disk.file();
+                Db::open_with_backend(move || Ok(file.clone()), 64 << 20)
+            }
+        };
+        let db = Arc::new(db.expect("open the database"));
         let (committer, thread) =
             Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
         Running {

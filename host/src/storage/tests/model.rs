@@ -1,10 +1,13 @@
 //! The model test: random events on two objects, checked step by step against a plain `BTreeMap`,
-//! through pending commits, failed events, transactions and restarts.
+//! through pending commits, failed events, transactions, restarts, power cuts with commits in
+//! flight, and failed commits.
 
 use super::{Host, all, listed};
 use crate::storage::{
     CommitOutcome, ListOptions, MAX_TRANSACTION_DEPTH, ObjectStorage, StorageError, StorageLimits,
+    Sync,
 };
+use futures::FutureExt;
 use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -102,6 +105,12 @@ enum Step {
     Settle,
     /// Restarts the host on the same database file; events in progress are lost.
     Reopen,
+    /// Cuts the power with commits in flight, and starts again on what was synced: first ends
+    /// the current event of the objects chosen, without waiting, then waits this many
+    /// microseconds.
+    PowerCut([bool; 2], u64),
+    /// The disk fails the object's next commit.
+    FailCommit(usize),
 }
 
 /// One object's expected state.
@@ -275,23 +284,33 @@ fn run_op(s: &mut ObjectStorage, op: &Op) -> Result<Out, StorageError> {
     })
 }
 
-/// The system under test: two objects sharing one database and commit thread.
+/// What an object holds.
+type Contents = BTreeMap<String, Vec<u8>>;
+
+/// The system under test: two objects sharing one database, on a simulated disk, and commit
+/// thread.
 struct Harness {
     /// Before `host`, so that they are dropped first.
     objects: Vec<ObjectStorage>,
     host: Host,
     /// Per object, the outcomes of its finished events the test has not awaited yet.
     outcomes: [Vec<CommitOutcome>; 2],
+    /// Per object, what it held when all its commits were last known durable, and since then
+    /// each commit with what the object holds once it is applied.
+    durable: [Contents; 2],
+    commits: [Vec<(CommitOutcome, Contents)>; 2],
     models: [Model; 2],
 }
 
 impl Harness {
     fn new() -> Harness {
-        let host = Host::new();
+        let host = Host::simulated();
         Harness {
             objects: open_objects(&host),
             host,
             outcomes: Default::default(),
+            durable: Default::default(),
+            commits: Default::default(),
             models: Default::default(),
         }
     }
@@ -301,6 +320,8 @@ impl Harness {
         for outcome in self.outcomes[obj].drain(..) {
             prop_assert!(block_on(outcome).is_ok(), "a commit failed");
         }
+        self.durable[obj] = self.models[obj].committed.clone();
+        self.commits[obj].clear();
         let s = &mut self.objects[obj];
         prop_assert!(s.prune().is_ok(), "prune reports a failed commit");
         prop_assert!(
@@ -372,6 +393,11 @@ impl Harness {
                         "an event that wrote nothing waits for the last commit"
                     );
                 }
+                if wrote && let Some(outcome) = &outcome {
+                    let after = self.models[obj].committed.clone();
+                    self.commits[obj].push((outcome.clone(), after));
+                }
+                let s = &mut self.objects[obj];
                 if let Some(outcome) = outcome {
                     if let Wait::Own = wait {
                         prop_assert!(block_on(outcome.clone()).is_ok(), "a commit failed");
@@ -394,8 +420,105 @@ impl Harness {
                 self.settle(1)?;
             }
             Step::Reopen => self.reopen()?,
+            Step::PowerCut(finish, after_us) => {
+                for obj in (0..2).filter(|&obj| finish[obj]) {
+                    self.step(&Step::Finish(obj, Wait::No))?;
+                }
+                // At random moments of the commit thread's work: before, during or after a sync.
+                std::thread::sleep(std::time::Duration::from_micros(*after_us));
+                self.cut_power()?;
+            }
+            Step::FailCommit(obj) => self.fail_commit(*obj)?,
         }
         Ok(())
+    }
+
+    /// Cuts the power with commits in flight. Each object must then hold what it held after some
+    /// prefix of its commits: one that takes in every commit known durable (awaited, or resolved
+    /// since) and none after a commit that did not reach the disk.
+    fn cut_power(&mut self) -> Result<(), TestCaseError> {
+        // A commit that resolved successfully was synced, and so was every commit before it.
+        let known: Vec<usize> = self
+            .commits
+            .iter()
+            .map(|commits| {
+                commits
+                    .iter()
+                    .rposition(|(o, _)| matches!(o.clone().now_or_never(), Some(Ok(_))))
+                    .map_or(0, |i| i + 1)
+            })
+            .collect();
+        self.objects.clear();
+        self.host.cut_power();
+        self.objects = open_objects(&self.host);
+        for (obj, known) in known.into_iter().enumerate() {
+            let held = all(&self.objects[obj]);
+            let after_prefix = std::iter::once(&self.durable[obj])
+                .chain(self.commits[obj].iter().map(|(_, state)| state))
+                .skip(known)
+                .find(|state| {
+                    state
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .eq(held.clone())
+                });
+            let Some(state) = after_prefix.cloned() else {
+                return Err(TestCaseError::fail(format!(
+                    "object {obj} holds {held:?} after a power cut: no state after its first {} \
+                     or more of its {} commits since the last known durable",
+                    known,
+                    self.commits[obj].len()
+                )));
+            };
+            self.models[obj].committed = state.clone();
+            self.models[obj].discard();
+            self.durable[obj] = state;
+            self.commits[obj].clear();
+            self.outcomes[obj].clear();
+            self.check_all(obj, "after a power cut")?;
+        }
+        Ok(())
+    }
+
+    /// The disk fails a commit of the object. A later event's commit, which may build on what
+    /// was lost, must be refused until the object resets; after `reset` it holds what is durable.
+    /// Later steps then expect its commits to succeed again.
+    fn fail_commit(&mut self, obj: usize) -> Result<(), TestCaseError> {
+        // Nothing else in flight, so that the failure hits this object's commit alone.
+        self.settle(0)?;
+        self.settle(1)?;
+        let durable = self.durable[obj].clone();
+        self.host.disk().set_failing(true);
+        let failed = self.finish_writing(obj)?;
+        let failed = block_on(failed);
+        self.host.disk().set_failing(false);
+        prop_assert!(failed.is_err(), "a commit on a failing disk succeeded");
+        let refused = self.finish_writing(obj)?;
+        prop_assert!(
+            block_on(refused).is_err(),
+            "a commit after a failed one was accepted before the object reset"
+        );
+        let s = &mut self.objects[obj];
+        prop_assert!(s.prune().is_err(), "prune hides a failed commit");
+        prop_assert!(s.reset(self.host.committer()).is_ok(), "reset fails");
+        self.models[obj].committed = durable;
+        self.models[obj].discard();
+        self.outcomes[obj].clear();
+        self.check_all(obj, "after a reset")
+    }
+
+    /// Ends the object's current event with writes of its own (a `delete_all`, which is never
+    /// refused, if it has none); its commit.
+    fn finish_writing(&mut self, obj: usize) -> Result<CommitOutcome, TestCaseError> {
+        while !self.models[obj].txs.is_empty() {
+            self.step(&Step::Op(obj, Op::Commit))?;
+        }
+        if !self.models[obj].wrote {
+            self.step(&Step::Op(obj, Op::DeleteAll))?;
+        }
+        self.models[obj].finish();
+        let outcome = self.objects[obj].finish_event(self.host.committer());
+        outcome.ok_or_else(|| TestCaseError::fail("an event that wrote has no commit"))
     }
 
     fn reopen(&mut self) -> Result<(), TestCaseError> {
@@ -476,9 +599,11 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         30 => (obj.clone(), op()).prop_map(|(o, op)| Step::Op(o, op)),
         4 => (obj.clone(), wait).prop_map(|(o, w)| Step::Finish(o, w)),
-        1 => obj.prop_map(Step::Discard),
+        1 => obj.clone().prop_map(Step::Discard),
         1 => Just(Step::Settle),
         1 => Just(Step::Reopen),
+        2 => (any::<[bool; 2]>(), 0u64..500).prop_map(|(f, us)| Step::PowerCut(f, us)),
+        1 => obj.prop_map(Step::FailCommit),
     ]
 }
 
@@ -519,4 +644,20 @@ proptest! {
         // Whatever was finished is durable.
         h.reopen()?;
     }
+}
+
+/// The negative control of the power cut's check: on a disk that acknowledges a sync before
+/// making it durable, an awaited commit is lost at the cut, and the check must say so.
+#[test]
+fn the_power_cut_check_catches_a_commit_acknowledged_before_it_was_durable() {
+    let mut h = Harness::new();
+    h.host.disk().set_sync(Sync::Lagging);
+    h.step(&Step::Op(0, Op::Put("a".into(), vec![1])))
+        .expect("a put");
+    h.step(&Step::Finish(0, Wait::Own)).expect("its commit");
+    let cut = h.step(&Step::PowerCut([false; 2], 0));
+    assert!(
+        cut.is_err(),
+        "an awaited commit lost at a power cut went unnoticed"
+    );
 }
