@@ -8,7 +8,8 @@ use crate::{append, number_param, stored_list};
 /// How many deliveries fail before one succeeds (a number; absent means 0).
 const FAIL_TIMES: &str = "alarm-fail-times";
 
-/// Every successful delivery, a JSON list.
+/// Every successful delivery, a JSON list: it commits with the delivery, so a successful alarm
+/// delivered twice shows as two entries with the same due time.
 const LOG: &str = "alarm-log";
 
 /// Milliseconds after a successful delivery to set the next alarm at, once.
@@ -48,7 +49,7 @@ pub fn rearm(storage: Storage, req: &Request) -> Result<Response> {
     Ok(Response::empty())
 }
 
-/// `GET /alarm/log`: every successful delivery, `{"retry_count","is_retry","at"}`.
+/// `GET /alarm/log`: every successful delivery, `{"retry_count","is_retry","due","at"}`.
 pub fn log(storage: Storage) -> Result<Response> {
     stored_list(storage, LOG)
 }
@@ -60,10 +61,12 @@ pub fn on_alarm(storage: Storage, info: AlarmInfo) -> Result<()> {
     if info.retry_count < fail_times {
         return Err("deliberate alarm failure".into());
     }
+    // The alarm stays set until its delivery succeeds, so it is the one being delivered.
+    let due = storage.get_alarm()?;
     append(
         storage,
         LOG,
-        json!({ "retry_count": info.retry_count, "is_retry": info.is_retry, "at": now_ms() }),
+        json!({ "retry_count": info.retry_count, "is_retry": info.is_retry, "due": due, "at": now_ms() }),
     )?;
     if let Some(delay) = storage.get::<u64>(REARM_IN)? {
         storage.set_alarm(now_ms() + delay)?;
