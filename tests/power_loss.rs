@@ -141,7 +141,7 @@ async fn run(cuts: usize, sync: Sync, seed: u64) -> Totals {
             .map(|k| tokio::spawn(chat_user(load.clone(), k % ROOMS, k)))
             .collect();
         let alarm_clients: Vec<_> = (0..usize::from(alarms_now > 0))
-            .map(|k| tokio::spawn(alarm_client(load.clone(), k, rng.random())))
+            .map(|_| tokio::spawn(alarm_client(load.clone(), rng.random())))
             .collect();
 
         tokio::time::sleep(Duration::from_millis(rng.random_range(LOAD_MS))).await;
@@ -162,12 +162,8 @@ async fn run(cuts: usize, sync: Sync, seed: u64) -> Totals {
         for log in join_all_within(chat_users).await {
             model.record_chat(&floors.rooms, log);
         }
-        let mut alarms = Vec::new();
         for log in join_all_within(alarm_clients).await {
-            model.totals.alarms += log.acks.len();
-            model.totals.in_doubt += log.in_doubt;
-            model.totals.errors.extend(log.errors);
-            alarms.extend(log.acks);
+            model.record_alarms(log);
         }
 
         let restart_at = now_ms();
@@ -175,17 +171,11 @@ async fn run(cuts: usize, sync: Sync, seed: u64) -> Totals {
         model.check_sequence(&host.url, TICKETS).await;
         model.check_sequence(&host.url, COUNTERS).await;
         model.check_chat(&host.url).await;
-        if !alarms.is_empty() {
-            model
-                .check_alarms(
-                    &host.url,
-                    &alarms,
-                    ALARM_DELAY_MS.end,
-                    killed_at,
-                    restart_at,
-                )
-                .await;
-        }
+        // Every cut, not only those of cycles that set alarms: an alarm that fired must stay
+        // fired once, whatever cut comes later.
+        model
+            .check_alarms(&host.url, ALARM_DELAY_MS.end, killed_at, restart_at)
+            .await;
     }
     host.stop_abruptly();
     let t = model.totals;

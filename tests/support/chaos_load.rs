@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use super::chaos_model::{ClientLog, Sequences};
+use super::chaos_model::{ClientLog, Sequences, alarm_path};
 use super::{Message, Ws, client};
 
 /// At most this many messages are sent to one room in one cycle: fewer than the 100 a room keeps,
@@ -32,7 +32,7 @@ pub struct Load {
     cut: AtomicBool,
     /// Messages sent to each room this cycle.
     room_sends: Vec<AtomicUsize>,
-    /// Alarms set this cycle, and the most that may be.
+    /// Alarms set this cycle, and the most that may be: alarm object `n` gets the `n`th.
     alarm_sends: AtomicUsize,
     max_alarms: usize,
     /// How far ahead alarms are set.
@@ -190,6 +190,7 @@ pub async fn chat_user(load: Arc<Load>, room: usize, k: usize) -> ClientLog<(usi
                 Some(id) => log.acks.push((room, id, text)),
                 None => {
                     log.in_doubt += 1;
+                    log.in_doubt_objects.push(room);
                     continue 'connect;
                 }
             }
@@ -218,29 +219,32 @@ async fn echo(ws: &mut Ws, text: &str) -> Option<u64> {
     }
 }
 
-/// Sets alarms a random delay ahead, each on a new object: acks are (object name, alarm time).
-pub async fn alarm_client(load: Arc<Load>, k: usize, seed: u64) -> ClientLog<(String, u64)> {
+/// Sets alarms a random delay ahead, at most one per alarm object and cycle (the model's
+/// [`alarm_path`]): acks are (object, alarm time).
+pub async fn alarm_client(load: Arc<Load>, seed: u64) -> ClientLog<(usize, u64)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = ClientLog::default();
-    let mut n = 0;
     while !load.stopped() {
-        if load.alarm_sends.fetch_add(1, Ordering::Relaxed) >= load.max_alarms {
+        let object = load.alarm_sends.fetch_add(1, Ordering::Relaxed);
+        if object >= load.max_alarms {
             load.idle().await;
             break;
         }
-        n += 1;
-        let name = format!("c{}a{k}-{n}", load.cycle);
         let delay = rng.random_range(load.alarm_delay.clone());
-        let path = format!("/alarms/{name}/alarm/set?in={delay}");
+        let path = format!("{}/alarm/set?in={delay}", alarm_path(object));
         match call(&load, load.client.post(format!("{}{path}", load.url)), 200).await {
             Reply::Acknowledged(body) => match body["alarm"].as_u64() {
-                Some(at) => log.acks.push((name, at)),
+                Some(at) => log.acks.push((object, at)),
                 None => log.errors.push(format!("POST {path}: {body}")),
             },
             Reply::NotSent => {}
-            Reply::InDoubt => log.in_doubt += 1,
+            Reply::InDoubt => {
+                log.in_doubt += 1;
+                log.in_doubt_objects.push(object);
+            }
             Reply::Unexpected(e) => {
                 log.in_doubt += 1;
+                log.in_doubt_objects.push(object);
                 log.errors.push(format!("POST {path}: {e}"));
             }
         }

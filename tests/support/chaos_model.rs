@@ -55,7 +55,7 @@ pub struct ClientLog<T> {
     /// Acknowledged results, in the order they arrived.
     pub acks: Vec<T>,
     pub in_doubt: usize,
-    /// The object of each in-doubt request (for counters and tickets).
+    /// The object (or room) of each in-doubt request.
     pub in_doubt_objects: Vec<usize>,
     pub errors: Vec<String>,
 }
@@ -65,8 +65,41 @@ pub struct ClientLog<T> {
 struct Sequence {
     /// Every number acknowledged, over all cycles.
     acked: BTreeSet<u64>,
-    /// Requests that may or may not have counted.
+    /// What this cycle did to it: only these requests can have changed it since it was last read,
+    /// as a request in flight at a kill dies with the host.
+    cycle: CycleCount,
+    /// Its value after the last restart.
+    read: u64,
+}
+
+/// Requests of one cycle to one object.
+#[derive(Default)]
+struct CycleCount {
+    acked: u64,
     in_doubt: u64,
+}
+
+/// One chat room as its users know it.
+#[derive(Default)]
+struct Room {
+    /// The acknowledged messages by id, over all cycles.
+    acked: BTreeMap<u64, String>,
+    cycle: CycleCount,
+    /// Its newest id after the last restart.
+    newest: u64,
+}
+
+/// One alarm object. It gets at most one alarm a cycle and, as every alarm fires before the next
+/// cycle, each only once the last has fired: so its log lists every alarm it was ever given.
+#[derive(Default)]
+struct AlarmObject {
+    /// The due times of its acknowledged alarms, over all cycles.
+    acked: BTreeSet<u64>,
+    /// This cycle's alarm, if acknowledged.
+    cycle_acked: Option<u64>,
+    cycle_in_doubt: usize,
+    /// Its log as last read: a delivery, once logged, stays.
+    log: Vec<Value>,
 }
 
 /// Counts over all cycles, and what went wrong.
@@ -93,14 +126,11 @@ pub struct Totals {
 pub struct Model {
     tickets: HashMap<usize, Sequence>,
     counters: HashMap<usize, Sequence>,
-    /// Per room, the acknowledged messages by id.
-    rooms: HashMap<usize, BTreeMap<u64, String>>,
+    rooms: HashMap<usize, Room>,
+    alarms: HashMap<usize, AlarmObject>,
     /// The acknowledged operations found missing, so that each counts once however many checks
     /// find it missing.
     lost: HashSet<String>,
-    /// Per counter or ticket object, the most it ever read above its acknowledged and in-doubt
-    /// requests, counted once.
-    excess: HashMap<String, u64>,
     pub totals: Totals,
 }
 
@@ -133,7 +163,7 @@ impl Model {
             rooms: self
                 .rooms
                 .iter()
-                .filter_map(|(&r, m)| Some((r, *m.keys().last()?)))
+                .filter_map(|(&r, m)| Some((r, *m.acked.keys().last()?)))
                 .collect(),
         }
     }
@@ -159,13 +189,15 @@ impl Model {
                 out_of_order += 1;
                 problems.push(format!("{path} answered {n} after {above}"));
             }
-            if !objects.entry(object).or_default().acked.insert(n) {
+            let s = objects.entry(object).or_default();
+            s.cycle.acked += 1;
+            if !s.acked.insert(n) {
                 duplicated += 1;
                 problems.push(format!("{path} answered {n} twice"));
             }
         }
         for &object in &log.in_doubt_objects {
-            objects.entry(object).or_default().in_doubt += 1;
+            objects.entry(object).or_default().cycle.in_doubt += 1;
         }
         let t = &mut self.totals;
         if seqs.namespace == TICKETS.namespace {
@@ -199,7 +231,9 @@ impl Model {
                     "room r{room} broadcast {text:?} as {id} after {above}"
                 ));
             }
-            if let Some(earlier) = self.rooms.entry(room).or_default().insert(id, text.clone()) {
+            let r = self.rooms.entry(room).or_default();
+            r.cycle.acked += 1;
+            if let Some(earlier) = r.acked.insert(id, text.clone()) {
                 t.duplicated += 1;
                 t.problems.push(format!(
                     "room r{room} broadcast both {earlier:?} and {text:?} as {id}"
@@ -207,12 +241,31 @@ impl Model {
             }
             t.chat += 1;
         }
+        for room in log.in_doubt_objects {
+            self.rooms.entry(room).or_default().cycle.in_doubt += 1;
+        }
         t.in_doubt += log.in_doubt;
         t.errors.extend(log.errors);
     }
 
-    /// Reads every object of `seqs` ever touched: it must count every acknowledged number and no
-    /// more than the acknowledged and in-doubt requests.
+    /// Records one alarm client's alarms: acks are (alarm object, due time).
+    pub fn record_alarms(&mut self, log: ClientLog<(usize, u64)>) {
+        for (object, at) in log.acks {
+            let a = self.alarms.entry(object).or_default();
+            a.acked.insert(at);
+            a.cycle_acked = Some(at);
+            self.totals.alarms += 1;
+        }
+        for object in log.in_doubt_objects {
+            self.alarms.entry(object).or_default().cycle_in_doubt += 1;
+        }
+        self.totals.in_doubt += log.in_doubt;
+        self.totals.errors.extend(log.errors);
+    }
+
+    /// Reads every object of `seqs` ever touched: it must count every acknowledged number, and
+    /// have grown since the last restart by no more than this cycle's acknowledged and in-doubt
+    /// requests to it.
     pub async fn check_sequence(&mut self, url: &str, seqs: &Sequences) {
         let c = client();
         let objects: Vec<usize> = self.objects(seqs).keys().copied().collect();
@@ -229,9 +282,10 @@ impl Model {
             let value = body[seqs.get_field]
                 .as_u64()
                 .unwrap_or_else(|| panic!("GET {path}: {body}"));
-            let s = &self.objects(seqs)[&object];
+            let s = self.objects(seqs).get_mut(&object).unwrap();
             let missing: Vec<u64> = s.acked.range(value + 1..).copied().collect();
-            let (acked, in_doubt) = (s.acked.len() as u64, s.in_doubt);
+            let cycle = std::mem::take(&mut s.cycle);
+            let before = std::mem::replace(&mut s.read, value);
             let newly_lost = missing
                 .iter()
                 .filter(|n| self.lost.insert(format!("{path} {n}")))
@@ -242,23 +296,30 @@ impl Model {
                     "{path} reads {value} after a restart, but {missing:?} were acknowledged"
                 ));
             }
-            let excess = value.saturating_sub(acked + in_doubt);
-            let before = self.excess.entry(path.clone()).or_default();
-            if excess > *before {
-                self.totals.duplicated += (excess - *before) as usize;
-                *before = excess;
+            if value < before {
+                self.totals.lost += 1;
                 self.totals.problems.push(format!(
-                    "{path} reads {value}, above the {acked} acknowledged plus {in_doubt} in doubt"
+                    "{path} reads {value}, below the {before} it read after the last restart"
+                ));
+            }
+            let excess = value.saturating_sub(before + cycle.acked + cycle.in_doubt);
+            if excess > 0 {
+                self.totals.duplicated += excess as usize;
+                self.totals.problems.push(format!(
+                    "{path} reads {value}: {before} after the last restart, and this cycle \
+                     {} acknowledged plus {} in doubt",
+                    cycle.acked, cycle.in_doubt
                 ));
             }
         }
     }
 
     /// Reads every room's history: each message acknowledged since it last held them all must be
-    /// in it, under its id.
+    /// in it, under its id, and its newest id is above the last restart's by no more than this
+    /// cycle's acknowledged and in-doubt messages to it.
     pub async fn check_chat(&mut self, url: &str) {
         let c = client();
-        for (&room, acked) in &self.rooms {
+        for (&room, r) in &mut self.rooms {
             let body = read(c.get(format!("{url}/chat/r{room}/messages"))).await;
             let history: BTreeMap<u64, String> = body
                 .as_array()
@@ -279,7 +340,7 @@ impl Model {
             // Older messages left the history by design; they were checked in their cycle.
             let oldest = ids.first().copied().unwrap_or(u64::MAX);
             let newest = ids.last().copied().unwrap_or(0);
-            for (&id, text) in acked.range(oldest.min(newest + 1)..) {
+            for (&id, text) in r.acked.range(oldest.min(newest + 1)..) {
                 if history.get(&id) != Some(text) && self.lost.insert(format!("r{room} {id}")) {
                     self.totals.lost += 1;
                     self.totals.problems.push(format!(
@@ -288,17 +349,30 @@ impl Model {
                     ));
                 }
             }
+            let cycle = std::mem::take(&mut r.cycle);
+            let before = std::mem::replace(&mut r.newest, newest);
+            let excess = newest.saturating_sub(before + cycle.acked + cycle.in_doubt);
+            if excess > 0 {
+                self.totals.duplicated += excess as usize;
+                self.totals.problems.push(format!(
+                    "room r{room}'s newest id is {newest}: {before} after the last restart, and \
+                     this cycle {} acknowledged plus {} in doubt",
+                    cycle.acked, cycle.in_doubt
+                ));
+            }
         }
     }
 
-    /// Waits until no alarm is pending (bounded), then checks that each alarm acknowledged this
-    /// cycle fired at or after its time and in time. Alarms were set at most `max_delay_ms`
-    /// ahead. Returns the latest firing, in ms after the alarm's time or, when it could not fire
-    /// before the kill, after the restart.
+    /// Waits until no alarm is pending (bounded), then reads the log of every alarm object ever
+    /// used. Every alarm acknowledged, in any cycle, must be in it exactly once (a successful
+    /// delivery commits its log entry, so a second entry is a second successful delivery); what
+    /// was logged before stays; a new entry for an alarm not acknowledged needs an in-doubt set
+    /// this cycle. This cycle's alarms, set at most `max_delay_ms` ahead, must have fired at or
+    /// after their time and in time. Returns the latest firing of those, in ms after the alarm's
+    /// time or, when it could not fire before the kill, after the restart.
     pub async fn check_alarms(
         &mut self,
         url: &str,
-        alarms: &[(String, u64)],
         max_delay_ms: u64,
         killed_at: u64,
         restart_at: u64,
@@ -310,59 +384,111 @@ impl Model {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let c = client();
-        let logs: Vec<(&str, u64, Value)> = futures::stream::iter(alarms)
-            .map(|(name, at)| {
-                let req = c.get(format!("{url}/alarms/{name}/alarm/log"));
-                async move { (name.as_str(), *at, read(req).await) }
+        let logs: Vec<(usize, Value)> = futures::stream::iter(self.alarms.keys().copied())
+            .map(|object| {
+                let req = c.get(format!("{url}{}/alarm/log", alarm_path(object)));
+                async move { (object, read(req).await) }
             })
             .buffer_unordered(16)
             .collect()
             .await;
         let mut worst = 0;
-        for (name, at, log) in logs {
-            if at > killed_at && at < restart_at {
-                self.totals.due_while_down += 1;
+        for (object, log) in logs {
+            let name = alarm_path(object);
+            let log = log
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} alarm log: {log}"))
+                .clone();
+            let a = self.alarms.get_mut(&object).unwrap();
+            let t = &mut self.totals;
+            let cycle_acked = a.cycle_acked.take();
+            let cycle_in_doubt = std::mem::take(&mut a.cycle_in_doubt);
+            let old = std::mem::replace(&mut a.log, log);
+            let log = &a.log;
+            if !log.starts_with(&old) {
+                t.lost += 1;
+                t.problems.push(format!(
+                    "{name}'s alarm log changed: it was {old:?}, and is {log:?} after a restart"
+                ));
             }
-            let Some(fired) = log[0]["at"].as_u64() else {
-                let still = read(c.get(format!("{url}/alarms/{name}/alarm"))).await;
-                if still["alarm"] == at {
-                    self.totals.late += 1;
-                    self.totals.problems.push(format!(
-                        "alarm {name} due at {at} has not fired {} ms after the restart",
-                        now_ms() - restart_at
+            let mut unknown: usize = 0;
+            for (i, entry) in log.iter().enumerate().skip(old.len()) {
+                let due = entry["due"].as_u64().unwrap_or_else(|| {
+                    panic!("{name} logged a delivery without due time: {entry}")
+                });
+                if log[..i].iter().any(|e| e["due"] == due) {
+                    t.duplicated += 1;
+                    t.problems.push(format!(
+                        "{name}'s alarm due at {due} was delivered successfully twice: {log:?}"
                     ));
+                } else if !a.acked.contains(&due) {
+                    unknown += 1;
+                }
+            }
+            if unknown > cycle_in_doubt {
+                t.duplicated += unknown - cycle_in_doubt;
+                t.problems.push(format!(
+                    "{name} logged {unknown} deliveries of alarms not acknowledged, after \
+                     {cycle_in_doubt} in doubt this cycle: {log:?}"
+                ));
+            }
+            for &at in &a.acked {
+                let Some(entry) = log.iter().find(|e| e["due"] == at) else {
+                    if Some(at) == cycle_acked {
+                        let still = read(c.get(format!("{url}{name}/alarm"))).await;
+                        if still["alarm"] == at {
+                            t.late += 1;
+                            t.problems.push(format!(
+                                "alarm {name} due at {at} has not fired {} ms after the restart",
+                                now_ms() - restart_at
+                            ));
+                            continue;
+                        }
+                    }
+                    if self.lost.insert(format!("{name} {at}")) {
+                        t.lost += 1;
+                        t.problems.push(format!(
+                            "alarm {name} due at {at} is not in its log: {log:?}"
+                        ));
+                    }
+                    continue;
+                };
+                if Some(at) != cycle_acked {
+                    continue;
+                }
+                if at > killed_at && at < restart_at {
+                    t.due_while_down += 1;
+                }
+                let fired = entry["at"].as_u64().unwrap_or_default();
+                // Fired before the kill: measured from its time; after the restart: from the
+                // later of its time and the restart.
+                let from = if fired < killed_at {
+                    at
                 } else {
-                    self.totals.lost += 1;
-                    self.totals.problems.push(format!(
-                        "alarm {name} due at {at} never fired and is gone: {still}"
+                    at.max(restart_at)
+                };
+                if fired < at {
+                    t.errors
+                        .push(format!("alarm {name} due at {at} fired early, at {fired}"));
+                }
+                let delay = fired.saturating_sub(from);
+                worst = worst.max(delay);
+                if delay > ALARM_BOUND_MS {
+                    t.late += 1;
+                    t.problems.push(format!(
+                        "alarm {name} due at {at} fired {delay} ms late (killed at {killed_at}, \
+                         restarted at {restart_at})"
                     ));
                 }
-                continue;
-            };
-            // Fired before the kill: measured from its time; after the restart: from the later of
-            // its time and the restart.
-            let from = if fired < killed_at {
-                at
-            } else {
-                at.max(restart_at)
-            };
-            if fired < at {
-                self.totals
-                    .errors
-                    .push(format!("alarm {name} due at {at} fired early, at {fired}"));
-            }
-            let delay = fired.saturating_sub(from);
-            worst = worst.max(delay);
-            if delay > ALARM_BOUND_MS {
-                self.totals.late += 1;
-                self.totals.problems.push(format!(
-                    "alarm {name} due at {at} fired {delay} ms late (killed at {killed_at}, \
-                     restarted at {restart_at})"
-                ));
             }
         }
         worst
     }
+}
+
+/// The path of alarm object `object`.
+pub fn alarm_path(object: usize) -> String {
+    format!("/alarms/a{object}")
 }
 
 /// A GET on the restarted host, which must answer 200 with JSON.
