@@ -205,3 +205,68 @@ async fn bad_operator_input_is_refused_clearly() {
         serde_json::from_slice(&dohost(&host, &["objects", "t", "--format", "json"], b"")).unwrap();
     assert_eq!(listed["objects"], json!([]), "nothing was written");
 }
+
+/// `dohost namespaces delete`: the code, every object's storage and alarm go, its sockets are
+/// closed, another namespace is untouched, and a namespace deployed again under the name starts
+/// empty. Without `--yes` nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_deletes_its_code_storage_alarms_and_sockets() {
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("t", "test_object").await;
+    host.deploy("u", "test_object").await;
+    let put = json!([{"op": "put", "key": "k", "value": "v"}]);
+    for object in ["a", "b", "sock"] {
+        ops(&host, "t", object, put.clone()).await;
+    }
+    ops(&host, "u", "a", put.clone()).await;
+    let far = now_ms() + 3_600_000;
+    client()
+        .post(host.at(&format!("/t/alarmed/alarm/set?at={far}")))
+        .send()
+        .await
+        .unwrap();
+    let mut ws = ws_connect(&host.ws("/t/sock/ws")).await;
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_dohost"))
+        .args([
+            "namespaces",
+            "delete",
+            "t",
+            "--url",
+            &host.url,
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    let (_, kept) = ops(&host, "t", "a", json!([{"op": "get", "key": "k"}])).await;
+    assert_eq!(kept[0]["ok"], "v", "nothing was deleted without --yes");
+
+    let said = text(dohost(&host, &["namespaces", "delete", "t", "--yes"], b""));
+    assert!(said.contains("4 objects"), "{said}");
+    let r = client().get(host.at("/t/a/identity")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(ws_expect_close(&mut ws).await.0, 1001);
+    assert_eq!(host.stats().await["pending_alarms"], 0);
+
+    // Deployed again, the namespace starts empty; the other one kept everything.
+    host.deploy("t", "test_object").await;
+    let (_, got) = ops(&host, "t", "a", json!([{"op": "get", "key": "k"}])).await;
+    assert_eq!(got[0]["ok"], Value::Null, "{got}");
+    let (_, alarm) = json(client().get(host.at("/t/alarmed/alarm"))).await;
+    assert_eq!(alarm["alarm"], Value::Null);
+    let listed: Value =
+        serde_json::from_slice(&dohost(&host, &["objects", "t", "--format", "json"], b"")).unwrap();
+    let names: Vec<&str> = listed["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    // Reads write nothing: the inventory is empty.
+    assert!(names.is_empty(), "{names:?}");
+    let (_, other) = ops(&host, "u", "a", json!([{"op": "get", "key": "k"}])).await;
+    assert_eq!(other[0]["ok"], "v");
+}

@@ -28,7 +28,7 @@ enum Command {
     #[command(subcommand)]
     Secret(SecretCommand),
     /// List the deployed namespaces of a running host.
-    Namespaces(AdminArgs),
+    Namespaces(NamespacesArgs),
     /// Save a consistent snapshot of everything a running host keeps (objects' storage, alarms,
     /// deployed code, apps and their secrets) to FILE, while it serves.
     Backup(BackupArgs),
@@ -141,6 +141,26 @@ struct TailArgs {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Args)]
+struct NamespacesArgs {
+    #[command(subcommand)]
+    op: Option<NamespacesCommand>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum NamespacesCommand {
+    /// Delete a lone namespace: its code, and every object's storage and alarm. It cannot be
+    /// undone: take a backup first.
+    Delete {
+        name: String,
+        /// Really delete it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -649,7 +669,7 @@ async fn objects(args: ObjectsArgs) -> Result<()> {
         "awake",
         "id",
     ]);
-    let time = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), utc);
+    let time = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), format_time);
     for o in body["objects"].as_array().cloned().unwrap_or_default() {
         table.add_row([
             o["name"].as_str().unwrap_or_default().to_owned(),
@@ -671,28 +691,6 @@ async fn objects(args: ObjectsArgs) -> Result<()> {
         println!("more: --after {next:?}");
     }
     Ok(())
-}
-
-/// A time in ms since the epoch as UTC, `YYYY-MM-DD HH:MM:SS`.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, day) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        day / 3600,
-        day / 60 % 60,
-        day % 60
-    )
 }
 
 async fn storage(args: StorageArgs) -> Result<()> {
@@ -886,6 +884,25 @@ async fn import_batch(
     Ok(())
 }
 
+async fn delete_namespace(admin: &AdminArgs, name: &str, yes: bool) -> Result<()> {
+    if !yes {
+        bail!(
+            "this deletes {name}'s code and every one of its objects' storage and alarms, for \
+             good: pass --yes to do it (and take a backup first)"
+        );
+    }
+    let body = admin_call(admin, |c, url| {
+        c.delete(format!("{url}/_admin/namespaces/{}", segment(name)))
+    })
+    .await
+    .with_context(|| format!("deleting {name}"))?;
+    println!(
+        "deleted {name} and {} objects' storage",
+        body["objects_deleted"]
+    );
+    Ok(())
+}
+
 fn restore(args: &RestoreArgs) -> Result<()> {
     let size = dohost::storage::check_backup(&args.file)
         .with_context(|| format!("{} is not a dohost backup", args.file.display()))?;
@@ -994,7 +1011,11 @@ fn read_component(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-async fn namespaces(args: AdminArgs) -> Result<()> {
+async fn namespaces(args: NamespacesArgs) -> Result<()> {
+    if let Some(NamespacesCommand::Delete { name, yes }) = &args.op {
+        return delete_namespace(&args.admin, name, *yes).await;
+    }
+    let args = args.admin;
     let body = admin_call(&args, |c, url| c.get(format!("{url}/_admin/namespaces"))).await?;
     let list = body["namespaces"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {

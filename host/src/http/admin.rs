@@ -1,12 +1,14 @@
-//! The admin API: listing and deploying namespaces and apps, setting secrets, and the host's
-//! stats. Every route needs the
-//! admin token as `Authorization: Bearer <token>`.
+//! The admin API: listing, deploying and deleting namespaces and apps, setting secrets, and the
+//! host's stats. Every route needs the admin token as `Authorization: Bearer <token>`.
 
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::names;
-use crate::registry::{AppError, AppSpec, AppUpload, DeploymentInfo, MAX_SECRET_BYTES};
+use crate::registry::{
+    AppError, AppSpec, AppUpload, DeploymentInfo, ForgetError, MAX_SECRET_BYTES,
+};
+use crate::storage::InventoryOrder;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -17,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
 /// whatever the guess, and its length leaks nothing. The scheme is case-insensitive (RFC 9110).
@@ -320,4 +323,57 @@ mod tests {
             assert!(with(wrong).is_err(), "{wrong:?} must be refused");
         }
     }
+}
+
+/// `DELETE /_admin/namespaces/{namespace}`: the hosted service's deleted-class migration for a
+/// lone namespace. It stops being served at once; its objects are let finish what they were
+/// doing (up to 30 s), then its code and every object's storage and alarm are deleted in one
+/// transaction, and its objects' sockets closed with 1001.
+pub(super) async fn delete_namespace(
+    State(app): State<AppState>,
+    namespace: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let namespace = namespace_param(namespace)?;
+    let storage_error =
+        |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e);
+    let db = app.db.clone();
+    let ns = namespace.clone();
+    let objects = tokio::task::spawn_blocking(move || {
+        db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)
+    })
+    .await
+    .map_err(|e| storage_error(e.to_string()))?
+    .map_err(|e| storage_error(e.to_string()))?;
+    app.registry.forget(&namespace).map_err(|e| match e {
+        ForgetError::Unknown(_) => ApiError::unknown_namespace(e.to_string()),
+        ForgetError::OwnedByApp { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "owned_by_app", e.to_string())
+        }
+    })?;
+    let ids: Vec<_> = objects.iter().map(|o| o.id).collect();
+    if !app.objects.settle(&ids, Duration::from_secs(30)).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "objects_busy",
+            "the namespace is no longer served, but some of its objects were still busy after \
+             30 s; its code and data are kept: delete it again",
+        ));
+    }
+    let db = app.db.clone();
+    let ns = namespace.clone();
+    let dropped = tokio::task::spawn_blocking(move || db.drop_namespace(&ns))
+        .await
+        .map_err(|e| storage_error(e.to_string()))?
+        .map_err(|e| storage_error(e.to_string()))?;
+    for id in &dropped {
+        app.alarms.changed(*id, None);
+    }
+    app.sockets
+        .close_objects(&dropped, 1001, "the namespace was deleted");
+    Ok(
+        axum::Json(json!({ "namespace": namespace, "objects_deleted": dropped.len() }))
+            .into_response(),
+    )
 }

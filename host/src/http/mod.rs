@@ -57,7 +57,8 @@ pub fn router(state: AppState) -> Router {
             "/_admin/namespaces/{namespace}",
             get(admin::show_namespace)
                 .put(admin::deploy)
-                .post(admin::deploy),
+                .post(admin::deploy)
+                .delete(admin::delete_namespace),
         )
         .route("/_admin/namespaces/{namespace}/objects", get(data::objects))
         .route(

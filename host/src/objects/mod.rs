@@ -37,7 +37,7 @@ use crate::storage::{Committer, Db};
 use calls::ObjectCalls;
 use event::{Event, Outcome};
 use event_loop::EventLoop;
-use queue::{Admit, Queue};
+use queue::{Admit, Queue, QueuedEvent};
 use shared::{IdleList, Inner, evict_for_memory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +133,30 @@ impl Objects {
     pub fn is_awake(&self, namespace: &str, name: &str) -> bool {
         let id = ObjectId::new(namespace, name);
         self.inner.loops.lock().unwrap().contains_key(&id)
+    }
+
+    /// Asks the objects `ids` to go to sleep and waits (at most `within`) until none of them has
+    /// an event loop left: no event running or queued, no commit in flight. Whether they all did.
+    pub async fn settle(&self, ids: &[ObjectId], within: Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let awake: Vec<mpsc::UnboundedSender<QueuedEvent>> = {
+                let loops = self.inner.loops.lock().unwrap();
+                ids.iter()
+                    .filter_map(|id| loops.get(id).map(|q| q.tx.clone()))
+                    .collect()
+            };
+            if awake.is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            for queue in awake {
+                let _ = queue.send(Event::Evict.into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The database, for what operators read of it directly (the inventory, exports).

@@ -234,6 +234,25 @@ impl Registry {
         Ok(info)
     }
 
+    /// Stops serving a lone namespace (not an app's class: deploy the app without it): its
+    /// requests are `unknown_namespace` from now on. Its code and data are the caller's to
+    /// delete ([`Db::drop_namespace`]).
+    pub fn forget(&self, namespace: &str) -> Result<DeploymentInfo, ForgetError> {
+        let _one_at_a_time = self.deploying.lock().unwrap();
+        let deployment = self
+            .get(namespace)
+            .ok_or_else(|| ForgetError::Unknown(namespace.to_owned()))?;
+        if let Some(app) = deployment.info.app.clone() {
+            return Err(ForgetError::OwnedByApp {
+                namespace: namespace.to_owned(),
+                app,
+            });
+        }
+        self.namespaces.write().unwrap().remove(namespace);
+        tracing::info!(namespace, "deleted");
+        Ok(deployment.info.clone())
+    }
+
     /// Checks and compiles an uploaded component, or takes its compiled code from the cache if
     /// these very bytes were compiled before (a JavaScript component takes seconds to compile).
     /// Returns its SHA-256 and the code, ready to instantiate.
@@ -291,6 +310,15 @@ impl Registry {
             tracing::warn!("cannot cache compiled component at {}: {e}", path.display());
         }
     }
+}
+
+/// Why a namespace cannot be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no namespace {0:?} is deployed")]
+    Unknown(String),
+    #[error("{namespace:?} is a class of the app {app:?}: deploy the app without it")]
+    OwnedByApp { namespace: String, app: String },
 }
 
 /// Checks and compiles an uploaded component without storing anything: everything a deploy

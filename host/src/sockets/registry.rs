@@ -382,6 +382,21 @@ impl Sockets {
         self.backlog.slow_closes.load(Ordering::Relaxed)
     }
 
+    /// Closes every socket of these objects with `code` (their namespace was deleted).
+    pub fn close_objects(&self, ids: &[ObjectId], code: u16, reason: &str) {
+        let mut objects = self.objects.lock().unwrap();
+        for id in ids {
+            let Some(o) = objects.remove(id) else {
+                continue;
+            };
+            for s in o.open.values() {
+                if let Some(queued) = s.out.charge(Outgoing::Close(code, reason.to_owned())) {
+                    s.out.push(queued);
+                }
+            }
+        }
+    }
+
     /// Closes every socket with `code` (at shutdown: 1001).
     pub fn close_all(&self, code: u16, reason: &str) {
         let mut objects = self.objects.lock().unwrap();

@@ -255,6 +255,47 @@ impl Db {
         })
     }
 
+    /// Deletes a namespace's deployed code and every object of it in the inventory: their
+    /// entries, sizes and alarms, in one transaction. Answers the objects deleted. Its objects
+    /// must all be asleep (no commit in flight). Blocking.
+    pub fn drop_namespace(&self, namespace: &str) -> Result<Vec<ObjectId>, DbError> {
+        let prefix = object_key(namespace, "");
+        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let range = (Bound::Included(prefix.as_slice()), bound_slice(&end));
+        let dropped = self.write(|db| {
+            let txn = db.begin_write()?;
+            let mut ids = Vec::new();
+            {
+                let mut objects = txn.open_table(OBJECTS)?;
+                for entry in objects.range::<&[u8]>(range)? {
+                    let (key, _) = entry?;
+                    let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
+                    ids.push(ObjectId::new(namespace, &name));
+                }
+                objects.retain_in::<&[u8], _>(range, |_, _| false)?;
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut sizes = txn.open_table(OBJECT_SIZES)?;
+                let mut alarms = txn.open_table(ALARMS)?;
+                for id in &ids {
+                    let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
+                    entries
+                        .retain_in::<&[u8], _>((bound_slice(&lo), bound_slice(&hi)), |_, _| {
+                            false
+                        })?;
+                    sizes.remove(id.as_bytes().as_slice())?;
+                    alarms.remove(id.as_bytes().as_slice())?;
+                }
+                txn.open_table(NAMESPACE_SIZES)?.remove(namespace)?;
+                txn.open_table(COMPONENTS)?.remove(namespace)?;
+                txn.open_table(DEPLOYMENTS)?.remove(namespace)?;
+            }
+            txn.commit()?;
+            Ok(ids)
+        })?;
+        self.namespace_usage(namespace).store(0, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
     /// The bytes the object under `key` ([`object_key`]) has counted toward its namespace.
     pub fn counted_size(&self, key: &[u8]) -> Result<u64, DbError> {
         self.read(|db| {
