@@ -293,38 +293,6 @@ pub(super) async fn put_secret(
     Ok(axum::Json(json!({ "app": name, "secret": secret })).into_response())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn admin_token() {
-        let with = |value: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
-            authorize(&h, "secret")
-        };
-        assert!(authorize(&HeaderMap::new(), "secret").is_err());
-        assert!(with("Bearer secret").is_ok());
-        assert!(
-            with("bearer secret").is_ok(),
-            "the scheme is case-insensitive"
-        );
-        for wrong in [
-            "Bearer nope",
-            "Bearer secre",
-            "Bearer secrets",
-            "Bearer ",
-            "Basic secret",
-            "secret",
-            "Bearersecret",
-        ] {
-            assert!(with(wrong).is_err(), "{wrong:?} must be refused");
-        }
-    }
-}
-
 /// `DELETE /_admin/namespaces/{namespace}`: the hosted service's deleted-class migration for a
 /// lone namespace. It stops being served at once; its objects are let finish what they were
 /// doing (up to 30 s), then its code and every object's storage and alarm are deleted in one
@@ -376,4 +344,36 @@ pub(super) async fn delete_namespace(
         axum::Json(json!({ "namespace": namespace, "objects_deleted": dropped.len() }))
             .into_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn admin_token() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            authorize(&h, "secret")
+        };
+        assert!(authorize(&HeaderMap::new(), "secret").is_err());
+        assert!(with("Bearer secret").is_ok());
+        assert!(
+            with("bearer secret").is_ok(),
+            "the scheme is case-insensitive"
+        );
+        for wrong in [
+            "Bearer nope",
+            "Bearer secre",
+            "Bearer secrets",
+            "Bearer ",
+            "Basic secret",
+            "secret",
+            "Bearersecret",
+        ] {
+            assert!(with(wrong).is_err(), "{wrong:?} must be refused");
+        }
+    }
 }
