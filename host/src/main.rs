@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use dohost::config::{self, EventLimits, HostConfig, Seconds};
 use dohost::manifest::Manifest;
 use dohost::registry::AppSpec;
+use dohost::routing::encode_segment;
 use dohost::server::{self, Host};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -617,24 +618,12 @@ fn tail_text(line: &str) -> String {
     format!("{time}  {:<7}  {who}  {}", s("type"), what.trim_end())
 }
 
-/// A path segment, percent-encoded: object names and keys may hold `/`, `?` or spaces.
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The admin API's address of an object's storage.
 fn storage_url(url: &str, namespace: &str, object: &str) -> String {
     format!(
         "{url}/_admin/namespaces/{}/objects/{}/storage",
-        segment(namespace),
-        segment(object)
+        encode_segment(namespace),
+        encode_segment(object)
     )
 }
 
@@ -648,7 +637,7 @@ async fn objects(args: ObjectsArgs) -> Result<()> {
     if let Some(after) = &args.after {
         query.push(("after", after.clone()));
     }
-    let namespace = segment(&args.namespace);
+    let namespace = encode_segment(&args.namespace);
     let body = admin_call(&args.admin, |c, url| {
         c.get(format!("{url}/_admin/namespaces/{namespace}/objects"))
             .query(&query)
@@ -723,7 +712,7 @@ async fn storage(args: StorageArgs) -> Result<()> {
         }
         StorageCommand::Get { key } => {
             let body = admin_call(&args.admin, |c, url| {
-                c.get(format!("{}/{}", base(url), segment(key)))
+                c.get(format!("{}/{}", base(url), encode_segment(key)))
             })
             .await?;
             let value = base64::engine::general_purpose::STANDARD
@@ -743,7 +732,7 @@ async fn storage(args: StorageArgs) -> Result<()> {
             let token = admin_token(&args.admin)?;
             let url = args.admin.url.trim_end_matches('/');
             let response = reqwest::Client::new()
-                .put(format!("{}/{}", base(url), segment(key)))
+                .put(format!("{}/{}", base(url), encode_segment(key)))
                 .bearer_auth(token)
                 .body(value)
                 .send()
@@ -760,7 +749,7 @@ async fn storage(args: StorageArgs) -> Result<()> {
         }
         StorageCommand::Delete { key } => {
             let body = admin_call(&args.admin, |c, url| {
-                c.delete(format!("{}/{}", base(url), segment(key)))
+                c.delete(format!("{}/{}", base(url), encode_segment(key)))
             })
             .await?;
             if body["deleted"] != true {
@@ -777,7 +766,7 @@ async fn export(args: ExportArgs) -> Result<()> {
         Some(object) => vec![object.clone()],
         None => {
             let mut names = Vec::new();
-            let namespace = segment(&args.namespace);
+            let namespace = encode_segment(&args.namespace);
             let mut after: Option<String> = None;
             loop {
                 let mut query = vec![("limit", "1000".to_owned())];
@@ -892,7 +881,7 @@ async fn delete_namespace(admin: &AdminArgs, name: &str, yes: bool) -> Result<()
         );
     }
     let body = admin_call(admin, |c, url| {
-        c.delete(format!("{url}/_admin/namespaces/{}", segment(name)))
+        c.delete(format!("{url}/_admin/namespaces/{}", encode_segment(name)))
     })
     .await
     .with_context(|| format!("deleting {name}"))?;

@@ -65,8 +65,33 @@ pub fn invalid_escape(path: &str) -> Option<usize> {
     })
 }
 
+/// What [`encode_segment`] leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes `s` as one path segment (object names and storage keys may hold `/`, `?` or
+/// spaces): what [`crate::names::decode_object_name`] undoes. For the CLI and clients.
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_encoded_segment_decodes_to_itself() {
+        for name in ["plain", "a/b c?d#e%f", "é 𝄞", ""] {
+            let encoded = super::encode_segment(name);
+            assert!(!encoded.contains(['/', ' ', '?', '#']), "{encoded}");
+            let decoded = percent_encoding::percent_decode_str(&encoded)
+                .decode_utf8()
+                .unwrap();
+            assert_eq!(decoded, name);
+        }
+    }
+
     use super::*;
 
     #[test]

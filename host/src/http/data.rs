@@ -278,3 +278,68 @@ fn unexpected() -> ApiError {
         "the object answered another operation",
     )
 }
+
+/// `POST .../objects/{name}/alarm`: delivers the object's alarm now, as if it were due (for
+/// tests and operators); `{"alarm": the time it was set for}`, or 404 `no_alarm`.
+pub(super) async fn run_alarm(
+    State(app): State<AppState>,
+    object: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let (namespace, name) = object_param(object)?;
+    app.objects.namespace(&namespace)?;
+    let id = crate::names::ObjectId::new(&namespace, &name);
+    let db = app.db.clone();
+    let due = tokio::task::spawn_blocking(move || db.alarm(&id))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })?;
+    let Some(due) = due else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_alarm",
+            "the object has no alarm set",
+        ));
+    };
+    app.objects.alarm(&namespace, &name, due, 0).await?;
+    Ok(axum::Json(json!({ "alarm": due })).into_response())
+}
+
+/// `POST .../objects/{name}/evict`: ends the object's live instance, as hibernation does, once
+/// its events are done, so that a test can check what survives it; 409 `objects_busy` if it was
+/// still busy after 10 s.
+pub(super) async fn evict(
+    State(app): State<AppState>,
+    object: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let (namespace, name) = object_param(object)?;
+    app.objects.namespace(&namespace)?;
+    let id = crate::names::ObjectId::new(&namespace, &name);
+    if !app
+        .objects
+        .settle(&[id], std::time::Duration::from_secs(10))
+        .await
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "objects_busy",
+            "the object was still busy after 10 s",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -66,6 +66,14 @@ pub fn router(state: AppState) -> Router {
             get(data::list).post(data::put_batch),
         )
         .route(
+            "/_admin/namespaces/{namespace}/objects/{name}/alarm",
+            axum::routing::post(data::run_alarm),
+        )
+        .route(
+            "/_admin/namespaces/{namespace}/objects/{name}/evict",
+            axum::routing::post(data::evict),
+        )
+        .route(
             "/_admin/namespaces/{namespace}/objects/{name}/storage/{*key}",
             get(data::get_key)
                 .put(data::put_key)
