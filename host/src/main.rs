@@ -1,6 +1,9 @@
 //! The `dohost` command: serve objects, deploy components and apps, set secrets, list
 //! namespaces.
 
+// The commands that are more than a call to the admin API, each in a module of its own.
+mod cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dohost::config::{self, EventLimits, HostConfig, Seconds};
@@ -38,6 +41,9 @@ enum Command {
     Restore(RestoreArgs),
     /// Watch a running host live: requests answered, guests' log lines, failed events, alarms.
     Tail(TailArgs),
+    /// Develop a guest crate or an app: build it, serve it on a host of its own, and build and
+    /// deploy it again on every saved change, printing each request and log line.
+    Dev(cli::dev::DevArgs),
     /// List a namespace's objects: name, size, keys, last write, alarm, awake or asleep.
     Objects(ObjectsArgs),
     /// Read or write one object's storage, between its events.
@@ -366,6 +372,7 @@ fn main() -> Result<()> {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Restore(args) => restore(&args),
         Command::Tail(args) => runtime.block_on(tail(args)),
+        Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
         Command::Objects(args) => runtime.block_on(objects(args)),
         Command::Storage(args) => runtime.block_on(storage(args)),
         Command::Export(args) => runtime.block_on(export(args)),
@@ -923,8 +930,13 @@ async fn deploy(args: DeployArgs) -> Result<()> {
     let (Some(file), Some(name)) = (&args.file, &args.name) else {
         return deploy_app(&args.config, &args.admin).await;
     };
+    deploy_component(&args.admin, file, name).await
+}
+
+/// Deploys the component at `file` as the lone namespace `name`.
+async fn deploy_component(admin: &AdminArgs, file: &Path, name: &str) -> Result<()> {
     let bytes = read_component(file)?;
-    let info = admin_call(&args.admin, |c, url| {
+    let info = admin_call(admin, |c, url| {
         c.put(format!("{url}/_admin/namespaces/{name}")).body(bytes)
     })
     .await
