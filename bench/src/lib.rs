@@ -11,6 +11,7 @@
 //! - [`ws`]: the WebSocket scenarios (tokio-tungstenite): fan-out, throughput, memory per socket.
 //! - [`calls`]: dohost's own count of what stub calls between objects cost, read around a
 //!   scenario.
+//! - [`syncs`]: a server's fsync-family calls during a scenario, counted with strace.
 //! - [`peers`]: starting dohost and workerd, installing workerd from npm, deploying.
 //! - [`report`]: the results table and `BENCHMARKS.md`.
 //!
@@ -22,11 +23,15 @@ pub mod load;
 pub mod peers;
 pub mod report;
 pub mod sse;
+pub mod syncs;
 pub mod ws;
 
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// How many times each scenario runs on each server: the table shows the median and the range.
+pub const RUNS: usize = 3;
 
 /// Which server a [`Target`] is.
 #[derive(Clone, Debug)]
@@ -220,6 +225,19 @@ pub fn fd_limit(pid: u32) -> Result<u64> {
         .with_context(|| format!("no open-files limit in /proc/{pid}/limits"))
 }
 
+/// How many of a process's open files have a path ending in `suffix`, from `/proc/{pid}/fd`.
+pub fn open_files_ending(pid: u32, suffix: &str) -> Result<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?;
+    // A descriptor closed while we look is simply not counted.
+    let count = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| target.to_string_lossy().ends_with(suffix))
+        .count();
+    Ok(count as u64)
+}
+
 /// CPU time (user plus system) the process has used so far, from `/proc/{pid}/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -257,6 +275,19 @@ impl Target {
         match &self.kind {
             Kind::Dohost { token } => Ok(token),
             Kind::Workerd => bail!("workerd has no admin API"),
+        }
+    }
+
+    /// What shows how many objects the server holds awake. dohost: `live_instances` of
+    /// `/_admin/stats`. workerd has no such view, but an awake object keeps its SQLite database
+    /// open (its `.sqlite`, `-wal` and `-shm` files) and an evicted one does not: the open
+    /// `.sqlite` files in `/proc/PID/fd`.
+    pub async fn objects_held(&self) -> Result<u64> {
+        match self.kind {
+            Kind::Dohost { .. } => self.stats().await?["live_instances"]
+                .as_u64()
+                .context("no live_instances in /_admin/stats"),
+            Kind::Workerd => open_files_ending(self.pid, ".sqlite"),
         }
     }
 
@@ -390,6 +421,8 @@ pub struct Memory {
     pub after_kib: u64,
     /// How long the wait for hibernation took, and whether it was seen.
     pub idle: IdleWait,
+    /// [`Target::objects_held`] before, awake and after: whether the objects were evicted.
+    pub held: [u64; 3],
 }
 
 impl Memory {
@@ -403,8 +436,10 @@ impl Memory {
     ) -> Result<(Memory, T)> {
         target.wait_idle(s).await?;
         let before_kib = rss_kib(target.pid)?;
+        let held_before = target.objects_held().await?;
         let (count, kept) = set_up().await?;
         let awake_kib = rss_kib(target.pid)?;
+        let held_awake = target.objects_held().await?;
         let idle = target.wait_idle(s).await?;
         let after_kib = rss_kib(target.pid)?;
         let memory = Memory {
@@ -413,6 +448,7 @@ impl Memory {
             awake_kib,
             after_kib,
             idle,
+            held: [held_before, held_awake, target.objects_held().await?],
         };
         Ok((memory, kept))
     }
@@ -425,5 +461,10 @@ impl Memory {
     /// `(awake - before) / count`, in bytes: what each one costs while its object is awake.
     pub fn per_item_awake_bytes(&self) -> f64 {
         (self.awake_kib as f64 - self.before_kib as f64) * 1024.0 / self.count.max(1) as f64
+    }
+
+    /// Objects still held after the idle wait, beyond those held before.
+    pub fn still_held(&self) -> u64 {
+        self.held[2].saturating_sub(self.held[0])
     }
 }

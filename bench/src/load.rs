@@ -124,6 +124,9 @@ pub struct LoadResult {
     pub failed: u64,
     /// The measured window.
     pub window: Duration,
+    /// Every 2xx answer of the whole run, warm-up, setup and the window's edges included: for
+    /// an increment, the writes acknowledged, which its fsync count is divided by.
+    pub acknowledged: u64,
     /// Latencies of the successful requests, in microseconds.
     pub histogram: Histogram<u64>,
 }
@@ -170,7 +173,7 @@ where
             let mut rng = SmallRng::seed_from_u64(c as u64 + 1);
             let mut conn = HttpConn::new(addr);
             let mut histogram = histogram();
-            let (mut ok, mut failed) = (0u64, 0u64);
+            let (mut ok, mut failed, mut acknowledged) = (0u64, 0u64, 0u64);
             loop {
                 if Instant::now() >= end || measured.load(Ordering::Relaxed) >= max {
                     break;
@@ -182,6 +185,7 @@ where
                 let counted = t0 >= start && t1 <= end;
                 match result {
                     Ok((status, _)) if status.is_success() => {
+                        acknowledged += 1;
                         if counted {
                             ok += 1;
                             measured.fetch_add(1, Ordering::Relaxed);
@@ -200,19 +204,21 @@ where
                     }
                 }
             }
-            (ok, failed, histogram)
+            (ok, failed, acknowledged, histogram)
         }));
     }
     let mut total = LoadResult {
         ok: 0,
         failed: 0,
         window: s.duration,
+        acknowledged: 0,
         histogram: histogram(),
     };
     for task in tasks {
-        let (ok, failed, histogram) = task.await?;
+        let (ok, failed, acknowledged, histogram) = task.await?;
         total.ok += ok;
         total.failed += failed;
+        total.acknowledged += acknowledged;
         total.histogram.add(&histogram)?;
     }
     Ok(total)
@@ -307,11 +313,14 @@ pub async fn increment_spread(target: &Target, conns: usize, s: &Settings) -> Re
     touch_all(target, conns, Method::POST, paths)
         .await
         .context("creating the objects")?;
-    run(target, conns, s, move |_, rng| {
+    let mut load = run(target, conns, s, move |_, rng| {
         let i = rand::Rng::random_range(rng, 0..objects);
         (Method::POST, format!("/counter/spread-{i}/"))
     })
-    .await
+    .await?;
+    // touch_all fails unless every one of its writes was acknowledged.
+    load.acknowledged += objects as u64;
+    Ok(load)
 }
 
 /// What the scenario past the live-instance cap measured: the load, and what the server holds
@@ -323,14 +332,15 @@ pub struct Fresh {
 }
 
 /// Scenario 3b: durable increments on objects drawn at random from `s.fresh_objects` names
-/// (`fresh-0` ...), over `conns` connections, none created beforehand: far past what a server
-/// keeps live, so most requests wake (or create) a sleeping object and put another to sleep.
-/// Then the server's RSS and memory mappings.
+/// (`fresh-<run>-0` ...), over `conns` connections, none created beforehand (`<run>` is new
+/// each call): far past what a server keeps live, so most requests wake (or create) a sleeping
+/// object and put another to sleep. Then the server's RSS and memory mappings.
 pub async fn increment_fresh(target: &Target, conns: usize, s: &Settings) -> Result<Fresh> {
     let objects = s.fresh_objects.max(1);
+    let run_id = nonce();
     let load = run(target, conns, s, move |_, rng| {
         let i = rand::Rng::random_range(rng, 0..objects);
-        (Method::POST, format!("/counter/fresh-{i}/"))
+        (Method::POST, format!("/counter/fresh-{run_id}-{i}/"))
     })
     .await?;
     Ok(Fresh {

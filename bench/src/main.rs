@@ -12,7 +12,7 @@ use dohost_bench::calls::{self, StubCalls};
 use dohost_bench::load::{self, LoadResult};
 use dohost_bench::peers::{self, Dohost, Workerd};
 use dohost_bench::report::{self, Better, Cell, Environment, Row, Unit};
-use dohost_bench::{Kind, Memory, Settings, Target, download, fd_limit, sse, ws};
+use dohost_bench::{Kind, Memory, RUNS, Settings, Target, download, fd_limit, sse, syncs, ws};
 use hyper::Method;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,6 +106,10 @@ async fn main() -> Result<()> {
             "  warning: load average {} — other work on this machine will skew the numbers",
             env.load_at_start
         );
+    }
+
+    if let Err(why) = syncs::available() {
+        println!("  warning: {why}: the fsync-per-write rows will say \"not measured\"");
     }
 
     let tmp = tempfile::Builder::new().prefix("dohost-bench-").tempdir()?;
@@ -242,15 +246,31 @@ impl Servers {
     }
 }
 
-/// One result per side: `None` if the side did not run.
-type Pair<T> = [Option<Result<T>>; 2];
+/// Per side, one result per run, in run order: none if the side did not run.
+type Runs<T> = [Vec<Result<T>>; 2];
 
 /// A side's cell: `f` gives `None` where the row does not apply to that side.
-fn cell<T>(r: &Option<Result<T>>, f: impl Fn(&T) -> Option<f64>) -> Cell {
-    match r {
-        None => Cell::NotApplicable,
-        Some(Err(_)) => Cell::Failed,
-        Some(Ok(v)) => f(v).map_or(Cell::NotApplicable, Cell::Value),
+fn cell<T>(runs: &[Result<T>], f: impl Fn(&T) -> Option<f64>) -> Cell {
+    let failed = runs.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        return Cell::Failed {
+            failed,
+            runs: runs.len(),
+        };
+    }
+    let values: Vec<f64> = runs.iter().flatten().filter_map(f).collect();
+    if values.is_empty() {
+        Cell::NotApplicable
+    } else {
+        Cell::Runs(values)
+    }
+}
+
+/// A result's line in the raw numbers.
+fn line<T>(result: &Result<T>, describe: impl Fn(&T) -> String) -> String {
+    match result {
+        Ok(v) => describe(v),
+        Err(e) => format!("FAILED: {e:#}"),
     }
 }
 
@@ -270,39 +290,38 @@ impl Bench {
             .is_some_and(|only| !title.to_lowercase().contains(only))
     }
 
-    /// Runs `f` on each side in turn (dohost first), prints and records a one-line description
-    /// of each result, and lets the server go quiet afterwards. A scenario `--only` leaves out
-    /// runs on neither side, and its rows are left out of the table.
+    /// Runs `f` [`RUNS`] times on each side, alternating which side goes first, prints and
+    /// records a one-line description of each result, and lets the server go quiet after each.
+    /// A scenario `--only` leaves out runs on neither side, and its rows are left out of the
+    /// table.
     async fn each<T>(
         &mut self,
         targets: &[Option<Target>; 2],
         title: &str,
         mut f: impl AsyncFnMut(&Target) -> Result<T>,
         describe: impl Fn(&T) -> String,
-    ) -> Pair<T> {
-        let mut out: Pair<T> = [None, None];
+    ) -> Runs<T> {
+        let mut runs: Runs<T> = [Vec::new(), Vec::new()];
         if self.skips(title) {
-            return out;
+            return runs;
         }
         println!("{title}");
-        let mut parts = Vec::new();
-        for (slot, target) in out.iter_mut().zip(targets) {
-            let Some(t) = target else { continue };
-            let result = f(t).await;
-            let line = match &result {
-                Ok(v) => describe(v),
-                Err(e) => format!("FAILED: {e:#}"),
-            };
-            println!("  {:<8} {line}", t.name);
-            parts.push(format!("{}: {line}", t.name));
-            if let Err(e) = t.settle(SETTLE).await {
-                println!("  {:<8} (could not watch it settle: {e:#})", t.name);
-            }
-            *slot = Some(result);
+        for run in 0..RUNS {
+            run_once(targets, run, &mut f, &describe, &mut runs).await;
         }
-        self.details
-            .push(format!("**{title}** — {}", parts.join("; ")));
-        out
+        self.record(title, &runs, describe);
+        runs
+    }
+
+    /// The raw numbers of a scenario: each side's runs.
+    fn record<T>(&mut self, title: &str, runs: &Runs<T>, describe: impl Fn(&T) -> String) {
+        let mut text = format!("**{title}**");
+        for (side, name) in runs.iter().zip(["dohost", "workerd"]) {
+            for (i, result) in side.iter().enumerate() {
+                text += &format!("\n  - {name}, run {}: {}", i + 1, line(result, &describe));
+            }
+        }
+        self.details.push(text);
     }
 
     fn row<T>(
@@ -310,10 +329,10 @@ impl Bench {
         scenario: String,
         unit: Unit,
         better: Better,
-        pair: &Pair<T>,
+        runs: &Runs<T>,
         f: impl Fn(&T) -> f64,
     ) {
-        self.row_where(scenario, unit, better, pair, |v| Some(f(v)));
+        self.row_where(scenario, unit, better, runs, |v| Some(f(v)));
     }
 
     /// [`Self::row`] for a figure only some results have (`f` gives `None` for the others).
@@ -322,19 +341,80 @@ impl Bench {
         scenario: String,
         unit: Unit,
         better: Better,
-        pair: &Pair<T>,
+        runs: &Runs<T>,
         f: impl Fn(&T) -> Option<f64>,
     ) {
-        if pair.iter().all(Option::is_none) {
+        if runs.iter().all(Vec::is_empty) {
             return;
         }
         self.rows.push(Row {
             scenario,
             unit,
             better,
-            dohost: cell(&pair[0], &f),
-            workerd: cell(&pair[1], &f),
+            dohost: cell(&runs[0], &f),
+            workerd: cell(&runs[1], &f),
         });
+    }
+
+    /// One more run of an increment scenario on each side, with strace attached to the server:
+    /// its fsync-family calls per acknowledged write. A run of its own, since strace slows the
+    /// server; a side where strace cannot attach shows why instead.
+    async fn syncs<T>(
+        &mut self,
+        targets: &[Option<Target>; 2],
+        title: &str,
+        mut f: impl AsyncFnMut(&Target) -> Result<T>,
+        writes: impl Fn(&T) -> (u64, String),
+    ) {
+        if self.skips(title) {
+            return;
+        }
+        let mut cells = [Cell::NotApplicable, Cell::NotApplicable];
+        let mut text = format!("**{title}**, under strace");
+        for (cell, target) in cells.iter_mut().zip(targets) {
+            let Some(t) = target else { continue };
+            let line = match syncs::around(t.pid, f(t)).await {
+                Err(e) => {
+                    *cell = Cell::Failed { failed: 1, runs: 1 };
+                    format!("FAILED: {e:#}")
+                }
+                Ok(Err(why)) => {
+                    *cell = Cell::NotMeasured(why.clone());
+                    format!("not measured: {why}")
+                }
+                Ok(Ok((result, calls))) => {
+                    let (acknowledged, load) = writes(&result);
+                    // No write acknowledged: no figure ("—"), rather than a division by zero.
+                    let per_write = calls.total() as f64 / acknowledged as f64;
+                    *cell = Cell::Runs(vec![if acknowledged > 0 {
+                        per_write
+                    } else {
+                        f64::NAN
+                    }]);
+                    format!(
+                        "{} fsync-family calls ({}) for {acknowledged} acknowledged writes: {per_write:.3} per write; meanwhile {load}",
+                        calls.total(),
+                        calls.describe()
+                    )
+                }
+            };
+            println!("  {:<8} under strace: {line}", t.name);
+            text += &format!("\n  - {}: {line}", t.name);
+            if let Err(e) = t.settle(SETTLE).await {
+                println!("  {:<8} (could not watch it settle: {e:#})", t.name);
+            }
+        }
+        let [dohost, workerd] = cells;
+        self.rows.push(Row {
+            scenario: format!(
+                "{title}: fsync-family calls per acknowledged write (a run of its own, under strace)"
+            ),
+            unit: Unit::PerWrite,
+            better: Better::Neither,
+            dohost,
+            workerd,
+        });
+        self.details.push(text);
     }
 
     /// Increments past the live-instance cap: throughput and latency, and what the server holds
@@ -346,31 +426,30 @@ impl Bench {
             thousands(s.fresh_objects),
             s.conns
         );
-        let pair = self
+        let runs = self
             .each(
                 targets,
                 &title,
-                async |t| load::increment_fresh(t, s.conns, &s).await,
+                async |t| {
+                    // Each run from an idle server: the end figures are of this run's objects
+                    // alone, not also the last run's.
+                    t.wait_idle(&s).await?;
+                    load::increment_fresh(t, s.conns, &s).await
+                },
                 |f| {
                     format!(
-                        "{} req/s, p50 {:.2} ms, p99 {:.2} ms ({} ok, {} failed in {:.1} s); then RSS {:.1} MiB, {} memory mappings",
-                        report::format_value(f.load.rps(), Unit::Count),
-                        f.load.p50_ms(),
-                        f.load.p99_ms(),
-                        f.load.ok,
-                        f.load.failed,
-                        f.load.window.as_secs_f64(),
+                        "{}; then RSS {:.1} MiB, {} memory mappings",
+                        describe_load(&f.load),
                         f.rss_kib as f64 / 1024.0,
                         f.maps
                     )
                 },
             )
             .await;
-        let rows: [FreshRow; 5] = [
+        let rows: [FreshRow; 4] = [
             ("throughput", Unit::ReqPerSec, Better::Higher, |f| {
                 f.load.rps()
             }),
-            ("p50", Unit::Ms, Better::Lower, |f| f.load.p50_ms()),
             ("p99", Unit::Ms, Better::Lower, |f| f.load.p99_ms()),
             ("RSS at the end", Unit::Bytes, Better::Lower, |f| {
                 f.rss_kib as f64 * 1024.0
@@ -383,42 +462,55 @@ impl Bench {
             ),
         ];
         for (what, unit, better, value) in rows {
-            self.row(format!("{title}: {what}"), unit, better, &pair, value);
+            self.row(format!("{title}: {what}"), unit, better, &runs, value);
         }
+        self.syncs(
+            targets,
+            &title,
+            async |t| load::increment_fresh(t, s.conns, &s).await,
+            |f| load_writes(&f.load),
+        )
+        .await;
     }
 
-    /// A load scenario: three rows (req/s, p50, p99).
+    /// A load scenario: its rows (req/s, p99).
     async fn load(
         &mut self,
         targets: &[Option<Target>; 2],
         title: &str,
         f: impl AsyncFnMut(&Target) -> Result<LoadResult>,
     ) {
-        let pair = self.each(targets, title, f, describe_load).await;
-        self.load_rows(title, &pair, |r| r);
+        let runs = self.each(targets, title, f, describe_load).await;
+        self.load_rows(title, &runs, |r| r);
     }
 
-    /// The three rows of a load scenario (req/s, p50, p99), from what `load` finds in a result.
-    fn load_rows<T>(&mut self, title: &str, pair: &Pair<T>, load: impl Fn(&T) -> &LoadResult) {
+    /// A load scenario of increments: its rows, then its fsync-family calls per write.
+    async fn increments(
+        &mut self,
+        targets: &[Option<Target>; 2],
+        title: &str,
+        f: impl AsyncFnMut(&Target) -> Result<LoadResult> + Clone,
+    ) {
+        self.load(targets, title, f.clone()).await;
+        self.syncs(targets, title, f, load_writes).await;
+    }
+
+    /// The rows of a load scenario, from what `load` finds in a result: throughput and p99.
+    /// No p50: in a closed loop (each connection sends when answered) the mean latency is
+    /// connections ÷ throughput, so a p50 row would restate the throughput row.
+    fn load_rows<T>(&mut self, title: &str, runs: &Runs<T>, load: impl Fn(&T) -> &LoadResult) {
         self.row(
             format!("{title}: throughput"),
             Unit::ReqPerSec,
             Better::Higher,
-            pair,
+            runs,
             |r| load(r).rps(),
-        );
-        self.row(
-            format!("{title}: p50"),
-            Unit::Ms,
-            Better::Lower,
-            pair,
-            |r| load(r).p50_ms(),
         );
         self.row(
             format!("{title}: p99"),
             Unit::Ms,
             Better::Lower,
-            pair,
+            runs,
             |r| load(r).p99_ms(),
         );
     }
@@ -431,7 +523,7 @@ impl Bench {
             "Worker → object → object (/w/relay/: a relay calls the counter), {} conns",
             s.conns
         );
-        let pair = self
+        let runs = self
             .each(
                 targets,
                 &title,
@@ -451,12 +543,19 @@ impl Bench {
                 },
             )
             .await;
-        self.load_rows(&title, &pair, |(load, _)| load);
+        self.load_rows(&title, &runs, |(load, _)| load);
+        self.syncs(
+            targets,
+            &title,
+            async |t| load::increment_through_relay(t, s.conns, &s).await,
+            load_writes,
+        )
+        .await;
         self.row_where(
             "Stub call between two objects, under that load: overhead over the callee's own event (dohost's count), median".into(),
             Unit::Us,
             Better::Lower,
-            &pair,
+            &runs,
             |(_, calls)| calls.as_ref().map(StubCalls::median_overhead_us),
         );
     }
@@ -467,7 +566,7 @@ impl Bench {
         let s = self.s.clone();
         let title = "Worker hop and stub call (warm increments on one connection, interleaved: direct, through the worker, through the worker and a relay)";
         let only_dohost = [targets[0].clone(), None];
-        let pair = self
+        let runs = self
             .each(
                 &only_dohost,
                 title,
@@ -489,75 +588,70 @@ impl Bench {
             "Worker hop: added to a warm increment, median".into(),
             Unit::Us,
             Better::Lower,
-            &pair,
+            &runs,
             |(h, _)| h.worker_us(),
         );
         self.row(
             "Stub call between two objects: added to the callee's event, median (the relay's whole event included)".into(),
             Unit::Us,
             Better::Lower,
-            &pair,
+            &runs,
             |(h, _)| h.stub_us(),
         );
         self.row(
             "Stub call between two objects: overhead over the callee's own event (dohost's count), median".into(),
             Unit::Us,
             Better::Lower,
-            &pair,
+            &runs,
             |(_, calls)| calls.median_overhead_us(),
         );
         self.row(
             "Stub call between two objects: that overhead without handing the answer back (waking the caller after the callee's commit), mean".into(),
             Unit::Us,
             Better::Lower,
-            &pair,
+            &runs,
             |(_, calls)| calls.mean_without_handback_us(),
         );
     }
 
-    /// Memory rows, each on fresh servers (so that memory freed by one measurement is not
-    /// reused by the next), with dohost at `--idle-timeout 2`.
+    /// Memory rows: each run of each scenario on fresh servers (so that memory freed by one
+    /// measurement is not reused by the next), with dohost at `--idle-timeout 2`.
     async fn memory_phase(
         &mut self,
         dohost_bin: &Path,
         workerd_bin: Option<&Path>,
         tmp: &Path,
     ) -> Result<()> {
-        if self.skips("Memory per idle WebSocket, after hibernation")
-            && self.skips("Memory per counter object, after hibernation")
-            && self.skips("Memory per live JavaScript object (awake)")
-        {
-            return Ok(());
-        }
-        println!("\n== memory (fresh servers for each; dohost --idle-timeout 2) ==");
         let s = self.s.clone();
-        let describe = |m: &Memory| {
-            format!(
-                "RSS {:.1} MiB before, {:.1} MiB with {} awake, {:.1} MiB after {} s idle{}: {} each hibernated ({} awake)",
-                m.before_kib as f64 / 1024.0,
-                m.awake_kib as f64 / 1024.0,
-                m.count,
-                m.after_kib as f64 / 1024.0,
-                m.idle.waited.as_secs(),
-                if m.idle.idle { "" } else { " (NOT seen idle)" },
-                report::format_value(m.per_item_bytes(), Unit::Bytes),
-                report::format_value(m.per_item_awake_bytes(), Unit::Bytes),
-            )
-        };
-
-        let servers =
-            Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-sockets"), 2.0).await?;
-        // workerd holds 2 descriptors per socket and 3 per room, and exits when accept() hits
-        // its open-files limit: give it as many rooms as fit.
-        let workerd_budget = match &servers.workerd {
-            Some(w) => Some(ws::socket_budget(&s, fd_limit(w.target().pid)?)),
-            None => None,
-        };
-        let mut title = format!(
-            "Memory per idle WebSocket ({} sockets over {} rooms",
+        let sockets = format!(
+            "Memory per WebSocket ({} sockets over {} rooms",
             thousands(s.memory_sockets),
             thousands(s.memory_rooms)
         );
+        let objects = format!(
+            "Memory per counter object ({} touched once)",
+            thousands(s.memory_objects)
+        );
+        let js = format!(
+            "Memory per JavaScript counter object ({} touched once; workerd: the same class)",
+            thousands(s.memory_objects / 10)
+        );
+        if [&sockets, &objects, &js].iter().all(|t| self.skips(t)) {
+            return Ok(());
+        }
+        println!("\n== memory (fresh servers for each run; dohost --idle-timeout 2) ==");
+        let bins = (dohost_bin, workerd_bin);
+
+        // workerd holds 2 descriptors per socket and 3 per room, and exits when accept() hits
+        // its open-files limit: give it as many rooms as fit.
+        let workerd_budget = match workerd_bin.filter(|_| !self.skips(&sockets)) {
+            Some(bin) => {
+                let w = Workerd::start(bin, &tmp.join("workerd-limits")).await?;
+                Some(ws::socket_budget(&s, fd_limit(w.target().pid)?))
+            }
+            None => None,
+        };
+        let mut title = sockets;
         if let Some((sockets, rooms)) =
             workerd_budget.filter(|b| *b != (s.memory_sockets, s.memory_rooms))
         {
@@ -567,81 +661,82 @@ impl Bench {
                 thousands(rooms)
             );
         }
-        title += ", after hibernation)";
-        let pair = self
-            .each(
-                &servers.targets(),
-                &title,
-                async |t| {
-                    let mut s = s.clone();
-                    if let (Kind::Workerd, Some((sockets, rooms))) = (&t.kind, workerd_budget) {
-                        (s.memory_sockets, s.memory_rooms) = (sockets, rooms);
-                    }
-                    ws::memory_sockets(t, &s).await
-                },
-                describe,
-            )
-            .await;
-        self.row(
-            title,
-            Unit::Bytes,
-            Better::Lower,
-            &pair,
-            Memory::per_item_bytes,
-        );
-        drop(servers);
+        title += ")";
+        let runs = self
+            .memory_runs(bins, &tmp.join("memory-sockets"), &title, async |t| {
+                let mut s = s.clone();
+                if let (Kind::Workerd, Some((sockets, rooms))) = (&t.kind, workerd_budget) {
+                    (s.memory_sockets, s.memory_rooms) = (sockets, rooms);
+                }
+                ws::memory_sockets(t, &s).await
+            })
+            .await?;
+        self.memory_rows(&title, "socket", &runs);
 
-        let servers =
-            Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-objects"), 2.0).await?;
-        let title = format!(
-            "Memory per counter object ({} touched once, after hibernation)",
-            thousands(s.memory_objects)
-        );
-        let pair = self
-            .each(
-                &servers.targets(),
-                &title,
-                async |t| load::memory_objects(t, &s).await,
-                describe,
-            )
-            .await;
-        self.row(
-            title,
-            Unit::Bytes,
-            Better::Lower,
-            &pair,
-            Memory::per_item_bytes,
-        );
-        drop(servers);
+        let runs = self
+            .memory_runs(bins, &tmp.join("memory-objects"), &objects, async |t| {
+                load::memory_objects(t, &s).await
+            })
+            .await?;
+        self.memory_rows(&objects, "object", &runs);
 
-        let servers = Servers::start(dohost_bin, workerd_bin, &tmp.join("memory-js"), 2.0).await?;
-        let title = format!(
-            "Memory per JavaScript counter object ({} touched once; workerd: the same class)",
-            thousands(s.memory_objects / 10)
-        );
-        let pair = self
-            .each(
-                &servers.targets(),
-                &title,
-                async |t| load::memory_objects_js(t, &s).await,
-                describe,
-            )
-            .await;
+        let runs = self
+            .memory_runs(bins, &tmp.join("memory-js"), &js, async |t| {
+                load::memory_objects_js(t, &s).await
+            })
+            .await?;
+        self.memory_rows(&js, "object", &runs);
+        Ok(())
+    }
+
+    /// A memory scenario's runs, each on fresh servers with dohost at `--idle-timeout 2`.
+    async fn memory_runs(
+        &mut self,
+        (dohost_bin, workerd_bin): (&Path, Option<&Path>),
+        dir: &Path,
+        title: &str,
+        mut f: impl AsyncFnMut(&Target) -> Result<Memory>,
+    ) -> Result<Runs<Memory>> {
+        let mut runs: Runs<Memory> = [Vec::new(), Vec::new()];
+        if self.skips(title) {
+            return Ok(runs);
+        }
+        println!("{title}");
+        for run in 0..RUNS {
+            let dir = dir.join(format!("run-{}", run + 1));
+            let servers = Servers::start(dohost_bin, workerd_bin, &dir, 2.0).await?;
+            run_once(&servers.targets(), run, &mut f, describe_memory, &mut runs).await;
+        }
+        self.record(title, &runs, describe_memory);
+        Ok(runs)
+    }
+
+    /// A memory scenario's rows: each item awake, each after the idle wait, and whether the
+    /// server had let its objects go by then.
+    fn memory_rows(&mut self, title: &str, item: &str, runs: &Runs<Memory>) {
         self.row(
-            "Memory per live JavaScript object (awake)".into(),
+            format!("{title}: awake, per {item}"),
             Unit::Bytes,
             Better::Lower,
-            &pair,
+            runs,
             Memory::per_item_awake_bytes,
         );
         self.row(
-            "Memory per JavaScript object, after hibernation".into(),
+            format!("{title}: after idle, per {item}"),
             Unit::Bytes,
             Better::Lower,
-            &pair,
+            runs,
             Memory::per_item_bytes,
         );
-        Ok(())
+        self.row(
+            format!(
+                "{title}: objects still awake after idle (dohost: live instances; workerd: object databases open)"
+            ),
+            Unit::Count,
+            Better::Neither,
+            runs,
+            |m| m.still_held() as f64,
+        );
     }
 
     /// Everything else, on fresh servers with dohost at `--idle-timeout 10` (workerd evicts an
@@ -662,7 +757,7 @@ impl Bench {
                 "Increment, 1 object, {conns} conn{}",
                 if conns == 1 { "" } else { "s" }
             );
-            self.load(&targets, &title, async |t| {
+            self.increments(&targets, &title, async |t| {
                 load::increment_one(t, conns, &s).await
             })
             .await;
@@ -671,7 +766,7 @@ impl Bench {
             "JavaScript increment (examples/js/counter; workerd: the same class), 1 object, {} conns",
             s.conns
         );
-        self.load(&targets, &title, async |t| {
+        self.increments(&targets, &title, async |t| {
             load::increment_js(t, s.conns, &s).await
         })
         .await;
@@ -679,7 +774,7 @@ impl Bench {
             "Increment through a front worker (/w/counter/), 1 object, {} conns",
             s.conns
         );
-        self.load(&targets, &title, async |t| {
+        self.increments(&targets, &title, async |t| {
             load::increment_through_worker(t, s.conns, &s).await
         })
         .await;
@@ -695,7 +790,7 @@ impl Bench {
             thousands(s.spread_objects),
             s.conns
         );
-        self.load(&targets, &title, async |t| {
+        self.increments(&targets, &title, async |t| {
             load::increment_spread(t, s.conns, &s).await
         })
         .await;
@@ -724,7 +819,7 @@ impl Bench {
             "Cold start ({} fresh objects, sequential GETs)",
             s.cold_objects
         );
-        let pair = self
+        let runs = self
             .each(&targets, &title, async |t| load::cold_start(t, &s).await, |c| {
                 format!(
                     "first request median {:.2} ms (p99 {:.2} ms), second request median {:.2} ms, \
@@ -741,28 +836,28 @@ impl Bench {
             "Cold start: first request to a new object, median".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             load::ColdStart::cold_ms,
         );
         self.row(
             "Cold start: same object again (warm), median".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             load::ColdStart::warm_ms,
         );
         self.row(
             "Trivial handler (/hello/x/), same connection, median".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             load::ColdStart::trivial_ms,
         );
         let title = format!(
             "JavaScript cold start ({} fresh objects of examples/js/counter, sequential GETs)",
             s.cold_objects
         );
-        let pair = self
+        let runs = self
             .each(&targets, &title, async |t| load::cold_start_js(t, &s).await, |c| {
                 format!(
                     "first request median {:.2} ms (p99 {:.2} ms), second request median {:.2} ms",
@@ -776,14 +871,14 @@ impl Bench {
             "JavaScript cold start: first request to a new object, median".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             load::ColdStart::cold_ms,
         );
         self.row(
             "JavaScript: same object again (warm), median".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             load::ColdStart::warm_ms,
         );
 
@@ -791,7 +886,7 @@ impl Bench {
             "WebSocket fan-out, {} clients in one room",
             thousands(s.fanout_clients)
         );
-        let pair = self
+        let runs = self
             .each(
                 &targets,
                 &title,
@@ -803,7 +898,7 @@ impl Bench {
             format!("{title}: send to last receipt, median"),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             ws::Fanout::median_ms,
         );
 
@@ -811,7 +906,7 @@ impl Bench {
             "Server-sent events fan-out, {} subscribers of one room",
             thousands(s.fanout_clients)
         );
-        let pair = self
+        let runs = self
             .each(
                 &targets,
                 &title,
@@ -830,7 +925,7 @@ impl Bench {
             format!("{title}: publish to last receipt, median"),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             ws::Fanout::median_ms,
         );
 
@@ -838,7 +933,7 @@ impl Bench {
             "Streamed download of {} MiB, one connection",
             s.download_bytes >> 20
         );
-        let pair = self
+        let runs = self
             .each(
                 &targets,
                 &title,
@@ -858,7 +953,7 @@ impl Bench {
             format!("{title}: throughput, median"),
             Unit::MibPerSec,
             Better::Higher,
-            &pair,
+            &runs,
             download::Downloads::median_mib_per_sec,
         );
 
@@ -866,7 +961,7 @@ impl Bench {
             "WebSocket throughput, {} clients in one room, all sending",
             s.throughput_clients
         );
-        let pair = self
+        let runs = self
             .each(&targets, &title, async |t| ws::throughput(t, &s).await, |r| {
                 format!(
                     "{} deliveries/s ({} messages sent, {} delivered in {:.1} s, {} clients stopped on errors)",
@@ -882,7 +977,7 @@ impl Bench {
             format!("{title}: delivered"),
             Unit::MsgPerSec,
             Better::Higher,
-            &pair,
+            &runs,
             ws::Throughput::delivered_per_sec,
         );
 
@@ -894,7 +989,7 @@ impl Bench {
             s.mid_conns
         );
         let only_dohost = [targets[0].clone(), None];
-        let pair = self
+        let runs = self
             .each(
                 &only_dohost,
                 &title,
@@ -915,21 +1010,21 @@ impl Bench {
             "Redeploy: new code answering, after deploy returns".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             |r| r.switch_ms.max(0.0),
         );
         self.row(
             "Redeploy: deploy call (compile + switch)".into(),
             Unit::Ms,
             Better::Lower,
-            &pair,
+            &runs,
             |r| r.deploy_call.as_secs_f64() * 1000.0,
         );
         self.row(
             "Redeploy: failed requests".into(),
             Unit::Count,
             Better::Lower,
-            &pair,
+            &runs,
             |r| r.failed as f64,
         );
 
@@ -1001,6 +1096,60 @@ async fn durability_workerd(workerd: &mut Workerd) -> Result<String> {
     ))
 }
 
+/// Run `run` (from 0) of a scenario on each side: the even runs start with dohost, the odd ones
+/// with workerd, so that neither always runs on a machine the other has just warmed (or
+/// loaded). Each server is let go quiet after its turn.
+async fn run_once<T>(
+    targets: &[Option<Target>; 2],
+    run: usize,
+    f: &mut impl AsyncFnMut(&Target) -> Result<T>,
+    describe: impl Fn(&T) -> String,
+    runs: &mut Runs<T>,
+) {
+    let order = if run.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    };
+    for side in order {
+        let Some(t) = &targets[side] else { continue };
+        let result = f(t).await;
+        println!(
+            "  {:<8} run {}: {}",
+            t.name,
+            run + 1,
+            line(&result, &describe)
+        );
+        if let Err(e) = t.settle(SETTLE).await {
+            println!("  {:<8} (could not watch it settle: {e:#})", t.name);
+        }
+        runs[side].push(result);
+    }
+}
+
+/// The writes a load of increments had acknowledged, and its line.
+fn load_writes(r: &LoadResult) -> (u64, String) {
+    (r.acknowledged, describe_load(r))
+}
+
+/// A memory result's line in the raw numbers.
+fn describe_memory(m: &Memory) -> String {
+    format!(
+        "RSS {:.1} MiB before, {:.1} MiB with {} awake, {:.1} MiB after {} s idle{}: {} each awake, {} each after idle; objects held {} before, {} awake, {} after idle",
+        m.before_kib as f64 / 1024.0,
+        m.awake_kib as f64 / 1024.0,
+        m.count,
+        m.after_kib as f64 / 1024.0,
+        m.idle.waited.as_secs(),
+        if m.idle.idle { "" } else { " (NOT seen idle)" },
+        report::format_value(m.per_item_awake_bytes(), Unit::Bytes),
+        report::format_value(m.per_item_bytes(), Unit::Bytes),
+        thousands(m.held[0] as usize),
+        thousands(m.held[1] as usize),
+        thousands(m.held[2] as usize),
+    )
+}
+
 /// A load result's line in the raw numbers.
 fn describe_load(r: &LoadResult) -> String {
     format!(
@@ -1027,21 +1176,25 @@ fn notes(s: &Settings) -> String {
         "## How it is measured\n\n\
 - Both servers run on this machine, on 127.0.0.1, with the load generator (`bench/`, tokio + hyper 1 + tokio-tungstenite) in the same {cores}-core box: client and server share the CPUs. workerd runs each isolate on one thread; dohost uses a multi-threaded tokio runtime.\n\
 - The same objects on both sides: `examples/counter` and `examples/chat-room` (dohost, WebAssembly components) and a line-for-line JavaScript port of them (`bench/workerd/worker.js`, WebSocket hibernation API); `bench/guests/hello` on dohost and the front worker itself on workerd answer `ok`.\n\
-- Storage is on disk on both sides. dohost: redb, one fsync per group commit. workerd: `durableObjectStorage = (localDisk = ...)`, one SQLite file per object in WAL mode; when this harness was written, `strace` showed one `fsync` of the object's WAL per committed increment, so both acknowledge a write only once it is durable. The durability check above kills each server with SIGKILL and reads the count back.\n\
-- HTTP load: N keep-alive HTTP/1.1 connections, each sending its next request when the previous answer is read, {warm:.1} s of warm-up, then a {dur:.1} s window; a request counts if it started and ended inside the window. Latencies are per request, from send to the whole body read.\n\
-- Increments: `POST /counter/bench/` (one object) and `POST /counter/spread-<i>/` with `i` uniform over {spread} names (each touched once before the window). Past the live cap: `POST /counter/fresh-<i>/` with `i` uniform over {fresh} names, none touched before, so most requests wake or create a sleeping object (dohost keeps at most `--max-live-objects` live, 10,000 by default); then the server's RSS and its memory mappings (lines of `/proc/PID/maps`). Reads: `GET /counter/bench/`.\n\
+- Runs: each scenario runs {runs} times on each server, alternating which goes first (dohost then workerd, then workerd then dohost, ...), each server let go quiet after its turn. A cell is the median of its runs and, in brackets, the smallest and largest; the ratio is that of the medians and, in brackets, the smallest and largest ratio of the paired runs (run i on one server against run i on the other, taken one after the other). The raw numbers list every run.\n\
+- Storage is on disk on both sides. dohost: redb, one fsync per group commit. workerd: `durableObjectStorage = (localDisk = ...)`, one SQLite file per object in WAL mode. Whether each server syncs before it acknowledges is measured, not assumed: after the timed runs of each increment scenario, one more run on each server with `strace -c -f -e trace={syscalls} -p PID` attached to the server for the whole run (warm-up and setup included); the row is the calls counted ÷ the writes that run had acknowledged (every 2xx answer). strace stops the server at every system call, so that run is slower than the timed ones (its throughput is in the raw numbers) and a group commit may gather a different number of writes: the row says whether and about how often a server syncs, not what syncing costs it. Below 1 means writes share syncs (dohost's group commit, under concurrency); 0 would mean writes acknowledged without any sync. Where strace is missing (`{install}`) or cannot attach (ptrace refused), the row says \"not measured\" and why. The durability check kills each server with SIGKILL and reads the count back.\n\
+- HTTP load: N keep-alive HTTP/1.1 connections, each sending its next request when the previous answer is read, {warm:.1} s of warm-up, then a {dur:.1} s window; a request counts if it started and ended inside the window. Latencies are per request, from send to the whole body read. In this closed loop the mean latency is N ÷ throughput, so a median-latency row would restate the throughput row: the table shows the p99 (the tail), the raw numbers also the p50.\n\
+- Increments: `POST /counter/bench/` (one object) and `POST /counter/spread-<i>/` with `i` uniform over {spread} names (each touched once before the window). Past the live cap: `POST /counter/fresh-<run>-<i>/` with `i` uniform over {fresh} names, none touched before (each run has its own `<run>` and starts once the server is idle), so most requests wake or create a sleeping object (dohost keeps at most `--max-live-objects` live, 10,000 by default); then the server's RSS and its memory mappings (lines of `/proc/PID/maps`). Reads: `GET /counter/bench/`.\n\
 - Cold start: {cold} never-seen counter objects in turn on one connection, `GET` each twice, then `GET /hello/x/`: the first is the cold start, the second the warm figure, the third the trivial-handler latency the warm figure is read against.\n\
 - Fan-out: {fan} clients join one room; client 0 sends, and the round ends when every other client has the broadcast; median of {rounds} rounds.\n\
 - Server-sent events fan-out: {fan} subscribers (`GET /pubsub/<room>/events`) of `examples/pubsub` (dohost) and its JavaScript port (workerd, which keeps each subscriber's stream writer in memory: a JavaScript object cannot hand its streams to the runtime to hibernate); one `POST /pubsub/<room>/publish` per round (stored, then written to every subscriber), and the round ends when every subscriber has the event; median of {rounds} rounds.\n\
 - Streamed download: `GET /d/<n>` answers n generated bytes with a `content-length`, written in 64 KiB pieces as the client takes them: on dohost an http-worker (`bench/guests/download`, the world `http-worker`), on workerd its front worker (a `FixedLengthStream`). The client reads and discards the body on one connection; each download's time runs from the request to the last byte; median of {downloads} downloads of {download_mib} MiB.\n\
 - WebSocket throughput: {tput} clients in one room, each sending a message, waiting for its own copy of the broadcast, then sending the next; every chat message any client receives in the window counts.\n\
-- Memory: VmRSS of the server process, on fresh servers, with dohost at `--idle-timeout 2`. Idle: dohost's `/_admin/stats` shows no live instance; workerd has no such view, so at least {widle} s (it evicts an object about 10 s after its last event) then, on both, until two RSS samples a second apart differ by under 1 % (each gets the same chance to hand freed memory back). Per item = (RSS after hibernation − RSS before) ÷ count; the awake figure (RSS right after the last one was set up) is in the raw numbers.\n\
+- Memory: VmRSS of the server process, each run on fresh servers, with dohost at `--idle-timeout 2`. Awake, per item = (RSS right after the last one was set up − RSS before) ÷ count; after idle = (RSS after the idle wait − RSS before) ÷ count. The idle wait: dohost, until `/_admin/stats` shows no live instance; workerd has no such view, so at least {widle} s (it evicts an object about 10 s after its last event); then, on both, until two RSS samples a second apart differ by under 1 % (each gets the same chance to hand freed memory back). Whether the objects were let go by then is the row \"objects still awake after idle\", beyond those held before: on dohost its live instances (`/_admin/stats`); on workerd, which has no stats, its open object databases: an awake object holds its SQLite file open (`.sqlite`, with `-wal` and `-shm`), an evicted one does not, so the row counts the `.sqlite` files among the descriptors in `/proc/PID/fd`. The raw numbers give the counts before, awake and after idle: the awake count also shows whether every item was still awake when the setup ended (a server may evict the first objects touched before the last one is, if setting up takes longer than its idle timeout).\n\
 - The load scenarios run with dohost at `--idle-timeout 10`, close to workerd's 10 s eviction.\n\
 - Through the front worker: `POST /w/counter/bench/`, dohost's app worker calling the counter through a stub (workerd's front worker does this for every request). Worker → object → object: `POST /w/relay/bench/`, the worker calls a relay object, which calls the counter of the same name.\n\
 - Worker hop and stub call (dohost only): warm increments on one connection, in turn straight to the counter, through the worker, and through the worker and the relay; the hop is the difference of the first two medians, the stub call from outside the difference of the last two (the relay's whole event included).\n\
 - A stub call's own cost (dohost only): dohost's `/_admin/stats` counts, for each stub call an object makes, the caller's time in `stubs.fetch` less the callee's event (from its event loop taking it up to its release: guest done, commit durable): queueing, waking, copying, returning. Read before and after the scenario (the relay load's warm-up included), for the relay's calls to the counter; the median is interpolated within its histogram's bucket (1–3 µs wide up to 25 µs). Of it, dohost also counts the hand-back, from the counter's release (commit durable) until the relay has the answer: mostly the wake-up of the relay's thread, which a response to a client waits for as well; the row without it is the call's own path there and back (a mean).\n\
 - Redeploy (dohost only; workerd cannot replace code under a running process): GET load on counter objects while `examples/ticket-counter` is deployed over `counter` (its GET answers `{{\"issued\":n}}`); the time from the deploy call's answer to the first new-code answer (0 if the new code answered first), and every request that failed.\n",
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        runs = RUNS,
+        syscalls = syncs::SYSCALLS.join(","),
+        install = syncs::INSTALL,
         warm = s.warmup.as_secs_f64(),
         dur = s.duration.as_secs_f64(),
         spread = thousands(s.spread_objects),

@@ -12,6 +12,9 @@ pub enum Better {
     Higher,
     /// Latency, memory, failures: the ratio is workerd / dohost.
     Lower,
+    /// Neither way is better (fsync calls per write: fewer is not better if it means not
+    /// durable): no ratio.
+    Neither,
 }
 
 /// A measured value's unit, for formatting.
@@ -31,18 +34,42 @@ pub enum Unit {
     Bytes,
     /// A plain count.
     Count,
+    /// A count per acknowledged write, to two decimals.
+    PerWrite,
 }
 
 /// One side's value in a row.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cell {
-    /// Measured.
-    Value(f64),
+    /// Measured: one value per run, in run order.
+    Runs(Vec<f64>),
     /// Not measured on this side by design (workerd has no live redeploy), or skipped
     /// (`--no-workerd`).
     NotApplicable,
-    /// The scenario failed on this side; the message is in the report's details.
-    Failed,
+    /// Could not be measured, and why (e.g. strace missing, or ptrace refused).
+    NotMeasured(String),
+    /// The scenario failed on this side in this many of its runs; the messages are in the
+    /// report's details.
+    Failed { failed: usize, runs: usize },
+}
+
+/// The median of some values (the mean of the middle two for an even count); `None` for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The smallest and largest of some values; `None` for none.
+fn range(values: &[f64]) -> Option<(f64, f64)> {
+    let min = values.iter().copied().reduce(f64::min)?;
+    let max = values.iter().copied().reduce(f64::max)?;
+    Some((min, max))
 }
 
 /// One line of the table.
@@ -62,17 +89,41 @@ pub struct Row {
 
 impl Row {
     /// dohost's advantage: dohost/workerd for throughput, workerd/dohost for latency and memory,
-    /// so that above 1 always means dohost did better. `None` if either side has no value or
-    /// the divisor is zero.
-    pub fn ratio(&self) -> Option<f64> {
-        let (Cell::Value(d), Cell::Value(w)) = (&self.dohost, &self.workerd) else {
-            return None;
-        };
+    /// so that above 1 always means dohost did better.
+    fn oriented(&self, d: f64, w: f64) -> Option<f64> {
         let (num, den) = match self.better {
-            Better::Higher => (*d, *w),
-            Better::Lower => (*w, *d),
+            Better::Higher => (d, w),
+            Better::Lower => (w, d),
+            Better::Neither => return None,
         };
         (den > 0.0 && num.is_finite()).then(|| num / den)
+    }
+
+    /// The ratio of the two sides' medians (see [`Self::oriented`]). `None` if either side has
+    /// no value, the divisor is zero, or neither way is better.
+    pub fn ratio(&self) -> Option<f64> {
+        let (Cell::Runs(d), Cell::Runs(w)) = (&self.dohost, &self.workerd) else {
+            return None;
+        };
+        self.oriented(median(d)?, median(w)?)
+    }
+
+    /// The smallest and largest ratio of paired runs (dohost's run i against workerd's run i,
+    /// taken one after the other): `None` unless both sides have the same number of runs, more
+    /// than one, each with a ratio.
+    pub fn ratio_range(&self) -> Option<(f64, f64)> {
+        let (Cell::Runs(d), Cell::Runs(w)) = (&self.dohost, &self.workerd) else {
+            return None;
+        };
+        if d.len() != w.len() || d.len() < 2 {
+            return None;
+        }
+        let paired: Option<Vec<f64>> = d
+            .iter()
+            .zip(w)
+            .map(|(d, w)| self.oriented(*d, *w))
+            .collect();
+        range(&paired?)
     }
 }
 
@@ -104,22 +155,74 @@ pub fn format_value(v: f64, unit: Unit) -> String {
         Unit::Bytes if v.abs() >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         Unit::Bytes => format!("{v:.0} B"),
         Unit::Count => thousands(v),
+        Unit::PerWrite => format!("{v:.2}"),
+    }
+}
+
+/// The unit's suffix as [`format_value`] writes it for `v`, to write it once after a range.
+fn unit_suffix(v: f64, unit: Unit) -> &'static str {
+    match unit {
+        Unit::ReqPerSec => " req/s",
+        Unit::MsgPerSec => " msg/s",
+        Unit::MibPerSec => " MiB/s",
+        Unit::Ms => " ms",
+        Unit::Us => " µs",
+        Unit::Bytes if v.abs() >= 1024.0 * 1024.0 => " MiB",
+        Unit::Bytes if v.abs() >= 1024.0 => " KiB",
+        Unit::Bytes => " B",
+        Unit::Count | Unit::PerWrite => "",
+    }
+}
+
+/// A value without its unit; bytes at the scale `suffix` names, so that a range has one.
+fn number(v: f64, unit: Unit, suffix: &str) -> String {
+    match (unit, suffix) {
+        (Unit::Bytes, " MiB") => format!("{:.1}", v / 1024.0 / 1024.0),
+        (Unit::Bytes, " KiB") => format!("{:.1}", v / 1024.0),
+        (Unit::Bytes, _) => format!("{v:.0}"),
+        _ => {
+            let text = format_value(v, unit);
+            text.strip_suffix(suffix).unwrap_or(&text).to_owned()
+        }
+    }
+}
+
+/// `median (min–max) unit`, or the one value if the runs agree (or there is one).
+fn format_runs(values: &[f64], unit: Unit) -> String {
+    let (Some(mid), Some((min, max))) = (median(values), range(values)) else {
+        return "—".into();
+    };
+    let suffix = unit_suffix(mid, unit);
+    let (mid, min, max) = (
+        number(mid, unit, suffix),
+        number(min, unit, suffix),
+        number(max, unit, suffix),
+    );
+    if min == max {
+        format!("{mid}{suffix}")
+    } else {
+        format!("{mid} ({min}–{max}){suffix}")
     }
 }
 
 fn format_cell(cell: &Cell, unit: Unit) -> String {
     match cell {
-        Cell::Value(v) if v.is_finite() => format_value(*v, unit),
-        Cell::Value(_) => "—".into(),
+        Cell::Runs(values) if values.iter().all(|v| v.is_finite()) => format_runs(values, unit),
+        Cell::Runs(_) => "—".into(),
         Cell::NotApplicable => "n/a".into(),
-        Cell::Failed => "failed".into(),
+        Cell::NotMeasured(why) => format!("not measured: {why}"),
+        Cell::Failed { failed, runs } if failed == runs => "failed".into(),
+        Cell::Failed { failed, runs } => format!("failed in {failed} of {runs} runs"),
     }
 }
 
 fn format_ratio(row: &Row) -> String {
-    match row.ratio() {
-        Some(r) => format!("{r:.2}×"),
-        None => "—".into(),
+    match (row.ratio(), row.ratio_range()) {
+        (Some(r), Some((min, max))) if format!("{min:.2}") != format!("{max:.2}") => {
+            format!("{r:.2}× ({min:.2}–{max:.2})")
+        }
+        (Some(r), _) => format!("{r:.2}×"),
+        (None, _) => "—".into(),
     }
 }
 
@@ -347,8 +450,16 @@ pub fn markdown(
         "**How to read the ratio:** it is oriented so that **above 1 means dohost did better**: \
          dohost ÷ workerd for throughput (req/s, msg/s), workerd ÷ dohost for latency, memory and \
          failures. 2.00× means dohost had twice the throughput, or half the latency or memory; \
-         0.50× means the reverse. \"n/a\": not applicable to that server.\n\n",
+         0.50× means the reverse. \"n/a\": not applicable to that server. \"—\" in the \
+         ratio column: neither way is better (fsync calls per write, objects still awake).\n\n",
     );
+    out.push_str(&format!(
+        "**Runs:** each scenario ran {} times, alternating which server went first; a cell is \
+         the median and, in brackets, the smallest and largest run. The ratio is that of the \
+         medians; in brackets, the smallest and largest ratio of the paired runs (each run on \
+         one server against the same run on the other, taken one after the other).\n\n",
+        crate::RUNS
+    ));
     out.push_str(&markdown_table(rows));
     out.push_str("\n## Raw numbers\n\n");
     for d in details {
@@ -372,17 +483,48 @@ mod tests {
 
     #[test]
     fn ratios_point_to_dohost() {
-        let row = |better, d, w| Row {
+        let row = |better, d: &[f64], w: &[f64]| Row {
             scenario: String::new(),
             unit: Unit::Ms,
             better,
-            dohost: Cell::Value(d),
-            workerd: Cell::Value(w),
+            dohost: Cell::Runs(d.to_vec()),
+            workerd: Cell::Runs(w.to_vec()),
         };
-        assert_eq!(row(Better::Higher, 200.0, 100.0).ratio(), Some(2.0));
-        assert_eq!(row(Better::Lower, 1.0, 2.0).ratio(), Some(2.0));
-        assert_eq!(row(Better::Lower, 0.0, 2.0).ratio(), None);
+        assert_eq!(row(Better::Higher, &[200.0], &[100.0]).ratio(), Some(2.0));
+        assert_eq!(row(Better::Lower, &[1.0], &[2.0]).ratio(), Some(2.0));
+        assert_eq!(row(Better::Lower, &[0.0], &[2.0]).ratio(), None);
+        assert_eq!(row(Better::Neither, &[1.0], &[2.0]).ratio(), None);
+        // Medians for the ratio; the range from the runs paired in order.
+        let r = row(
+            Better::Higher,
+            &[300.0, 100.0, 200.0],
+            &[100.0, 100.0, 50.0],
+        );
+        assert_eq!(r.ratio(), Some(2.0));
+        assert_eq!(r.ratio_range(), Some((1.0, 4.0)));
+        assert_eq!(format_ratio(&r), "2.00× (1.00–4.00)");
         assert_eq!(thousands(1_234_567.6), "1,234,568");
         assert_eq!(format_value(2048.0, Unit::Bytes), "2.0 KiB");
+    }
+
+    #[test]
+    fn cells_show_median_and_range() {
+        let runs = |v: &[f64], unit| format_cell(&Cell::Runs(v.to_vec()), unit);
+        assert_eq!(
+            runs(&[41_102.0, 39_000.4, 42_000.0], Unit::ReqPerSec),
+            "41,102 (39,000–42,000) req/s"
+        );
+        assert_eq!(runs(&[2.5], Unit::Ms), "2.50 ms");
+        assert_eq!(runs(&[0.5, 0.5, 0.5], Unit::PerWrite), "0.50");
+        // One scale for the three, the median's.
+        assert_eq!(
+            runs(&[900.0, 2048.0, 1536.0], Unit::Bytes),
+            "1.5 (0.9–2.0) KiB"
+        );
+        assert_eq!(
+            format_cell(&Cell::Failed { failed: 1, runs: 3 }, Unit::Ms),
+            "failed in 1 of 3 runs"
+        );
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 }
