@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
 
     let table = report::text_table(&bench.rows);
     println!(
-        "\nratio: above 1 means dohost did better (dohost/workerd for throughput, workerd/dohost for latency and memory)\n"
+        "\neach cell: median (min–max) of {RUNS} runs; ratio: of the medians, above 1 means dohost did better (dohost/workerd for throughput, workerd/dohost for latency and memory), in brackets the range of the paired runs' ratios\n"
     );
     print!("{table}");
     let elapsed = started.elapsed();
