@@ -361,3 +361,137 @@ async fn an_event_source_in_the_browser_receives_published_events_across_hiberna
     }
     bounded("close the page", page.close()).await;
 }
+
+/// Runs `script` on `page` until it returns something other than `null`, at most 15 s.
+async fn until_shown(page: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let value = bounded(what, page.execute(script, vec![])).await;
+        if !value.is_null() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "the page never showed {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The admin page: a wrong token is refused; the right one, kept only in the tab's session
+/// storage, shows the namespaces, a namespace's objects, an object's keys and values (text and
+/// JSON as such, binary as hex), its alarm and sockets, and the live request rate. A screenshot
+/// is saved to `target/test-output/admin-page.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_shows_namespaces_objects_keys_alarms_sockets_and_rates() {
+    let driver = tokio::task::block_in_place(Driver::start);
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("t", "test_object").await;
+    let put = |k: &str, v: &str| json!({"op": "put", "key": k, "value": v});
+    let (status, _) = support::ops(
+        &host,
+        "t",
+        "shown",
+        json!([put("plain", "hello"), put("doc", r#"{"a":1}"#)]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let c = support::client();
+    let binary = c
+        .put(host.at("/_admin/namespaces/t/objects/shown/storage/bin"))
+        .bearer_auth(support::TOKEN)
+        .body(vec![0xff, 0x00, 0x7f])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), 204);
+    let far = support::now_ms() + 3_600_000;
+    let r = c
+        .post(host.at(&format!("/t/shown/alarm/set?at={far}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _socket = support::ws_connect(&host.ws("/t/shown/ws?tags=room-1")).await;
+
+    let profiles = tempfile::tempdir().unwrap();
+    let page = driver.session(&profiles.path().join("admin")).await;
+    bounded("open the page", page.goto(&host.at("/_admin/"))).await;
+    let sign_in = |token: &str| {
+        format!(
+            "document.getElementById('token').value = {token:?};
+             document.getElementById('login').requestSubmit(); return null;"
+        )
+    };
+    bounded("a wrong token", page.execute(&sign_in("wrong"), vec![])).await;
+    let refused = until_shown(
+        &page,
+        "the refusal",
+        "const e = document.getElementById('login-error').textContent; return e || null;",
+    )
+    .await;
+    assert!(refused.as_str().unwrap().contains("refused"), "{refused}");
+    bounded("the token", page.execute(&sign_in(support::TOKEN), vec![])).await;
+
+    until_shown(
+        &page,
+        "the namespace",
+        "const li = document.querySelector('li[data-namespace=\"t\"]');
+         if (!li) return null; li.click(); return true;",
+    )
+    .await;
+    until_shown(
+        &page,
+        "the object",
+        "const tr = document.querySelector('tr[data-object=\"shown\"]');
+         if (!tr) return null; tr.click(); return true;",
+    )
+    .await;
+    let entries = until_shown(
+        &page,
+        "the keys",
+        "const rows = [...document.querySelectorAll('#entries tr')];
+         if (rows.length < 3) return null;
+         return Object.fromEntries(rows.map(r => [r.dataset.key, r.children[1].textContent]));",
+    )
+    .await;
+    assert_eq!(entries["plain"], "hello");
+    assert!(
+        entries["doc"].as_str().unwrap().contains("\"a\": 1"),
+        "{entries}"
+    );
+    assert_eq!(entries["bin"], "ff 00 7f  (binary)");
+    let info = until_shown(
+        &page,
+        "the alarm and sockets",
+        "const a = document.getElementById('alarm'), s = document.getElementById('sockets');
+         return a && s ? [a.textContent, s.textContent] : null;",
+    )
+    .await;
+    assert!(info[0].as_str().unwrap().starts_with("alarm: 20"), "{info}");
+    assert_eq!(info[1], "sockets: 1 (room-1)");
+
+    // Requests while the page watches: the rate moves off zero.
+    for _ in 0..20 {
+        c.get(host.at("/t/other/identity")).send().await.unwrap();
+    }
+    let rate = until_shown(
+        &page,
+        "a request rate",
+        "const r = Number(document.getElementById('rate').textContent);
+         return r > 0 ? r : null;",
+    )
+    .await;
+    assert!(rate.as_f64().unwrap() > 0.0);
+
+    let stored = bounded(
+        "where the token is",
+        page.execute(
+            "return [sessionStorage.getItem('dohost-admin-token'), localStorage.length];",
+            vec![],
+        ),
+    )
+    .await;
+    assert_eq!(stored, json!([support::TOKEN, 0]));
+    let png = bounded("screenshot", page.screenshot()).await;
+    assert!(png.starts_with(b"\x89PNG"));
+    std::fs::write(output_dir().join("admin-page.png"), png).unwrap();
+    bounded("close the page", page.close()).await;
+}

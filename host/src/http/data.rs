@@ -1,4 +1,4 @@
-//! Seeing the data: the inventory of a namespace's objects
+//! Seeing the data: the admin page (`GET /_admin/`), the inventory of a namespace's objects
 //! (`GET /_admin/namespaces/{namespace}/objects`), and an object's storage, read and written by
 //! an operator (`.../objects/{name}/storage[/{key}]`) between the object's events, as an event of
 //! its own: what it writes is committed like an event's writes, and the live instance, whose
@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::objects::{StorageAnswer, StorageOp};
+use crate::sockets::Kind;
 use crate::storage::{InventoryOrder, ListOptions};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -342,4 +343,61 @@ pub(super) async fn evict(
         ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET .../objects/{name}`: one object as the admin page shows it: its id, alarm, whether it is
+/// awake, and its open sockets (WebSockets and streams) with their tags.
+pub(super) async fn object(
+    State(app): State<AppState>,
+    object: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &app.admin_token)?;
+    let (namespace, name) = object_param(object)?;
+    app.objects.namespace(&namespace)?;
+    let id = crate::names::ObjectId::new(&namespace, &name);
+    let db = app.db.clone();
+    let alarm = tokio::task::spawn_blocking(move || db.alarm(&id))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })?;
+    let mut sockets = Vec::new();
+    for (kind, label) in [(Kind::WebSocket, "websocket"), (Kind::Stream, "stream")] {
+        for socket in app.sockets.list(&id, kind, None) {
+            let tags = app.sockets.tags(&id, socket).unwrap_or_default();
+            sockets.push(json!({ "id": socket, "kind": label, "tags": tags }));
+        }
+    }
+    Ok(axum::Json(json!({
+        "namespace": namespace,
+        "name": name,
+        "id": id.to_hex(),
+        "alarm": alarm,
+        "awake": app.objects.is_awake(&namespace, &name),
+        "sockets": sockets,
+    }))
+    .into_response())
+}
+
+/// `GET /_admin/`: the admin page. The page itself is public; everything it shows comes from the
+/// admin API with the token the user types in, which it keeps only in the tab's session storage.
+pub(super) async fn page() -> Response {
+    let mut response = include_str!("admin_page.html").into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }

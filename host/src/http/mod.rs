@@ -61,6 +61,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_namespace),
         )
         .route("/_admin/namespaces/{namespace}/objects", get(data::objects))
+        .route("/_admin/", get(data::page))
+        .route(
+            "/_admin/namespaces/{namespace}/objects/{name}",
+            get(data::object),
+        )
         .route(
             "/_admin/namespaces/{namespace}/objects/{name}/storage",
             get(data::list).post(data::put_batch),
