@@ -274,3 +274,72 @@ fn ignored(path: &Path) -> bool {
             .is_some_and(|name| IGNORED.contains(&name))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(path: &Path) -> DevArgs {
+        DevArgs {
+            path: path.to_owned(),
+            build: None,
+            wasm: None,
+            name: None,
+            listen: "127.0.0.1:0".into(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_folder_with_a_manifest_is_an_app() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dohost.toml"), "name = \"a\"\n").unwrap();
+        let (found, project) = Project::detect(&args(dir.path())).unwrap();
+        assert_eq!(found, dir.path());
+        assert!(
+            matches!(project, Project::App { manifest, .. } if manifest == dir.path().join("dohost.toml"))
+        );
+    }
+
+    #[test]
+    fn a_crate_deploys_its_component_as_its_package_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"my-room\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        let (_, project) = Project::detect(&args(dir.path())).unwrap();
+        let Project::Component {
+            build,
+            wasm,
+            namespace,
+        } = project
+        else {
+            panic!("not a component");
+        };
+        assert_eq!(namespace, "my-room");
+        assert!(
+            wasm.ends_with("wasm32-wasip2/release/my_room.wasm"),
+            "{}",
+            wasm.display()
+        );
+        assert!(build.starts_with("cargo build --release --target wasm32-wasip2"));
+    }
+
+    #[test]
+    fn anything_else_needs_a_build_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Project::detect(&args(dir.path()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--build CMD --wasm FILE"), "{err}");
+        assert_eq!(
+            namespace_of(Path::new("out/chat_room.wasm")).unwrap(),
+            "chat-room"
+        );
+    }
+}
