@@ -481,32 +481,23 @@ async fn admin_call(
     args: &AdminArgs,
     request: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
 ) -> Result<serde_json::Value> {
+    let response = admin_send(args, request).await?;
+    Ok(response
+        .json()
+        .await
+        .unwrap_or_else(|e| serde_json::json!({ "error": format!("unreadable answer: {e}") })))
+}
+
+/// Sends an admin request with the token; the response if it succeeded (for a body to stream),
+/// else the host's error.
+async fn admin_send(
+    args: &AdminArgs,
+    request: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response> {
     let token = admin_token(args)?;
     let url = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
     let response = request(&client, url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the host at {url}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .unwrap_or_else(|e| serde_json::json!({ "error": format!("unreadable answer: {e}") }));
-    if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("no message");
-        bail!("{status}: {message}");
-    }
-    Ok(body)
-}
-
-async fn backup(args: BackupArgs) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let token = admin_token(&args.admin)?;
-    let url = args.admin.url.trim_end_matches('/');
-    let mut response = reqwest::Client::new()
-        .get(format!("{url}/_admin/backup"))
         .bearer_auth(token)
         .send()
         .await
@@ -519,6 +510,13 @@ async fn backup(args: BackupArgs) -> Result<()> {
             body["error"].as_str().unwrap_or("no message")
         );
     }
+    Ok(response)
+}
+
+async fn backup(args: BackupArgs) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut response =
+        admin_send(&args.admin, |c, url| c.get(format!("{url}/_admin/backup"))).await?;
     let mut partial = args.file.clone().into_os_string();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -545,8 +543,6 @@ async fn backup(args: BackupArgs) -> Result<()> {
 }
 
 async fn tail(args: TailArgs) -> Result<()> {
-    let token = admin_token(&args.admin)?;
-    let url = args.admin.url.trim_end_matches('/');
     let mut query = Vec::new();
     if let Some(namespace) = &args.namespace {
         query.push(("namespace", namespace.as_str()));
@@ -554,21 +550,10 @@ async fn tail(args: TailArgs) -> Result<()> {
     if let Some(object) = &args.object {
         query.push(("object", object.as_str()));
     }
-    let mut response = reqwest::Client::new()
-        .get(format!("{url}/_admin/tail"))
-        .query(&query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the host at {url}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        bail!(
-            "{status}: {}",
-            body["error"].as_str().unwrap_or("no message")
-        );
-    }
+    let mut response = admin_send(&args.admin, |c, url| {
+        c.get(format!("{url}/_admin/tail")).query(&query)
+    })
+    .await?;
     use std::io::Write;
     let mut pending = Vec::new();
     while let Some(chunk) = response.chunk().await.context("the tail ended")? {
@@ -736,23 +721,11 @@ async fn storage(args: StorageArgs) -> Result<()> {
                     v
                 }
             };
-            let token = admin_token(&args.admin)?;
-            let url = args.admin.url.trim_end_matches('/');
-            let response = reqwest::Client::new()
-                .put(format!("{}/{}", base(url), encode_segment(key)))
-                .bearer_auth(token)
-                .body(value)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the host at {url}"))?;
-            if !response.status().is_success() {
-                let status = response.status();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                bail!(
-                    "{status}: {}",
-                    body["error"].as_str().unwrap_or("no message")
-                );
-            }
+            admin_send(&args.admin, |c, url| {
+                c.put(format!("{}/{}", base(url), encode_segment(key)))
+                    .body(value)
+            })
+            .await?;
         }
         StorageCommand::Delete { key } => {
             let body = admin_call(&args.admin, |c, url| {

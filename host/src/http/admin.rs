@@ -1,6 +1,7 @@
 //! The admin API: listing, deploying and deleting namespaces and apps, setting secrets, and the
 //! host's stats. Every route needs the admin token as `Authorization: Bearer <token>`.
 
+use super::data::on_db;
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
@@ -304,16 +305,9 @@ pub(super) async fn delete_namespace(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
-    let storage_error =
-        |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e);
     let db = app.db.clone();
     let ns = namespace.clone();
-    let objects = tokio::task::spawn_blocking(move || {
-        db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)
-    })
-    .await
-    .map_err(|e| storage_error(e.to_string()))?
-    .map_err(|e| storage_error(e.to_string()))?;
+    let objects = on_db(move || db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)).await?;
     app.registry.forget(&namespace).map_err(|e| match e {
         ForgetError::Unknown(_) => ApiError::unknown_namespace(e.to_string()),
         ForgetError::OwnedByApp { .. } => {
@@ -331,10 +325,7 @@ pub(super) async fn delete_namespace(
     }
     let db = app.db.clone();
     let ns = namespace.clone();
-    let dropped = tokio::task::spawn_blocking(move || db.drop_namespace(&ns))
-        .await
-        .map_err(|e| storage_error(e.to_string()))?
-        .map_err(|e| storage_error(e.to_string()))?;
+    let dropped = on_db(move || db.drop_namespace(&ns)).await?;
     for id in &dropped {
         app.alarms.changed(*id, None);
     }

@@ -56,23 +56,7 @@ pub(super) async fn objects(
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let db = app.objects.db().clone();
     let ns = namespace.clone();
-    let rows =
-        tokio::task::spawn_blocking(move || db.inventory(&ns, order, page.after.as_deref(), limit))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    e.to_string(),
-                )
-            })?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    e.to_string(),
-                )
-            })?;
+    let rows = on_db(move || db.inventory(&ns, order, page.after.as_deref(), limit)).await?;
     let next = (order == InventoryOrder::Name && rows.len() == limit)
         .then(|| rows.last().map(|r| r.name.clone()))
         .flatten();
@@ -292,22 +276,7 @@ pub(super) async fn run_alarm(
     app.objects.namespace(&namespace)?;
     let id = crate::names::ObjectId::new(&namespace, &name);
     let db = app.db.clone();
-    let due = tokio::task::spawn_blocking(move || db.alarm(&id))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_error",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_error",
-                e.to_string(),
-            )
-        })?;
+    let due = on_db(move || db.alarm(&id)).await?;
     let Some(due) = due else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -357,22 +326,7 @@ pub(super) async fn object(
     app.objects.namespace(&namespace)?;
     let id = crate::names::ObjectId::new(&namespace, &name);
     let db = app.db.clone();
-    let alarm = tokio::task::spawn_blocking(move || db.alarm(&id))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_error",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_error",
-                e.to_string(),
-            )
-        })?;
+    let alarm = on_db(move || db.alarm(&id)).await?;
     let mut sockets = Vec::new();
     for (kind, label) in [(Kind::WebSocket, "websocket"), (Kind::Stream, "stream")] {
         for socket in app.sockets.list(&id, kind, None) {
@@ -400,4 +354,16 @@ pub(super) async fn page() -> Response {
         axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// Runs a blocking read or write of the database off the async workers; its failure is a 500
+/// `storage_error`.
+pub(super) async fn on_db<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, crate::storage::DbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let failed = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e);
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))
 }
