@@ -1,6 +1,5 @@
 //! The knobs of a host, with the defaults the README documents.
 
-use crate::objects::QueueLimits;
 use crate::storage::StorageLimits;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +74,16 @@ pub const OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An outbound request ends this long before its event's deadline, so that the guest gets the
 /// time-out error with time left to answer, instead of the event failing as it waits.
 pub const OUTBOUND_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The bound on one object's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most events waiting or running.
+    pub events: usize,
+    /// Most bytes of requests and messages waiting or running. One event larger than this alone
+    /// passes when nothing else waits, so that it is refused by its own limits instead.
+    pub bytes: usize,
+}
 
 /// A duration given in whole or fractional seconds, as the CLI takes and shows it: positive, and
 /// at most a year (so that it fits every deadline computed from it).

@@ -1,7 +1,6 @@
 //! The admin API: listing, deploying and deleting namespaces and apps, setting secrets, and the
 //! host's stats. Every route needs the admin token as `Authorization: Bearer <token>`.
 
-use super::data::on_db;
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
@@ -335,6 +334,18 @@ pub(super) async fn delete_namespace(
         axum::Json(json!({ "namespace": namespace, "objects_deleted": dropped.len() }))
             .into_response(),
     )
+}
+
+/// Runs a blocking read or write of the database off the async workers; its failure is a 500
+/// `storage_error`.
+pub(super) async fn on_db<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, crate::storage::DbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let failed = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e);
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(test)]

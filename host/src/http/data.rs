@@ -4,7 +4,7 @@
 //! its own: what it writes is committed like an event's writes, and the live instance, whose
 //! memory may hold what was replaced, is ended.
 
-use super::admin::{authorize, namespace_param};
+use super::admin::{authorize, namespace_param, on_db};
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
@@ -354,16 +354,4 @@ pub(super) async fn page() -> Response {
         axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
-}
-
-/// Runs a blocking read or write of the database off the async workers; its failure is a 500
-/// `storage_error`.
-pub(super) async fn on_db<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, crate::storage::DbError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let failed = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e);
-    tokio::task::spawn_blocking(op)
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))
 }

@@ -1,6 +1,6 @@
 //! Why an event could not be delivered or did not succeed.
 
-use super::queue::QueueLimits;
+use crate::config::QueueLimits;
 use crate::runtime::EventError;
 use crate::storage::{CommitFailed, DbError, StorageError};
 use std::time::Duration;

@@ -23,7 +23,6 @@ mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
 pub use event::{Fetched, StorageAnswer, StorageOp};
-pub use queue::QueueLimits;
 pub use shared::LifecycleConfig;
 
 use crate::clock::now_ms;

@@ -5,20 +5,11 @@
 
 use super::error::ObjectError;
 use super::event::Event;
+use crate::config::QueueLimits;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// The bound on one object's queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    /// Most events waiting or running.
-    pub events: usize,
-    /// Most bytes of requests and messages waiting or running. One event larger than this alone
-    /// passes when nothing else waits, so that it is refused by its own limits instead.
-    pub bytes: usize,
-}
 
 /// The sending end of an object's queue, and what its events hold.
 pub(super) struct Queue {

@@ -3,8 +3,9 @@
 
 use super::error::{OVERLOAD_WAIT, ObjectError};
 use super::event::Event;
-use super::queue::{Queue, QueueLimits, QueuedEvent};
+use super::queue::{Queue, QueuedEvent};
 use super::waits::Waits;
+use crate::config::QueueLimits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
