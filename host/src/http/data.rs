@@ -81,6 +81,17 @@ fn object_param(
     Ok((namespace, name))
 }
 
+/// The object of a route that needs its namespace deployed: its namespace, name and id.
+fn deployed_object(
+    app: &AppState,
+    param: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String, crate::names::ObjectId), ApiError> {
+    let (namespace, name) = object_param(param)?;
+    app.objects.namespace(&namespace)?;
+    let id = crate::names::ObjectId::new(&namespace, &name);
+    Ok((namespace, name, id))
+}
+
 /// An entry as the admin API shows it: the value in base64, and as text too when it is UTF-8.
 fn entry_json(key: &str, value: &[u8]) -> serde_json::Value {
     json!({
@@ -272,9 +283,7 @@ pub(super) async fn run_alarm(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    let (namespace, name) = object_param(object)?;
-    app.objects.namespace(&namespace)?;
-    let id = crate::names::ObjectId::new(&namespace, &name);
+    let (namespace, name, id) = deployed_object(&app, object)?;
     let db = app.db.clone();
     let due = on_db(move || db.alarm(&id)).await?;
     let Some(due) = due else {
@@ -297,9 +306,7 @@ pub(super) async fn evict(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    let (namespace, name) = object_param(object)?;
-    app.objects.namespace(&namespace)?;
-    let id = crate::names::ObjectId::new(&namespace, &name);
+    let (_, _, id) = deployed_object(&app, object)?;
     if !app
         .objects
         .settle(&[id], std::time::Duration::from_secs(10))
@@ -322,9 +329,7 @@ pub(super) async fn object(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
-    let (namespace, name) = object_param(object)?;
-    app.objects.namespace(&namespace)?;
-    let id = crate::names::ObjectId::new(&namespace, &name);
+    let (namespace, name, id) = deployed_object(&app, object)?;
     let db = app.db.clone();
     let alarm = on_db(move || db.alarm(&id)).await?;
     let mut sockets = Vec::new();
