@@ -418,7 +418,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let header_timeout = config.header_timeout;
     let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = dohost::server::listen(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;

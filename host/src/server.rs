@@ -190,6 +190,26 @@ pub fn read_token(data_dir: &Path) -> std::io::Result<Option<String>> {
 /// is closed: a response, a stream or a WebSocket whose client stopped reading.
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
+/// How many connections the kernel may hold complete but not yet accepted (it caps this at
+/// `net.core.somaxconn`). tokio's `bind` asks for 1,024: a burst of more new connections than that
+/// overflowed it, and the kernel reset some of them after their request was sent.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listener on `addr` (host:port, the first address it resolves to) with a deep accept queue.
+pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let resolved = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")
+    })?;
+    let socket = if resolved.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(resolved)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` over HTTP/1.1 until `shutdown` completes, then lets every
 /// connection finish the request it is on (upgraded WebSockets are not its to wait for).
 ///

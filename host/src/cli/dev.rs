@@ -176,7 +176,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let config = HostConfig::new(data.clone(), token.clone());
     let header_timeout = config.header_timeout;
     let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = crate::server::listen(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
