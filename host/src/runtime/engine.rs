@@ -81,7 +81,12 @@ impl Runtime {
         config.consume_fuel(true);
         config.epoch_interruption(true);
         let max_instances = u32::try_from(max_instances.max(1)).unwrap_or(u32::MAX);
-        pool::configure(&mut config, max_instances, limits.memory_bytes);
+        pool::configure(
+            &mut config,
+            max_instances,
+            limits.memory_bytes,
+            budget.limit,
+        );
         // A pooled stack is reused by other objects, possibly other tenants': zero it, which also
         // hands its pages back to the kernel, so a hibernated object keeps no stack resident.
         config.async_stack_zeroing(true);
