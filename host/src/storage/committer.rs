@@ -252,7 +252,7 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
-        let mut sizes = txn.open_table(OBJECT_SIZES)?;
+        let mut legacy_sizes = txn.open_table(OBJECT_SIZES)?;
         let mut alarms = txn.open_table(ALARMS)?;
         let mut objects = txn.open_table(OBJECTS)?;
         let written_at = crate::clock::now_ms();
@@ -269,20 +269,31 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
             else {
                 continue;
             };
-            let counted = objects.get(&**object)?.map_or(0, |v| v.value().0);
+            let counted = match objects.get(&**object)? {
+                Some(v) => v.value().0,
+                None => {
+                    // Its size moves here from the old table, if it was ever written there.
+                    let legacy = legacy_sizes.get(id.as_bytes().as_slice())?.is_some();
+                    if legacy {
+                        legacy_sizes.remove(id.as_bytes().as_slice())?;
+                    }
+                    0
+                }
+            };
             if counted != *size {
                 let namespace = object.split(|&b| b == 0).next().unwrap_or_default();
                 *grown.entry(namespace).or_default() += i128::from(*size) - i128::from(counted);
             }
             // An object that stores nothing and has no alarm leaves the inventory.
-            let alarmed = match &changes.alarm {
-                Some(alarm) => alarm.is_some(),
-                None => alarms.get(id.as_bytes().as_slice())?.is_some(),
-            };
-            if *size == 0 && !alarmed {
-                objects.remove(&**object)?;
-            } else {
+            let keep = *size > 0
+                || match &changes.alarm {
+                    Some(alarm) => alarm.is_some(),
+                    None => alarms.get(id.as_bytes().as_slice())?.is_some(),
+                };
+            if keep {
                 objects.insert(&**object, (*size, written_at))?;
+            } else {
+                objects.remove(&**object)?;
             }
             if changes.clear {
                 let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
@@ -308,11 +319,6 @@ fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
                     alarms.remove(id.as_bytes().as_slice())?;
                 }
                 None => {}
-            }
-            if *size == 0 {
-                sizes.remove(id.as_bytes().as_slice())?;
-            } else {
-                sizes.insert(id.as_bytes().as_slice(), *size)?;
             }
         }
         let mut namespaces = txn.open_table(NAMESPACE_SIZES)?;

@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// Object entries: `id ++ key` → value.
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
-/// Bytes stored per object (keys plus values), for the storage quota: `id` → bytes.
+/// Bytes stored per object (keys plus values), `id` → bytes, of objects last written before
+/// [`OBJECTS`] existed. Read only: an object's next write moves its size into [`OBJECTS`], which
+/// spares every commit one more insert at a random place.
 pub(crate) const OBJECT_SIZES: TableDefinition<&[u8], u64> = TableDefinition::new("object_sizes");
-/// Objects by name: `namespace \0 name` → (the bytes each has counted toward its namespace's
-/// quota, keys plus values; when its last write was committed, ms since the epoch). The
+/// Objects by name: `namespace \0 name` → (the bytes it stores, keys plus values, which it counts
+/// toward its namespace's quota; when its last write was committed, ms since the epoch). The
 /// inventory of `dohost objects`. An object stored before this table existed is in it from its
-/// next write.
+/// next write, its size until then in [`OBJECT_SIZES`].
 pub(crate) const OBJECTS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("objects");
 /// Bytes stored per namespace, the sum of its objects' in [`OBJECTS`]: namespace → bytes.
 pub(crate) const NAMESPACE_SIZES: TableDefinition<&str, u64> =
@@ -296,11 +298,23 @@ impl Db {
         Ok(dropped)
     }
 
-    /// The bytes the object under `key` ([`object_key`]) has counted toward its namespace.
-    pub fn counted_size(&self, key: &[u8]) -> Result<u64, DbError> {
+    /// The object's durable size (keys plus values) and the bytes it has counted toward its
+    /// namespace: the same, but for an object not written since [`OBJECTS`] existed, which has
+    /// counted nothing yet. `key` is its [`object_key`].
+    pub fn object_sizes(&self, key: &[u8], id: &ObjectId) -> Result<(u64, u64), DbError> {
         self.read(|db| {
-            let table = db.begin_read()?.open_table(OBJECTS)?;
-            Ok(table.get(key)?.map_or(0, |v| v.value().0))
+            let txn = db.begin_read()?;
+            if let Some(v) = txn.open_table(OBJECTS)?.get(key)? {
+                let size = v.value().0;
+                return Ok((size, size));
+            }
+            let legacy = txn.open_table(OBJECT_SIZES)?;
+            Ok((
+                legacy
+                    .get(id.as_bytes().as_slice())?
+                    .map_or(0, |v| v.value()),
+                0,
+            ))
         })
     }
 
@@ -381,17 +395,6 @@ impl Db {
         self.read(|db| {
             let table = db.begin_read()?.open_table(ENTRIES)?;
             Ok(table.get(full.as_slice())?.map(|v| v.value().to_vec()))
-        })
-    }
-
-    /// The durable size of an object's storage (keys plus values), 0 for an unknown object.
-    pub fn object_size(&self, id: &ObjectId) -> Result<u64, DbError> {
-        self.read(|db| {
-            let table = db.begin_read()?.open_table(OBJECT_SIZES)?;
-            Ok(table
-                .get(id.as_bytes().as_slice())?
-                .map(|v| v.value())
-                .unwrap_or(0))
         })
     }
 

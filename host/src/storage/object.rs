@@ -68,9 +68,8 @@ impl ObjectStorage {
         limits: StorageLimits,
     ) -> Result<Self, DbError> {
         let id = object.id;
-        let committed_size = db.object_size(&id)?;
         let key = object_key(&object.namespace, &object.name);
-        let counted = db.counted_size(&key)?;
+        let (committed_size, counted) = db.object_sizes(&key, &id)?;
         Ok(ObjectStorage {
             id,
             object: key.into(),
@@ -429,8 +428,9 @@ impl ObjectStorage {
     /// object's commits again.
     pub fn reset(&mut self, committer: &Committer) -> Result<(), DbError> {
         self.pending.clear();
-        self.committed_size = self.db.object_size(&self.id)?;
-        self.count(self.db.counted_size(&self.object)?);
+        let (committed_size, counted) = self.db.object_sizes(&self.object, &self.id)?;
+        self.committed_size = committed_size;
+        self.count(counted);
         self.discard_event();
         committer.forgive(self.id);
         Ok(())

@@ -233,3 +233,50 @@ fn namespace_quota() {
     assert_eq!(host.running().db.namespace_size("storage-tests"), 100);
     b.put("more", vec![0; 896]).unwrap();
 }
+
+/// An object last written before the objects table existed has its size only in the old table:
+/// it is opened with that size, counted toward its namespace from its next write, and that write
+/// moves its size into the objects table.
+#[test]
+fn an_object_sized_in_the_old_table_moves_on_its_next_write() {
+    use crate::storage::db::{ENTRIES, OBJECT_SIZES, full_key};
+    use redb::ReadableDatabase;
+    let mut host = Host::new();
+    let id = ObjectIdentity::new("storage-tests", "old").id;
+    host.running()
+        .db
+        .write(|db| {
+            let txn = db.begin_write()?;
+            let full = full_key(&id, b"k");
+            txn.open_table(ENTRIES)?
+                .insert(full.as_slice(), [7u8; 699].as_slice())?;
+            txn.open_table(OBJECT_SIZES)?
+                .insert(id.as_bytes().as_slice(), 700)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .unwrap();
+    let mut old = host.object("old");
+    assert_eq!(old.size(), 700);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 0);
+    old.put("k2", vec![1; 10]).unwrap();
+    finish_durably(&mut old, &host);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 712);
+
+    drop(old);
+    host.restart();
+    let legacy = host
+        .running()
+        .db
+        .read(|db| {
+            let txn = db.begin_read()?;
+            Ok(txn
+                .open_table(OBJECT_SIZES)?
+                .get(id.as_bytes().as_slice())?
+                .is_some())
+        })
+        .unwrap();
+    assert!(!legacy, "the old table still has its size");
+    assert_eq!(host.object("old").size(), 712);
+    assert_eq!(host.running().db.namespace_size("storage-tests"), 712);
+}
