@@ -9,7 +9,7 @@ use dohost_sdk::wasip2::http::types::{
 use dohost_sdk::{Env, HttpWorker};
 
 /// The bytes written, over and over.
-const BLOCK: [u8; 64 << 10] = [b'x'; 64 << 10];
+static BLOCK: [u8; 64 << 10] = [b'x'; 64 << 10];
 
 struct Download;
 

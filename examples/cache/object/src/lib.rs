@@ -59,7 +59,7 @@ impl Cache {
         let url = format!("{}/{}", origin.trim_end_matches('/'), self.state.name());
         let fetched = match fetch(Request::new("GET", &url)) {
             Ok(fetched) => fetched,
-            Err(e) => return Ok(Response::error(&format!("the origin: {e}"), 502)),
+            Err(e) => return Ok(Response::error(format!("the origin: {e}"), 502)),
         };
         if fetched.status() != 200 {
             return Ok(fetched.with_header("x-cache", "miss"));

@@ -72,8 +72,8 @@ fn probe_wasi(port: u16) -> Value {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0");
     let dns = std::net::ToSocketAddrs::to_socket_addrs("localhost:80").map(|a| a.count());
     json!({
-        "fs_read": attempt(read.is_ok(), &read.map(|b| b.len())),
-        "fs_read_relative": attempt(relative.is_ok(), &relative.map(|b| b.len())),
+        "fs_read": attempt(read.is_ok(), read.map(|b| b.len())),
+        "fs_read_relative": attempt(relative.is_ok(), relative.map(|b| b.len())),
         "fs_write": attempt(write.is_ok(), &write),
         "fs_write_relative": attempt(write_here.is_ok(), &write_here),
         "fs_read_dir": attempt(list_root.is_ok(), &list_root),
@@ -81,9 +81,9 @@ fn probe_wasi(port: u16) -> Value {
         "env_home": attempt(home.is_ok(), &home),
         "args": attempt(!args.is_empty(), &args),
         "stdin": attempt(!stdin.is_empty(), (&stdin_read, stdin.len())),
-        "tcp_connect": attempt(tcp.is_ok(), &tcp.map(|_| "connected")),
-        "tcp_listen": attempt(listen.is_ok(), &listen.map(|_| "listening")),
-        "udp_bind": attempt(udp.is_ok(), &udp.map(|_| "bound")),
+        "tcp_connect": attempt(tcp.is_ok(), tcp.map(|_| "connected")),
+        "tcp_listen": attempt(listen.is_ok(), listen.map(|_| "listening")),
+        "udp_bind": attempt(udp.is_ok(), udp.map(|_| "bound")),
         "dns": attempt(matches!(dns, Ok(n) if n > 0), &dns),
     })
 }
