@@ -5,24 +5,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::*;
 
 /// The next printed line `wanted` accepts, within 60 s (a build may take a while).
-fn expect_line(lines: &mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) -> String {
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) if wanted(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no such line within 60 s; printed: {seen:#?}");
+fn expect_line(lines: &PrintedLines, wanted: impl Fn(&str) -> bool) -> String {
+    lines.next(Duration::from_secs(60), wanted).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,13 +35,7 @@ async fn dev_builds_serves_and_deploys_again_on_every_change() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = PrintedLines::stdout_of(&mut child);
     let listening = expect_line(&lines, |l| l.starts_with("listening on "));
     let url = listening
         .trim_start_matches("listening on ")
@@ -62,6 +45,10 @@ async fn dev_builds_serves_and_deploys_again_on_every_change() {
         .to_owned();
     expect_line(&lines, |l| l.contains("as app, version 1"));
     let http = client();
+    let serves = || async {
+        let r = http.get(format!("{url}/app/x/identity")).send().await;
+        assert_eq!(r.unwrap().status(), 200);
+    };
 
     // Served, and each request printed.
     let (status, body) = json(http.post(format!("{url}/app/x/"))).await;
@@ -73,12 +60,7 @@ async fn dev_builds_serves_and_deploys_again_on_every_change() {
     // A saved change builds and deploys again.
     choose("test_object");
     expect_line(&lines, |l| l.contains("as app, version 2"));
-    let r = http
-        .get(format!("{url}/app/x/identity"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    serves().await;
     // The guests' log lines are printed beside the requests.
     http.post(format!("{url}/app/x/log"))
         .body("hello from the guest")
@@ -90,12 +72,7 @@ async fn dev_builds_serves_and_deploys_again_on_every_change() {
     // A failed build is shown; the last good version serves on.
     std::fs::write(project.path().join("choice.txt"), "/no/such/component.wasm").unwrap();
     expect_line(&lines, |l| l.contains("build failed"));
-    let r = http
-        .get(format!("{url}/app/x/identity"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    serves().await;
 
     // Ctrl-C stops it.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -4,16 +4,14 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 /// A `dohost tail` child and the lines it prints.
 struct Tail {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    lines: PrintedLines,
 }
 
 impl Tail {
@@ -25,28 +23,13 @@ impl Tail {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let lines = PrintedLines::stdout_of(&mut child);
         Tail { child, lines }
     }
 
     /// The next line `wanted` accepts, within 10 s; the lines skipped on the way.
     fn next(&self, wanted: impl Fn(&str) -> bool) -> (String, Vec<String>) {
-        let until = Instant::now() + Duration::from_secs(10);
-        let mut skipped = Vec::new();
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return (line, skipped),
-                Ok(line) => skipped.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("no such tail line within 10 s; saw {skipped:?}");
+        self.lines.next(Duration::from_secs(10), wanted)
     }
 }
 
@@ -69,7 +52,7 @@ async fn until_watching(host: &Host, tail: &Tail) {
             .send()
             .await
             .unwrap();
-        if let Ok(line) = tail.lines.recv_timeout(Duration::from_millis(200)) {
+        if let Some(line) = tail.lines.try_next(Duration::from_millis(200)) {
             assert!(line.contains("ready"), "{line}");
             return;
         }
@@ -156,7 +139,7 @@ async fn a_tail_shows_requests_logs_failures_and_alarms_of_its_namespace() {
             .send()
             .await
             .unwrap();
-        if let Ok(line) = text.lines.recv_timeout(Duration::from_millis(200)) {
+        if let Some(line) = text.lines.try_next(Duration::from_millis(200)) {
             assert!(line.contains("t/a"), "{line}");
             return;
         }

@@ -566,17 +566,47 @@ pub async fn ws_close(ws: &mut Ws, code: u16, reason: &str) {
 /// Waits (at most 60 s) for a starting host to print `listening on URL` and returns the URL;
 /// a thread keeps draining its stdout afterwards.
 fn listening_url(child: &mut std::process::Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_owned());
+    let (line, _) = PrintedLines::stdout_of(child)
+        .next(Duration::from_secs(60), |l| l.starts_with("listening on "));
+    line["listening on ".len()..].to_owned()
+}
+
+/// The lines a child process prints on its standard output, as they come, read by a thread of
+/// their own (so the child never blocks on a full pipe).
+pub struct PrintedLines(mpsc::Receiver<String>);
+
+impl PrintedLines {
+    /// Takes `child`'s piped standard output.
+    pub fn stdout_of(child: &mut Child) -> PrintedLines {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        PrintedLines(rx)
+    }
+
+    /// The next line `wanted` accepts, within `within`, and the lines skipped on the way;
+    /// panics, showing them, if none comes.
+    pub fn next(&self, within: Duration, wanted: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        let until = std::time::Instant::now() + within;
+        let mut skipped = Vec::new();
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match self.0.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return (line, skipped),
+                Ok(line) => skipped.push(line),
+                Err(_) => break,
             }
         }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("dohost did not start within 60 s")
+        panic!("no such line within {within:?}; printed: {skipped:#?}");
+    }
+
+    /// The next line, if one comes within `within`.
+    pub fn try_next(&self, within: Duration) -> Option<String> {
+        self.0.recv_timeout(within).ok()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
