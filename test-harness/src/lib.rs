@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use dohost::config::HostConfig;
 use dohost::routing::encode_segment;
-use dohost::server::{Host, serve};
+use dohost::server::{Host, listen, serve};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -72,7 +72,7 @@ impl TestHost {
             .await
             .map_err(|e| Error::Start(e.to_string()))?
             .map_err(|e| Error::Start(e.to_string()))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = listen("127.0.0.1:0")
             .await
             .map_err(|e| Error::Start(e.to_string()))?;
         let addr = listener
