@@ -25,3 +25,14 @@ ensure_commands() {
 ensure_host_build_tools() {
   ensure_commands cc:gcc make:make
 }
+
+# Debian's PostgreSQL server, which tests start throwaway instances of. Its binaries live in
+# /usr/lib/postgresql/<version>/bin, off the PATH, so `ensure_commands` cannot look for them.
+# Installing it may start a system cluster on port 5432; the tests' servers use their own ports.
+ensure_postgres() {
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && return
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+}
