@@ -150,7 +150,13 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
         model.check_sequence(&host.url, COUNTERS).await;
         model.check_chat(&host.url).await;
         let worst_alarm_ms = model
-            .check_alarms(&host.url, ALARM_DELAY_MS.end, killed_at, restart_at)
+            .check_alarms(
+                &host.url,
+                &[host.url.clone()],
+                ALARM_DELAY_MS.end,
+                killed_at,
+                restart_at,
+            )
             .await;
         let t = &model.totals;
         let acked = [

@@ -174,7 +174,13 @@ async fn run(cuts: usize, sync: Sync, seed: u64) -> Totals {
         // Every cut, not only those of cycles that set alarms: an alarm that fired must stay
         // fired once, whatever cut comes later.
         model
-            .check_alarms(&host.url, ALARM_DELAY_MS.end, killed_at, restart_at)
+            .check_alarms(
+                &host.url,
+                &[host.url.clone()],
+                ALARM_DELAY_MS.end,
+                killed_at,
+                restart_at,
+            )
             .await;
     }
     host.stop_abruptly();

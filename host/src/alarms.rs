@@ -92,6 +92,21 @@ impl Alarms {
         self.changed.notify_one();
     }
 
+    /// Unschedules the alarms of the objects `which` picks (their shard moved to another node,
+    /// which fires them now).
+    pub fn forget_where(&self, which: impl Fn(&ObjectId) -> bool) {
+        let mut schedule = self.schedule.lock().unwrap();
+        let gone: Vec<ObjectId> = schedule
+            .entries
+            .keys()
+            .filter(|id| which(id))
+            .copied()
+            .collect();
+        for id in gone {
+            schedule.remove(&id);
+        }
+    }
+
     /// How many alarms are scheduled (including those being delivered).
     pub fn pending(&self) -> usize {
         self.schedule.lock().unwrap().entries.len()

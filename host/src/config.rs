@@ -102,6 +102,10 @@ impl std::fmt::Display for Seconds {
     }
 }
 
+/// A cluster node's lease, in seconds (`--lease`): long enough to ride out a pause of the
+/// database or the network, short enough that a dead node's objects move soon.
+pub const DEFAULT_LEASE: Seconds = Seconds::new(5);
+
 impl std::str::FromStr for Seconds {
     type Err = String;
 
@@ -204,6 +208,8 @@ pub struct HostConfig {
     pub storage_cache: usize,
     pub event: EventLimits,
     pub storage: StorageLimits,
+    /// The cluster this host is a node of (`--cluster`); none: one machine on its own database.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl HostConfig {
@@ -237,6 +243,7 @@ impl HostConfig {
                 max_namespace_bytes,
                 ..StorageLimits::default()
             },
+            cluster: None,
         }
     }
 }

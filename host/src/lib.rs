@@ -38,6 +38,7 @@
 
 pub mod alarms;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cpu_share;
 pub mod env;

@@ -6,6 +6,7 @@ mod cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use dohost::cluster::ClusterConfig;
 use dohost::config::{self, EventLimits, HostConfig, Seconds};
 use dohost::manifest::Manifest;
 use dohost::registry::AppSpec;
@@ -53,6 +54,10 @@ enum Command {
     Export(ExportArgs),
     /// Write the entries of an export (standard input) into a namespace's objects.
     Import(ImportArgs),
+    /// A cluster's nodes, their leases and how many shards each owns, as any node's database
+    /// sees them (`dohost serve --cluster`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 #[derive(Args)]
@@ -156,6 +161,12 @@ struct NamespacesArgs {
     op: Option<NamespacesCommand>,
     #[command(flatten)]
     admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show the nodes, their leases and shard counts.
+    Status(AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -282,6 +293,34 @@ struct ServeArgs {
     /// is 408 `body_timeout`. For a deploy upload, seconds it may go without sending more.
     #[arg(long, default_value_t = config::DEFAULT_BODY_TIMEOUT)]
     body_timeout: Seconds,
+    /// Run as a node of the cluster whose state is in this PostgreSQL database
+    /// (`postgres://user@host:port/db`): objects' storage, their owners and the nodes' leases live
+    /// there; the data dir keeps this node's copy of the deployments.
+    #[arg(
+        long,
+        env = "DOHOST_CLUSTER",
+        hide_env_values = true,
+        requires = "cluster_secret"
+    )]
+    cluster: Option<String>,
+    /// This node's name, unique in the cluster (default: the listening address).
+    #[arg(long, requires = "cluster")]
+    node_name: Option<String>,
+    /// The URL the other nodes reach this one at (default: http:// and the listening address).
+    #[arg(long, requires = "cluster")]
+    advertise: Option<String>,
+    /// The secret every node of the cluster shares: node-to-node requests carry it.
+    #[arg(
+        long,
+        env = "DOHOST_CLUSTER_SECRET",
+        hide_env_values = true,
+        requires = "cluster"
+    )]
+    cluster_secret: Option<String>,
+    /// Seconds a node's heartbeat holds its shards: a node silent for longer loses them to the
+    /// others.
+    #[arg(long, default_value_t = config::DEFAULT_LEASE, requires = "cluster")]
+    lease: Seconds,
 }
 
 #[derive(Args)]
@@ -377,6 +416,7 @@ fn main() -> Result<()> {
         Command::Storage(args) => runtime.block_on(storage(args)),
         Command::Export(args) => runtime.block_on(export(args)),
         Command::Import(args) => runtime.block_on(import(args)),
+        Command::Cluster(ClusterCommand::Status(args)) => runtime.block_on(cluster_status(args)),
     }
 }
 
@@ -417,11 +457,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config.compile_cache = dir;
     }
     let header_timeout = config.header_timeout;
-    let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
+    // Listening first: a node advertises the address it got.
     let listener = dohost::server::listen(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(url) = args.cluster {
+        let secret = args.cluster_secret.unwrap_or_default();
+        if secret.len() < 16 {
+            anyhow::bail!("--cluster-secret must be at least 16 characters");
+        }
+        config.cluster = Some(ClusterConfig {
+            url,
+            node: args.node_name.unwrap_or_else(|| addr.to_string()),
+            advertise: args.advertise.unwrap_or_else(|| format!("http://{addr}")),
+            secret,
+            lease: args.lease.0,
+        });
+    }
+    let host = tokio::task::spawn_blocking(move || Host::start(&config)).await??;
     let data = std::fs::canonicalize(&args.data).unwrap_or(args.data);
     tracing::info!(
         "dohost listening on http://{addr}, data dir {}, {} namespace(s)",
@@ -442,8 +496,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // A machine-readable line for scripts and tests that start the host on port 0.
     println!("listening on http://{addr}");
     let sockets = host.sockets.clone();
+    let (cluster, objects) = (host.cluster.clone(), host.objects.clone());
     server::serve(listener, host.router, header_timeout, async move {
         shutdown_signal().await;
+        // A node hands its shards over at once, rather than after its lease, then serves on for
+        // half a lease (forwarding to the new owners, each answer closing its connection) so
+        // that its clients move away before it stops listening.
+        if let Some(cluster) = cluster {
+            cluster.leave(&objects).await;
+            tokio::time::sleep(cluster.config().lease / 2).await;
+        }
         // Upgraded connections are not the server's to drain: close them, 1001 "going away",
         // and give the writers a moment to send the frames.
         sockets.close_all(1001, "host shutting down");
@@ -983,6 +1045,34 @@ async fn put_secret(args: SecretArgs) -> Result<()> {
 
 fn read_component(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn cluster_status(args: AdminArgs) -> Result<()> {
+    let body = admin_call(&args, |c, url| c.get(format!("{url}/_admin/cluster"))).await?;
+    println!(
+        "{:<24} {:<32} {:>5} {:>12} {:>7}",
+        "NODE", "ADVERTISES", "LIVE", "LEASE (ms)", "SHARDS"
+    );
+    for node in body["nodes"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<24} {:<32} {:>5} {:>12} {:>7}",
+            node["name"].as_str().unwrap_or(""),
+            node["advertise"].as_str().unwrap_or(""),
+            if node["live"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            node["lease_left_ms"].as_i64().unwrap_or(0),
+            node["shards"].as_u64().unwrap_or(0),
+        );
+    }
+    println!(
+        "shards without a live owner: {}; asked: {}",
+        body["unowned_shards"].as_u64().unwrap_or(0),
+        body["node"].as_str().unwrap_or("")
+    );
+    Ok(())
 }
 
 async fn namespaces(args: NamespacesArgs) -> Result<()> {

@@ -2,15 +2,16 @@
 //! namespaces, the live objects and the routes; and the admin token kept beside them.
 
 use crate::alarms::Alarms;
+use crate::cluster::Cluster;
 use crate::config::HostConfig;
 use crate::cpu_share::{CpuShare, DEMOTION};
 use crate::http::{self, AppState, BodyBudget, ClientAddress};
 use crate::memory::MemoryBudget;
-use crate::objects::{LifecycleConfig, Objects};
+use crate::objects::{Durability, LifecycleConfig, Objects};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::sockets::{Backlog, Sockets};
-use crate::storage::{Committer, Db, DbError};
+use crate::storage::{Committer, Db, DbError, ObjectStore, Storage};
 use crate::workers::{IdleLimits, Workers};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub struct Host {
     pub objects: Objects,
     pub registry: Arc<Registry>,
     pub sockets: Arc<Sockets>,
+    /// The cluster this host is a node of, if any: it leaves it when stopped cleanly.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The database's file in the data dir.
@@ -67,30 +70,48 @@ impl Host {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.clone(), e))?;
         let db = Db::open(&dir.join(DATABASE_FILE), config.storage_cache)?;
-        Host::start_with_db(config, db)
+        match &config.cluster {
+            None => Host::start_with_db(config, db),
+            Some(cluster) => {
+                // Objects' state is the cluster's; the data dir keeps this node's registry.
+                let cluster = Cluster::open(cluster.clone())?;
+                let store: Arc<dyn ObjectStore> = cluster.store().clone();
+                let storage = Storage::new(Arc::new(db), store)?;
+                Host::start_with_storage(config, storage, Some(cluster))
+            }
+        }
     }
 
     /// Starts like [`Host::start`] on `db` rather than the data dir's database: for tests on a
     /// [`SimulatedDisk`](crate::storage::SimulatedDisk). The data dir holds the rest.
     pub fn start_with_db(config: &HostConfig, db: Db) -> Result<Host, StartError> {
+        Host::start_with_storage(config, Storage::local(db)?, None)
+    }
+
+    /// Starts on `storage` (this machine's database, and the store of objects' state), as a node
+    /// of `cluster` if given.
+    fn start_with_storage(
+        config: &HostConfig,
+        storage: Storage,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Host, StartError> {
         check_map_limit(config.max_live_objects)?;
         let memory = Arc::new(MemoryBudget::new(config.max_memory));
-        let db = Arc::new(db);
         let runtime = Arc::new(
             Runtime::new(config.event, config.max_live_objects, memory)
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,
         );
         let alarms = Arc::new(Alarms::default());
-        alarms.load(db.all_alarms()?);
+        alarms.load(storage.objects.all_alarms()?);
         let sink = alarms.clone();
         let (committer, _thread) = Committer::start(
-            db.clone(),
+            storage.objects.clone(),
             Box::new(move |id, alarm| sink.changed(id, alarm)),
         )
         .map_err(StartError::Thread)?;
         let registry = Arc::new(Registry::load(
             runtime.clone(),
-            db.clone(),
+            storage.local.clone(),
             config.compile_cache.clone(),
         )?);
         let backlog = Backlog::new(config.max_ws_backlog, config.max_ws_backlog_total);
@@ -101,8 +122,11 @@ impl Host {
             cpu_share,
             sockets.clone(),
             registry.clone(),
-            db.clone(),
-            committer,
+            Durability {
+                storage: storage.clone(),
+                committer,
+                cluster: cluster.clone(),
+            },
             LifecycleConfig {
                 idle_timeout: config.idle_timeout,
                 max_live_objects: config.max_live_objects,
@@ -127,16 +151,27 @@ impl Host {
             max_request_body: config.max_request_body,
             max_component_bytes: config.max_component_bytes,
             body_timeout: config.body_timeout,
-            db,
+            storage,
+            cluster: cluster.clone(),
             data_dir: config.data_dir.clone(),
             backups: Arc::new(tokio::sync::Semaphore::new(1)),
         };
+        if let Some(cluster) = &cluster {
+            // The deployments first, then the shards: a node serves only code it has.
+            let (applying, local) = (state.clone(), state.storage.local.clone());
+            cluster.follow_deploys(
+                Box::new(move |change| http::apply_change(&applying, change)),
+                local,
+            )?;
+            cluster.start(objects.clone(), state.alarms.clone())?;
+        }
         Ok(Host {
             metrics_router: http::metrics_router(state.clone()),
             router: http::router(state),
             objects,
             registry,
             sockets,
+            cluster,
         })
     }
 }
@@ -190,6 +225,13 @@ pub fn read_token(data_dir: &Path) -> std::io::Result<Option<String>> {
 /// is closed: a response, a stream or a WebSocket whose client stopped reading.
 pub const WRITE_STALL: Duration = Duration::from_secs(60);
 
+/// At shutdown, the longest the host goes on accepting connections that were already waiting.
+const ACCEPT_QUEUE_DRAIN: Duration = Duration::from_millis(100);
+
+/// How long open connections are still served once the host stops listening, before each is
+/// closed when its request in progress (if any) is answered.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
+
 /// How many connections the kernel may hold complete but not yet accepted (it caps this at
 /// `net.core.somaxconn`). tokio's `bind` asks for 1,024: a burst of more new connections than that
 /// overflowed it, and the kernel reset some of them after their request was sent.
@@ -235,10 +277,23 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
+    // Set once the shutdown future is done: until when connections already waiting are taken.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
+        if draining.is_some_and(|until| tokio::time::Instant::now() >= until) {
+            break;
+        }
         let (tcp, peer) = tokio::select! {
+            // In this order: the shutdown is seen under a flood of connections, and while
+            // draining every connection waiting is taken before the end.
+            biased;
+            () = &mut shutdown, if draining.is_none() => {
+                draining = Some(tokio::time::Instant::now() + ACCEPT_QUEUE_DRAIN);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(_) if draining.is_some() => break,
                 Err(e) => {
                     // Out of file descriptors or memory: wait for some to be freed rather than
                     // spin. Any other error (a connection reset before it was accepted) is that
@@ -251,7 +306,9 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            // Closing the listener resets the connections the kernel completed but the host did
+            // not accept yet, requests perhaps sent: those waiting are accepted first.
+            () = std::future::ready(()), if draining.is_some() => break,
         };
         // Every request learns its client's address (a worker may rate-limit by it).
         let service = router
@@ -273,8 +330,16 @@ pub async fn serve(
             tokio::select! {
                 _ = connection.as_mut() => {}
                 _ = stopped.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    // A request may be on its way on an idle connection: serve it rather than
+                    // close the connection under it, then shut down.
+                    let linger = tokio::time::sleep(SHUTDOWN_LINGER);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = linger => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
                 }
             }
             drop(alive);

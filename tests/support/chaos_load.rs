@@ -23,7 +23,8 @@ const ECHO_WAIT: Duration = Duration::from_secs(10);
 /// What the clients of one cycle share.
 pub struct Load {
     client: reqwest::Client,
-    url: String,
+    /// The hosts (a cluster's nodes) the clients spread their requests over.
+    urls: Vec<String>,
     cycle: usize,
     /// Set right after the kill (or before a power cut): clients stop starting operations.
     stop: AtomicBool,
@@ -48,9 +49,20 @@ impl Load {
         max_alarms: usize,
         alarm_delay: Range<u64>,
     ) -> Arc<Load> {
+        Load::over(&[url.to_owned()], cycle, rooms, max_alarms, alarm_delay)
+    }
+
+    /// The load of cycle `cycle` spread over the hosts at `urls` (a cluster's nodes).
+    pub fn over(
+        urls: &[String],
+        cycle: usize,
+        rooms: usize,
+        max_alarms: usize,
+        alarm_delay: Range<u64>,
+    ) -> Arc<Load> {
         Arc::new(Load {
             client: client(),
-            url: url.to_owned(),
+            urls: urls.to_vec(),
             cycle,
             stop: AtomicBool::new(false),
             cut: AtomicBool::new(false),
@@ -110,6 +122,16 @@ async fn call(load: &Load, req: reqwest::RequestBuilder, status: u16) -> Reply {
     let Ok(body) = response.bytes().await else {
         return Reply::InDoubt;
     };
+    if got == 502 {
+        // A cluster's node forwarded it, and the owner went away before answering: like a cut
+        // connection, it may or may not have happened.
+        return Reply::InDoubt;
+    }
+    if got == 503 {
+        // Refused before it ran (no room; in a cluster, its object moving between nodes), or
+        // its commit refused by the cluster's fence: it did not happen.
+        return Reply::NotSent;
+    }
     if load.after_cut() {
         return Reply::InDoubt;
     }
@@ -134,13 +156,15 @@ pub async fn sequence_client(
     while !load.stopped() {
         let object = rng.random_range(0..seqs.objects);
         let path = seqs.path(object);
-        let req = load.client.post(format!("{}{path}", load.url));
+        let url = &load.urls[rng.random_range(0..load.urls.len())];
+        let req = load.client.post(format!("{url}{path}"));
         match call(&load, req, 200).await {
             Reply::Acknowledged(body) => match body[seqs.post_field].as_u64() {
                 Some(n) => log.acks.push((object, n)),
                 None => log.errors.push(format!("POST {path}: {body}")),
             },
-            Reply::NotSent => {}
+            // Not done: again after a moment (a cluster's takeover takes a lease).
+            Reply::NotSent => tokio::time::sleep(Duration::from_millis(20)).await,
             Reply::InDoubt => {
                 log.in_doubt += 1;
                 log.in_doubt_objects.push(object);
@@ -162,7 +186,7 @@ pub async fn chat_user(load: Arc<Load>, room: usize, k: usize) -> ClientLog<(usi
     let user = format!("c{}u{k}", load.cycle);
     let url = format!(
         "{}/chat/r{room}/ws?user={user}",
-        load.url.replacen("http://", "ws://", 1)
+        load.urls[k % load.urls.len()].replacen("http://", "ws://", 1)
     );
     let mut log = ClientLog::default();
     let mut sent = 0;
@@ -232,12 +256,14 @@ pub async fn alarm_client(load: Arc<Load>, seed: u64) -> ClientLog<(usize, u64)>
         }
         let delay = rng.random_range(load.alarm_delay.clone());
         let path = format!("{}/alarm/set?in={delay}", alarm_path(object));
-        match call(&load, load.client.post(format!("{}{path}", load.url)), 200).await {
+        let url = &load.urls[rng.random_range(0..load.urls.len())];
+        match call(&load, load.client.post(format!("{url}{path}")), 200).await {
             Reply::Acknowledged(body) => match body["alarm"].as_u64() {
                 Some(at) => log.acks.push((object, at)),
                 None => log.errors.push(format!("POST {path}: {body}")),
             },
-            Reply::NotSent => {}
+            // Not done: again after a moment (a cluster's takeover takes a lease).
+            Reply::NotSent => tokio::time::sleep(Duration::from_millis(20)).await,
             Reply::InDoubt => {
                 log.in_doubt += 1;
                 log.in_doubt_objects.push(object);

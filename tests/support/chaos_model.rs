@@ -363,8 +363,8 @@ impl Model {
         }
     }
 
-    /// Waits until no alarm is pending (bounded), then reads the log of every alarm object ever
-    /// used. Every alarm acknowledged, in any cycle, must be in it exactly once (a successful
+    /// Waits until no alarm is pending on any of `hosts` (bounded; a cluster's nodes each fire
+    /// their shards' alarms), then reads the log of every alarm object ever used through `url`. Every alarm acknowledged, in any cycle, must be in it exactly once (a successful
     /// delivery commits its log entry, so a second entry is a second successful delivery); what
     /// was logged before stays; a new entry for an alarm not acknowledged needs an in-doubt set
     /// this cycle. This cycle's alarms, set at most `max_delay_ms` ahead, must have fired at or
@@ -373,6 +373,7 @@ impl Model {
     pub async fn check_alarms(
         &mut self,
         url: &str,
+        hosts: &[String],
         max_delay_ms: u64,
         killed_at: u64,
         restart_at: u64,
@@ -380,8 +381,10 @@ impl Model {
         // Every alarm set this cycle, in doubt or not, was due by then.
         let due_by = killed_at + max_delay_ms;
         let deadline = due_by.max(now_ms()) + ALARM_BOUND_MS;
-        while now_ms() < deadline && stats(url).await["pending_alarms"] != 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for host in hosts {
+            while now_ms() < deadline && stats(host).await["pending_alarms"] != 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let c = client();
         let logs: Vec<(usize, Value)> = futures::stream::iter(self.alarms.keys().copied())
@@ -491,9 +494,17 @@ pub fn alarm_path(object: usize) -> String {
     format!("/alarms/a{object}")
 }
 
-/// A GET on the restarted host, which must answer 200 with JSON.
+/// A GET on the restarted host, which must answer 200 with JSON. A 503 (in a cluster: the
+/// object's shard is moving to another node) is asked again, for at most 30 s.
 async fn read(req: reqwest::RequestBuilder) -> Value {
-    let (status, body) = json(req).await;
-    assert_eq!(status, 200, "{body}");
-    body
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = json(req.try_clone().expect("a GET clones")).await;
+        if status == 503 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        return body;
+    }
 }

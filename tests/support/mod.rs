@@ -7,6 +7,7 @@ pub mod chaos_load;
 pub mod chaos_model;
 pub mod in_process;
 pub mod metrics;
+pub mod postgres;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -65,6 +66,8 @@ pub struct Host {
     pub data: PathBuf,
     args: Vec<String>,
     token: Option<String>,
+    /// Environment variables the process is started with.
+    env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -82,6 +85,16 @@ impl Host {
     /// Starts a host with `--admin-token token`, or with none (it then generates and keeps one
     /// in the data dir).
     pub fn start_with_token(data: &Path, args: &[&str], token: Option<&str>) -> Host {
+        Host::start_with_env(data, args, token, &[])
+    }
+
+    /// Starts a host on `data` with extra `serve` arguments, `token`, and environment variables.
+    pub fn start_with_env(
+        data: &Path,
+        args: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Host {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_dohost"));
         command
@@ -89,7 +102,8 @@ impl Host {
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(&args)
-            .env_remove("DOHOST_ADMIN_TOKEN");
+            .env_remove("DOHOST_ADMIN_TOKEN")
+            .envs(env.iter().copied());
         if let Some(token) = token {
             command.args(["--admin-token", token]);
         }
@@ -109,6 +123,10 @@ impl Host {
             data: data.to_owned(),
             args,
             token: token.map(str::to_owned),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
@@ -117,7 +135,12 @@ impl Host {
     pub fn kill_and_restart(&mut self) {
         self.kill();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        *self = Host::start_with_token(&self.data.clone(), &args, self.token.as_deref());
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        *self = Host::start_with_env(&self.data.clone(), &args, self.token.as_deref(), &env);
     }
 
     pub fn kill(&mut self) {
@@ -295,7 +318,12 @@ impl Host {
     pub fn restart(&mut self) {
         self.kill();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        *self = Host::start_with_token(&self.data.clone(), &args, self.token.as_deref());
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        *self = Host::start_with_env(&self.data.clone(), &args, self.token.as_deref(), &env);
     }
 
     /// The process id of the running `dohost serve`.
@@ -651,6 +679,7 @@ pub fn start_capturing_stderr(
         data: dir.path().to_owned(),
         args: args.iter().map(|s| s.to_string()).collect(),
         token: Some(TOKEN.to_owned()),
+        env: Vec::new(),
     };
     (host, dir, lines)
 }

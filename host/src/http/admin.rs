@@ -4,11 +4,12 @@
 use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
+use crate::cluster::Change;
 use crate::names;
 use crate::registry::{
     AppError, AppSpec, AppUpload, DeploymentInfo, ForgetError, MAX_SECRET_BYTES,
 };
-use crate::storage::InventoryOrder;
+use crate::storage::{DbError, InventoryOrder};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -38,18 +39,22 @@ pub(super) fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError
         .ok_or_else(|| {
             refuse("the admin API needs the Bearer scheme: `Authorization: Bearer <token>`")
         })?;
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(token.as_bytes()),
-    );
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    if diff != 0 {
+    if !same_secret(given, token) {
         return Err(refuse("wrong admin token"));
     }
     Ok(())
+}
+
+/// Whether `given` is `expected`, in time that does not tell how much of it matched.
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The `{namespace}` of an admin route, checked. A segment that does not percent-decode to
@@ -116,6 +121,7 @@ pub(super) async fn stats(
         "storage": {
             "full": app.objects.storage_full(),
             "failed_commits": app.objects.failed_commits(),
+            "fenced_commits": app.objects.committer().fenced_commits(),
         },
         "stub_calls": {
             "from_objects": calls.from_objects(),
@@ -149,15 +155,12 @@ pub(super) async fn deploy(
     let deadline = BodyDeadline::Progress(app.body_timeout);
     let (bytes, _) = read_body(body, &headers, app.max_component_bytes, deadline, None).await?;
     let registry = app.registry.clone();
-    let info = tokio::task::spawn_blocking(move || registry.deploy(&namespace, &bytes))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "deploy_failed",
-                format!("deploy panicked: {e}"),
-            )
-        })??;
+    let change = Change {
+        kind: "deploy".into(),
+        name: namespace.clone(),
+        body: bytes.to_vec(),
+    };
+    let info = registry_change(&app, change, move || registry.deploy(&namespace, &bytes)).await??;
     Ok(axum::Json(info).into_response())
 }
 
@@ -207,9 +210,25 @@ pub(super) async fn deploy_app(
     let deadline = BodyDeadline::Progress(app.body_timeout);
     // The admin's uploads are not counted in the bodies' budget: they are authorized first.
     let (bytes, _) = read_body(body, &headers, 2 * app.max_component_bytes, deadline, None).await?;
+    let upload = app_upload(&bytes)?;
+    let registry = app.registry.clone();
+    let change = Change {
+        kind: "app".into(),
+        name: name.clone(),
+        body: bytes.to_vec(),
+    };
+    let deployed =
+        registry_change(&app, change, move || registry.deploy_app(&name, upload)).await?;
+    let info = deployed.map_err(app_error)?;
+    app.workers.forget_older(&info.name, info.version);
+    Ok(axum::Json(info).into_response())
+}
+
+/// An app upload, decoded: the spec, and each component from base64.
+fn app_upload(bytes: &[u8]) -> Result<AppUpload, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_app", m);
     let body: AppBody =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the app upload: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("the app upload: {e}")))?;
     let decode = |what: &str, b64: &str| {
         BASE64
             .decode(b64)
@@ -224,24 +243,80 @@ pub(super) async fn deploy_app(
     for (namespace, b64) in &body.classes {
         classes.insert(namespace.clone(), decode(namespace, b64)?);
     }
-    let upload = AppUpload {
+    Ok(AppUpload {
         spec: body.spec,
         worker,
         classes,
-    };
-    let registry = app.registry.clone();
-    let deployed = tokio::task::spawn_blocking(move || registry.deploy_app(&name, upload))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "deploy_failed",
-                format!("deploy panicked: {e}"),
-            )
-        })?;
-    let info = deployed.map_err(app_error)?;
-    app.workers.forget_older(&info.name, info.version);
-    Ok(axum::Json(info).into_response())
+    })
+}
+
+/// Makes a change to the registry through `op`, off the async workers; in a cluster, also
+/// through the log that takes it to every node (see `cluster::deploys`).
+async fn registry_change<T: Send + 'static, E: From<DbError> + Send + 'static>(
+    app: &AppState,
+    change: Change,
+    op: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, E>, ApiError> {
+    let cluster = app.cluster.clone();
+    tokio::task::spawn_blocking(move || match cluster {
+        Some(cluster) => cluster.change(&change, op),
+        None => op(),
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "deploy_failed",
+            format!("deploy panicked: {e}"),
+        )
+    })
+}
+
+/// Applies a change another node of the cluster made (see `cluster::deploys`). Blocking.
+pub(crate) fn apply_change(app: &AppState, change: &Change) -> Result<(), String> {
+    let name = &change.name;
+    match change.kind.as_str() {
+        "deploy" => {
+            app.registry
+                .deploy(name, &change.body)
+                .map_err(|e| e.to_string())?;
+        }
+        "app" => {
+            let upload = app_upload(&change.body).map_err(|e| e.message().to_owned())?;
+            let info = app
+                .registry
+                .deploy_app(name, upload)
+                .map_err(|e| e.to_string())?;
+            app.workers.forget_older(&info.name, info.version);
+        }
+        "secret" => {
+            let secret: SecretChange =
+                serde_json::from_slice(&change.body).map_err(|e| e.to_string())?;
+            app.registry
+                .put_secret(name, &secret.name, &secret.value)
+                .map_err(|e| e.to_string())?;
+        }
+        "forget" => {
+            // Its objects' state is gone from the cluster's store already; here, its code.
+            match app.registry.forget(name) {
+                Ok(_) | Err(ForgetError::Unknown(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            app.storage
+                .local
+                .drop_deployment(name)
+                .map_err(|e| e.to_string())?;
+        }
+        other => return Err(format!("a change of an unknown kind {other:?}")),
+    }
+    Ok(())
+}
+
+/// A secret's change, in the cluster's log.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SecretChange {
+    name: String,
+    value: String,
 }
 
 /// `GET /_admin/apps`.
@@ -287,9 +362,22 @@ pub(super) async fn put_secret(
             "a secret is UTF-8 text".to_owned(),
         )
     })?;
-    app.registry
-        .put_secret(&name, &secret, &value)
-        .map_err(app_error)?;
+    let change = Change {
+        kind: "secret".into(),
+        name: name.clone(),
+        body: serde_json::to_vec(&SecretChange {
+            name: secret.clone(),
+            value: value.clone(),
+        })
+        .expect("a secret serializes"),
+    };
+    let registry = app.registry.clone();
+    let (app_name, secret_name) = (name.clone(), secret.clone());
+    registry_change(&app, change, move || {
+        registry.put_secret(&app_name, &secret_name, &value)
+    })
+    .await?
+    .map_err(app_error)?;
     Ok(axum::Json(json!({ "app": name, "secret": secret })).into_response())
 }
 
@@ -304,7 +392,7 @@ pub(super) async fn delete_namespace(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
-    let db = app.db.clone();
+    let db = app.storage.objects.clone();
     let ns = namespace.clone();
     let objects = on_db(move || db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)).await?;
     app.registry.forget(&namespace).map_err(|e| match e {
@@ -322,7 +410,7 @@ pub(super) async fn delete_namespace(
              30 s; its code and data are kept: delete it again",
         ));
     }
-    let db = app.db.clone();
+    let db = app.storage.clone();
     let ns = namespace.clone();
     let dropped = on_db(move || db.drop_namespace(&ns)).await?;
     for id in &dropped {
@@ -330,6 +418,20 @@ pub(super) async fn delete_namespace(
     }
     app.sockets
         .close_objects(&dropped, 1001, "the namespace was deleted");
+    let change = Change {
+        kind: "forget".into(),
+        name: namespace.clone(),
+        body: Vec::new(),
+    };
+    registry_change(&app, change, || Ok::<_, DbError>(()))
+        .await?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        })?;
     Ok(
         axum::Json(json!({ "namespace": namespace, "objects_deleted": dropped.len() }))
             .into_response(),

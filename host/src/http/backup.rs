@@ -34,7 +34,7 @@ pub(super) async fn backup(
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let db = app.db.clone();
+    let db = app.storage.local.clone();
     let at = path.clone();
     let written = tokio::task::spawn_blocking(move || write_backup(&db, &at)).await;
     let failed = |message: String| {

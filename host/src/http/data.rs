@@ -54,7 +54,7 @@ pub(super) async fn objects(
     })?;
     let order = page.sort.unwrap_or(InventoryOrder::Name);
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let db = app.objects.db().clone();
+    let db = app.storage.objects.clone();
     let ns = namespace.clone();
     let rows = on_db(move || db.inventory(&ns, order, page.after.as_deref(), limit)).await?;
     let next = (order == InventoryOrder::Name && rows.len() == limit)
@@ -284,7 +284,7 @@ pub(super) async fn run_alarm(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let (namespace, name, id) = deployed_object(&app, object)?;
-    let db = app.db.clone();
+    let db = app.storage.objects.clone();
     let due = on_db(move || db.alarm(&id)).await?;
     let Some(due) = due else {
         return Err(ApiError::new(
@@ -330,7 +330,7 @@ pub(super) async fn object(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let (namespace, name, id) = deployed_object(&app, object)?;
-    let db = app.db.clone();
+    let db = app.storage.objects.clone();
     let alarm = on_db(move || db.alarm(&id)).await?;
     let mut sockets = Vec::new();
     for (kind, label) in [(Kind::WebSocket, "websocket"), (Kind::Stream, "stream")] {

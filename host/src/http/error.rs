@@ -42,6 +42,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", message)
     }
 
+    /// The message, for a log line.
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 500 `bad_response`: the object answered something HTTP cannot carry.
     pub(super) fn bad_response(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad_response", message)
@@ -59,8 +64,9 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"dohost admin\""),
             );
         }
-        if self.code == "overloaded" {
-            // Room frees up as instances go idle: soon.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Room frees up as instances go idle, and a moved object is served by its new owner
+            // within a lease: soon.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -103,6 +109,7 @@ impl From<ObjectError> for ApiError {
             ObjectError::Commit(CommitFailed::Failed(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "commit_failed")
             }
+            ObjectError::Commit(CommitFailed::Fenced) => (StatusCode::SERVICE_UNAVAILABLE, "moved"),
             ObjectError::Storage(db) if db.is_full() => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage_full")
             }
@@ -117,6 +124,7 @@ impl From<ObjectError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
             }
             ObjectError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ObjectError::Moved => (StatusCode::SERVICE_UNAVAILABLE, "moved"),
             ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }

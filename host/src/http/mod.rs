@@ -25,6 +25,7 @@
 
 mod admin;
 mod backup;
+mod cluster;
 mod data;
 mod error;
 mod limits;
@@ -35,6 +36,7 @@ mod stream;
 mod tail;
 mod websocket;
 
+pub(crate) use admin::{apply_change, same_secret};
 pub use error::ApiError;
 pub use limits::{BodyBudget, MAX_HEADER_BYTES, MAX_TARGET_BYTES};
 pub use metrics::metrics_router;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
+        .route("/_admin/cluster", get(cluster::status))
         .route("/_admin/metrics", get(metrics::admin_metrics))
         .route("/_admin/backup", get(backup::backup))
         .route("/_admin/tail", get(tail::tail))
@@ -98,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(objects::object_request)
         .layer(middleware::from_fn(limits::check_head))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cluster::close_while_leaving,
+        ))
         .with_state(state)
 }
 

@@ -5,7 +5,9 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, discard_body, read_body};
 use super::state::{AppState, ClientAddress};
 use super::{stream, websocket};
+use crate::cluster::{Cluster, FORWARDED, Route, SECRET_HEADER, forward, forward_upgrade};
 use crate::metrics::RequestLabels;
+use crate::names::ObjectId;
 use crate::objects::ObjectError;
 use crate::registry::{App, Namespace};
 use crate::routing::{Target, parse_target};
@@ -62,6 +64,26 @@ pub(super) async fn object_request(
 struct Reached {
     namespace: String,
     object: String,
+}
+
+/// Takes the cluster's headers off a request: whether another node forwarded it (it carries the
+/// cluster's secret), and then the client's address it names. Nobody else may set them, and the
+/// object never sees them.
+fn take_forwarding(cluster: &Cluster, parts: &mut axum::http::request::Parts) -> bool {
+    let secret = parts.headers.remove(SECRET_HEADER);
+    let forwarded = parts.headers.remove(FORWARDED);
+    if !cluster.is_node(secret.as_ref().and_then(|v| v.to_str().ok())) {
+        return false;
+    }
+    let client = forwarded
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(_, address)| address.parse().ok());
+    if let Some(address) = client {
+        parts.extensions.insert(ClientAddress(address));
+    }
+    true
 }
 
 /// Whether a request asks for a WebSocket.
@@ -136,6 +158,41 @@ async fn deliver(
         Destination::Object { namespace, target } => {
             reached.namespace.clone_from(&namespace.name);
             reached.object = target.name.to_string();
+        }
+    }
+    if let Some(cluster) = &app.cluster {
+        let from_node = take_forwarding(cluster, &mut parts);
+        if let Destination::Object { namespace, target } = &destination {
+            match cluster.route(&ObjectId::new(&namespace.name, &target.name)) {
+                Route::Here { .. } => {}
+                Route::There(node) if !from_node => {
+                    let client = parts
+                        .extensions
+                        .get::<ClientAddress>()
+                        .map(|a| a.0.to_string());
+                    let config = cluster.config();
+                    let upgrade = wants_websocket(&parts.headers);
+                    let request = axum::extract::Request::from_parts(parts, body);
+                    let (secret, from) = (&config.secret, &config.node);
+                    let forwarded = if upgrade {
+                        forward_upgrade(&node, request, secret, from, client).await
+                    } else {
+                        forward(&node, request, secret, from, client).await
+                    };
+                    return forwarded.map_err(|(status, message)| {
+                        let code = match status {
+                            StatusCode::SERVICE_UNAVAILABLE => "moved",
+                            _ => "forward_failed",
+                        };
+                        ApiError::new(status, code, message)
+                    });
+                }
+                // Forwarded once already, or nobody serves it now: the client retries.
+                Route::There(_) | Route::Nowhere => {
+                    discard_body(body, app.max_request_body, app.body_timeout).await;
+                    return Err(ObjectError::Moved.into());
+                }
+            }
         }
     }
     // An http-worker reads the body itself, as it comes; wasi:http has no upgrades, so a

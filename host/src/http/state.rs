@@ -2,10 +2,11 @@
 
 use super::limits::BodyBudget;
 use crate::alarms::Alarms;
+use crate::cluster::Cluster;
 use crate::objects::Objects;
 use crate::registry::Registry;
 use crate::sockets::Sockets;
-use crate::storage::Db;
+use crate::storage::Storage;
 use crate::workers::Workers;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,8 +24,10 @@ pub struct AppState {
     pub sockets: Arc<Sockets>,
     pub alarms: Arc<Alarms>,
     pub registry: Arc<Registry>,
-    /// The database, for backups.
-    pub db: Arc<Db>,
+    /// The database (backups) and the store of objects' state (the inventory, alarms).
+    pub storage: Storage,
+    /// The cluster this host is a node of, if any: where requests for objects go.
+    pub cluster: Option<Arc<Cluster>>,
     /// Where backups are written before they are sent.
     pub data_dir: PathBuf,
     /// One permit: one backup at a time.

@@ -113,7 +113,8 @@ fn to_call_error(e: ObjectError) -> CallError {
         | ObjectError::Storage(_)
         | ObjectError::Refused(_)
         | ObjectError::ShuttingDown => CallError::Internal(message),
-        ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } => {
+        // The callee's shard is moving between nodes: like room, it comes back soon.
+        ObjectError::Overloaded(_) | ObjectError::QueueFull { .. } | ObjectError::Moved => {
             CallError::Overloaded(message)
         }
     }

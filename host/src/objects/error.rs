@@ -21,6 +21,10 @@ pub enum ObjectError {
     UnknownNamespace(String),
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// In a cluster: this node does not serve the object now (its shard is another node's, or
+    /// is moving).
+    #[error("the object is moving between the cluster's nodes; retry in a moment")]
+    Moved,
     #[error(
         "the host is overloaded: every one of its {0} live instances stayed busy for {OVERLOAD_WAIT:?}"
     )]

@@ -53,11 +53,15 @@ impl EventLoop {
         me: mpsc::WeakUnboundedSender<QueuedEvent>,
         mut rx: mpsc::UnboundedReceiver<QueuedEvent>,
         background: bool,
+        epoch: u64,
     ) {
         let storage = {
-            let db = inner.db.clone();
+            let storage = inner.storage.clone();
             let (object, limits) = (identity.clone(), inner.config.storage);
-            tokio::task::spawn_blocking(move || ObjectStorage::open(&object, db, limits)).await
+            tokio::task::spawn_blocking(move || {
+                ObjectStorage::open(&object, &storage, epoch, limits)
+            })
+            .await
         };
         let storage = match storage {
             Ok(Ok(s)) => s,
@@ -291,8 +295,10 @@ impl EventLoop {
             // disk. Start again from what is durable.
             self.hibernate();
             let committer = self.inner.committer.clone();
+            // Fenced commits mean the shard moved; if it is back here, at a new epoch.
+            let epoch = self.inner.epoch(&self.identity.id).map_err(|e| (e, None))?;
             self.storage()
-                .reset(&committer)
+                .reset(&committer, epoch)
                 .map_err(|e| (e.into(), None))?;
         }
         let deployment = namespace.current();
@@ -491,10 +497,14 @@ impl EventLoop {
     /// instance, whose memory may hold what it replaced: the next event starts from storage.
     fn storage_op(&mut self, op: StorageOp) -> Outcome<StorageAnswer> {
         let committer = self.inner.committer.clone();
-        if self.storage().prune().is_err()
-            && let Err(e) = self.storage().reset(&committer)
-        {
-            return Outcome::failed(e, None);
+        if self.storage().prune().is_err() {
+            let reset = self
+                .inner
+                .epoch(&self.identity.id)
+                .and_then(|epoch| Ok(self.storage().reset(&committer, epoch)?));
+            if let Err(e) = reset {
+                return Outcome::failed(e, None);
+            }
         }
         let writes = matches!(op, StorageOp::Put(_) | StorageOp::Delete(_));
         if writes {

@@ -23,7 +23,7 @@ mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
 pub use event::{Fetched, StorageAnswer, StorageOp};
-pub use shared::LifecycleConfig;
+pub use shared::{Durability, LifecycleConfig};
 
 use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare, Meter};
@@ -32,7 +32,7 @@ use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
 use crate::runtime::{CallStats, Calls, Chain, Request, Runtime};
 use crate::sockets::{SocketEvent, Sockets};
-use crate::storage::{Committer, Db};
+use crate::storage::{Committer, Storage};
 use calls::ObjectCalls;
 use event::{Event, Outcome};
 use event_loop::EventLoop;
@@ -56,10 +56,14 @@ impl Objects {
         cpu_share: CpuShare,
         sockets: Arc<Sockets>,
         registry: Arc<Registry>,
-        db: Arc<Db>,
-        committer: Committer,
+        durability: Durability,
         config: LifecycleConfig,
     ) -> Self {
+        let Durability {
+            storage,
+            committer,
+            cluster,
+        } = durability;
         let memory = runtime.memory().clone();
         let metrics = runtime.metrics().clone();
         let objects = Objects {
@@ -68,7 +72,8 @@ impl Objects {
                 cpu_share,
                 sockets,
                 registry,
-                db,
+                storage,
+                cluster,
                 committer,
                 calls: Arc::new(ObjectCalls::new(inner.clone())),
                 waits: Arc::default(),
@@ -124,7 +129,7 @@ impl Objects {
 
     /// Bytes (keys plus values) the objects of `namespace` store, counting commits on their way.
     pub fn stored_bytes(&self, namespace: &str) -> u64 {
-        self.inner.db.namespace_size(namespace)
+        self.inner.storage.namespace_size(namespace)
     }
 
     /// Whether the object `name` of `namespace` has an event loop now (awake: a live instance,
@@ -132,6 +137,12 @@ impl Objects {
     pub fn is_awake(&self, namespace: &str, name: &str) -> bool {
         let id = ObjectId::new(namespace, name);
         self.inner.loops.lock().unwrap().contains_key(&id)
+    }
+
+    /// The objects `which` picks that have an event loop now.
+    pub fn awake_where(&self, which: impl Fn(&ObjectId) -> bool) -> Vec<ObjectId> {
+        let loops = self.inner.loops.lock().unwrap();
+        loops.keys().filter(|id| which(id)).copied().collect()
     }
 
     /// Asks the objects `ids` to go to sleep and waits (at most `within`) until none of them has
@@ -158,9 +169,9 @@ impl Objects {
         }
     }
 
-    /// The database, for what operators read of it directly (the inventory, exports).
-    pub fn db(&self) -> &Arc<Db> {
-        &self.inner.db
+    /// The storage, for what operators read of it directly (the inventory, exports).
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
     }
 
     /// What the host counts as it serves.
@@ -198,6 +209,7 @@ impl Objects {
         admit: Admit,
     ) -> Result<(), ObjectError> {
         let id = ObjectId::new(namespace, name);
+        let epoch = self.inner.epoch(&id)?;
         // Sent under the lock, so an event loop that checks its queue under the same lock
         // before ending can never strand an event.
         let mut loops = self.inner.loops.lock().unwrap();
@@ -218,6 +230,7 @@ impl Objects {
                     tx.downgrade(),
                     rx,
                     background,
+                    epoch,
                 ));
             Queue::new(tx)
         });

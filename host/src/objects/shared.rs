@@ -5,6 +5,7 @@ use super::error::{OVERLOAD_WAIT, ObjectError};
 use super::event::Event;
 use super::queue::{Queue, QueuedEvent};
 use super::waits::Waits;
+use crate::cluster::{Cluster, Route};
 use crate::config::QueueLimits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
@@ -13,12 +14,20 @@ use crate::names::ObjectId;
 use crate::registry::Registry;
 use crate::runtime::{Calls, Runtime};
 use crate::sockets::Sockets;
-use crate::storage::{Committer, Db, StorageLimits};
+use crate::storage::{Committer, Storage, StorageLimits};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Where objects' state lives, the thread that commits it, and the cluster (if any) that decides
+/// which objects this host serves and may commit.
+pub struct Durability {
+    pub storage: Storage,
+    pub committer: Committer,
+    pub cluster: Option<Arc<Cluster>>,
+}
 
 /// The settings of object lifecycle.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +44,9 @@ pub(super) struct Inner {
     pub(super) cpu_share: CpuShare,
     pub(super) sockets: Arc<Sockets>,
     pub(super) registry: Arc<Registry>,
-    pub(super) db: Arc<Db>,
+    pub(super) storage: Storage,
+    /// The cluster this host is a node of, if any: it serves only the objects of its shards.
+    pub(super) cluster: Option<Arc<Cluster>>,
     pub(super) committer: Committer,
     /// Handed to every instance, for its stub calls.
     pub(super) calls: Arc<dyn Calls>,
@@ -53,6 +64,18 @@ pub(super) struct Inner {
     /// Events refused as `overloaded` since start, and when that was last logged.
     pub(super) overloaded: AtomicU64,
     pub(super) overload_logged_ms: AtomicU64,
+}
+
+impl Inner {
+    /// The epoch of the object's shard if this node serves it now (0 without a cluster), which
+    /// its commits carry to the fence.
+    pub(super) fn epoch(&self, id: &ObjectId) -> Result<u64, ObjectError> {
+        match self.cluster.as_ref().map(|c| c.route(id)) {
+            None => Ok(0),
+            Some(Route::Here { epoch }) => Ok(epoch),
+            Some(Route::There(_) | Route::Nowhere) => Err(ObjectError::Moved),
+        }
+    }
 }
 
 /// Idle instances' event loops by ticket (the order they went idle), with the memory each holds.

@@ -397,6 +397,20 @@ impl Sockets {
         }
     }
 
+    /// Closes every socket of the objects `which` picks with `code` (their shard moved to another
+    /// node: 1012).
+    pub fn close_where(&self, which: impl Fn(&ObjectId) -> bool, code: u16, reason: &str) {
+        let ids: Vec<ObjectId> = self
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|id| which(id))
+            .copied()
+            .collect();
+        self.close_objects(&ids, code, reason);
+    }
+
     /// Closes every socket with `code` (at shutdown: 1001).
     pub fn close_all(&self, code: u16, reason: &str) {
         let mut objects = self.objects.lock().unwrap();

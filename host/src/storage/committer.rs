@@ -8,18 +8,13 @@
 //! and not a task.
 
 use super::changes::{Alarm, Changeset};
-use super::db::{
-    ALARMS, Db, DbError, ENTRIES, NAMESPACE_SIZES, OBJECT_SIZES, OBJECTS, bound_slice,
-    encode_alarm, full_key, object_range,
-};
+use super::store::{Commit, ObjectStore};
 use crate::metrics::seconds_histogram;
 use crate::names::ObjectId;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use prometheus_client::metrics::histogram::Histogram;
-use redb::ReadableTable;
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -42,6 +37,9 @@ pub enum CommitFailed {
     Full(String),
     #[error("storage commit failed: {0}")]
     Failed(String),
+    /// The object's shard has another owner now (see `cluster`): the commit was not written.
+    #[error("this node no longer owns the object: it moved to another node")]
+    Fenced,
 }
 
 /// Resolves when a commit is durable, to when it became so (what a stub call's caller waited on
@@ -56,6 +54,8 @@ enum Job {
         object: Arc<[u8]>,
         changes: Arc<Changeset>,
         size: u64,
+        /// Its shard's epoch when the object started (see [`Commit::epoch`]).
+        epoch: u64,
         done: oneshot::Sender<Result<Instant, CommitFailed>>,
     },
     Forgive(ObjectId),
@@ -76,6 +76,8 @@ struct Health {
     failed: AtomicU64,
     /// Commits made durable since start.
     committed: AtomicU64,
+    /// Commits the cluster's fence refused since start (counted in `failed` too).
+    fenced: AtomicU64,
     /// How long each batch's transaction took, its fsync included.
     batch_seconds: Histogram,
 }
@@ -86,6 +88,7 @@ impl Default for Health {
             full: AtomicBool::default(),
             failed: AtomicU64::default(),
             committed: AtomicU64::default(),
+            fenced: AtomicU64::default(),
             batch_seconds: seconds_histogram(),
         }
     }
@@ -97,7 +100,7 @@ pub type AlarmSink = Box<dyn Fn(ObjectId, Option<Alarm>) + Send>;
 impl Committer {
     /// Starts the commit thread. `alarms` hears of each alarm set or deleted, once durable.
     pub fn start(
-        db: Arc<Db>,
+        store: Arc<dyn ObjectStore>,
         alarms: AlarmSink,
     ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::channel();
@@ -105,18 +108,19 @@ impl Committer {
         let shared = health.clone();
         let thread = std::thread::Builder::new()
             .name("dohost-commit".into())
-            .spawn(move || run(&db, &rx, &alarms, &shared))?;
+            .spawn(move || run(&*store, &rx, &alarms, &shared))?;
         Ok((Committer { jobs, health }, thread))
     }
 
     /// Queues an object's changes and its size after them; `object` is its key in the objects
-    /// table, which counts its size toward its namespace's.
+    /// table, which counts its size toward its namespace's; `epoch` its shard's when it started.
     pub fn submit(
         &self,
         id: ObjectId,
         object: Arc<[u8]>,
         changes: Arc<Changeset>,
         size: u64,
+        epoch: u64,
     ) -> CommitOutcome {
         let (done, rx) = oneshot::channel();
         let sent = self.jobs.send(Job::Commit {
@@ -124,6 +128,7 @@ impl Committer {
             object,
             changes,
             size,
+            epoch,
             done,
         });
         let stopped = || CommitFailed::Failed("the commit thread has stopped".into());
@@ -151,6 +156,11 @@ impl Committer {
         self.health.failed.load(Ordering::Relaxed)
     }
 
+    /// How many commits the cluster's fence refused since start: their object had moved.
+    pub fn fenced_commits(&self) -> u64 {
+        self.health.fenced.load(Ordering::Relaxed)
+    }
+
     /// How many commits were made durable since start.
     pub fn commits(&self) -> u64 {
         self.health.committed.load(Ordering::Relaxed)
@@ -162,7 +172,7 @@ impl Committer {
     }
 }
 
-fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
+fn run(store: &dyn ObjectStore, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
     // Objects whose commit failed, and why: their later commits are refused the same way.
     let mut refused: HashMap<ObjectId, CommitFailed> = HashMap::new();
     // When the last commit failed for want of space, while it is the last.
@@ -197,17 +207,18 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
             ))),
             None => {
                 let started = Instant::now();
-                let written = write(db, &batch);
+                let written = write(store, &batch);
                 health
                     .batch_seconds
                     .observe(started.elapsed().as_secs_f64());
                 written
             }
-            .map(|()| {
+            .map(|fenced| {
+                let refused = fenced.iter().filter(|&&f| f).count();
                 health
                     .committed
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                Instant::now()
+                    .fetch_add((batch.len() - refused) as u64, Ordering::Relaxed);
+                (Instant::now(), fenced)
             })
             .map_err(|e| {
                 tracing::error!("{e}");
@@ -224,12 +235,20 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
             _ => {}
         }
         health.full.store(full_at.is_some(), Ordering::Relaxed);
-        for job in batch {
+        for (i, job) in batch.into_iter().enumerate() {
             if let Job::Commit {
                 id, done, changes, ..
             } = job
             {
-                match (&result, &changes.alarm) {
+                let outcome = match &result {
+                    Ok((_, fenced)) if fenced[i] => {
+                        health.fenced.fetch_add(1, Ordering::Relaxed);
+                        Err(CommitFailed::Fenced)
+                    }
+                    Ok((at, _)) => Ok(*at),
+                    Err(e) => Err(e.clone()),
+                };
+                match (&outcome, &changes.alarm) {
                     (Err(e), _) => {
                         health.failed.fetch_add(1, Ordering::Relaxed);
                         refused.insert(id, e.clone());
@@ -237,99 +256,33 @@ fn run(db: &Db, rx: &mpsc::Receiver<Job>, alarms: &AlarmSink, health: &Health) {
                     (Ok(_), Some(alarm)) => alarms(id, alarm.clone()),
                     (Ok(_), None) => {}
                 }
-                let _ = done.send(result.clone());
+                let _ = done.send(outcome);
             }
         }
     }
 }
 
-/// Applies a batch of commits in one durable transaction.
-fn write(db: &Db, batch: &[Job]) -> Result<(), DbError> {
-    db.write(|db| write_batch(db, batch))
-}
-
-fn write_batch(db: &redb::Database, batch: &[Job]) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut entries = txn.open_table(ENTRIES)?;
-        let mut legacy_sizes = txn.open_table(OBJECT_SIZES)?;
-        let mut alarms = txn.open_table(ALARMS)?;
-        let mut objects = txn.open_table(OBJECTS)?;
-        let written_at = crate::clock::now_ms();
-        // What the batch changes in each namespace's size.
-        let mut grown: HashMap<&[u8], i128> = HashMap::new();
-        for job in batch {
-            let Job::Commit {
+/// Applies a batch of commits in one durable transaction of the store.
+fn write(store: &dyn ObjectStore, batch: &[Job]) -> Result<Vec<bool>, super::DbError> {
+    let commits: Vec<Commit<'_>> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Commit {
                 id,
                 object,
                 changes,
                 size,
+                epoch,
                 ..
-            } = job
-            else {
-                continue;
-            };
-            let counted = match objects.get(&**object)? {
-                Some(v) => v.value().0,
-                None => {
-                    // Its size moves here from the old table, if it was ever written there.
-                    let legacy = legacy_sizes.get(id.as_bytes().as_slice())?.is_some();
-                    if legacy {
-                        legacy_sizes.remove(id.as_bytes().as_slice())?;
-                    }
-                    0
-                }
-            };
-            if counted != *size {
-                let namespace = object.split(|&b| b == 0).next().unwrap_or_default();
-                *grown.entry(namespace).or_default() += i128::from(*size) - i128::from(counted);
-            }
-            // An object that stores nothing and has no alarm leaves the inventory.
-            let keep = *size > 0
-                || match &changes.alarm {
-                    Some(alarm) => alarm.is_some(),
-                    None => alarms.get(id.as_bytes().as_slice())?.is_some(),
-                };
-            if keep {
-                objects.insert(&**object, (*size, written_at))?;
-            } else {
-                objects.remove(&**object)?;
-            }
-            if changes.clear {
-                let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
-                let range = (bound_slice(&lo), bound_slice(&hi));
-                entries.retain_in::<&[u8], _>(range, |_, _| false)?;
-            }
-            for (key, value) in &changes.writes {
-                let full = full_key(id, key);
-                match value {
-                    Some(v) => {
-                        entries.insert(full.as_slice(), v.as_slice())?;
-                    }
-                    None => {
-                        entries.remove(full.as_slice())?;
-                    }
-                }
-            }
-            match &changes.alarm {
-                Some(Some(alarm)) => {
-                    alarms.insert(id.as_bytes().as_slice(), encode_alarm(alarm).as_slice())?;
-                }
-                Some(None) => {
-                    alarms.remove(id.as_bytes().as_slice())?;
-                }
-                None => {}
-            }
-        }
-        let mut namespaces = txn.open_table(NAMESPACE_SIZES)?;
-        for (namespace, grown) in grown {
-            // Namespaces are ASCII; this never falls back.
-            let namespace = std::str::from_utf8(namespace).unwrap_or_default();
-            let before = namespaces.get(namespace)?.map_or(0, |v| v.value());
-            let after = u64::try_from((i128::from(before) + grown).max(0)).unwrap_or(u64::MAX);
-            namespaces.insert(namespace, after)?;
-        }
-    }
-    txn.commit()?;
-    Ok(())
+            } => Some(Commit {
+                id,
+                object,
+                changes,
+                size: *size,
+                epoch: *epoch,
+            }),
+            Job::Forgive(_) => None,
+        })
+        .collect();
+    store.commit(&commits)
 }

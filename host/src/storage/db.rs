@@ -5,13 +5,13 @@
 //! over one object can never reach another's.
 
 use super::changes::Alarm;
+use super::store::{Commit, ObjectStore};
 use crate::names::ObjectId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 
 /// Object entries: `id ++ key` → value.
 pub(crate) const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -40,6 +40,9 @@ pub(crate) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps
 pub(crate) const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 /// App secrets: `app \0 name` → value.
 pub(crate) const SECRETS: TableDefinition<&str, &str> = TableDefinition::new("secrets");
+/// A cluster node's state kept on its machine: `log_applied` → the last entry of the cluster's
+/// log of deploys applied to this data dir's registry.
+pub(crate) const CLUSTER: TableDefinition<&str, i64> = TableDefinition::new("cluster");
 
 /// A failure of the database itself (I/O, corruption, a full disk). Nothing a guest did wrong.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -87,9 +90,6 @@ type Open = Box<dyn Fn() -> Result<redb::Database, DbError> + Send + Sync>;
 pub struct Db {
     open: Open,
     handle: RwLock<Handle>,
-    /// Bytes stored per namespace, as the live objects have submitted them (ahead of the disk),
-    /// for the namespace quota: loaded at open, then kept by each object's storage.
-    usage: Mutex<HashMap<String, Arc<AtomicI64>>>,
 }
 
 struct Handle {
@@ -161,160 +161,44 @@ impl Db {
         txn.open_table(APPS)?;
         txn.open_table(WORKERS)?;
         txn.open_table(SECRETS)?;
+        txn.open_table(CLUSTER)?;
         txn.commit()?;
-        let mut usage = HashMap::new();
-        for entry in db.begin_read()?.open_table(NAMESPACE_SIZES)?.iter()? {
-            let (namespace, bytes) = entry?;
-            let bytes = i64::try_from(bytes.value()).unwrap_or(i64::MAX);
-            usage.insert(
-                namespace.value().to_owned(),
-                Arc::new(AtomicI64::new(bytes)),
-            );
-        }
         Ok(Db {
             open,
             handle: RwLock::new(Handle {
                 db: Some(db),
                 generation: 0,
             }),
-            usage: Mutex::new(usage),
         })
     }
 
-    /// The bytes `namespace` stores, as its live objects submitted them: shared by them, each
-    /// adding what its commits change.
-    pub(crate) fn namespace_usage(&self, namespace: &str) -> Arc<AtomicI64> {
-        let mut usage = self.usage.lock().unwrap();
-        usage.entry(namespace.to_owned()).or_default().clone()
-    }
-
-    /// The bytes `namespace` stores (see [`Self::namespace_usage`]).
-    pub fn namespace_size(&self, namespace: &str) -> u64 {
-        let used = self.namespace_usage(namespace).load(Ordering::Relaxed);
-        u64::try_from(used).unwrap_or(0)
-    }
-
-    /// A page of `namespace`'s objects in the inventory (see [`OBJECTS`]), in `order`, at most
-    /// `limit`; by name, those after `after`. Sorting by size or last write reads every object
-    /// of the namespace (keeping only the page).
-    pub fn inventory(
-        &self,
-        namespace: &str,
-        order: InventoryOrder,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ObjectRow>, DbError> {
-        let prefix = object_key(namespace, "");
-        let start = match after {
-            Some(name) => Bound::Excluded(object_key(namespace, name)),
-            None => Bound::Included(prefix.clone()),
-        };
-        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        self.read(|db| {
-            let mut rows: Vec<ObjectRow> = Vec::new();
-            let txn = db.begin_read()?;
-            let objects = txn.open_table(OBJECTS)?;
-            let range = (bound_slice(&start), bound_slice(&end));
-            for entry in objects.range::<&[u8]>(range)? {
-                let (key, value) = entry?;
-                let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
-                let (bytes, last_write_ms) = value.value();
-                rows.push(ObjectRow {
-                    id: ObjectId::new(namespace, &name),
-                    name,
-                    bytes,
-                    last_write_ms,
-                    keys: 0,
-                    alarm: None,
-                });
-                match order {
-                    InventoryOrder::Name if rows.len() >= limit => break,
-                    InventoryOrder::Name => {}
-                    // Keep the page's worth of the largest (or latest) so far.
-                    InventoryOrder::Size | InventoryOrder::LastWrite => {
-                        if rows.len() > limit.saturating_mul(2).max(1024) {
-                            order.sort(&mut rows);
-                            rows.truncate(limit);
-                        }
-                    }
-                }
-            }
-            order.sort(&mut rows);
-            rows.truncate(limit);
-            let entries = txn.open_table(ENTRIES)?;
-            let alarms = txn.open_table(ALARMS)?;
-            for row in &mut rows {
-                let (lo, hi) = object_range(&row.id, Bound::Unbounded, Bound::Unbounded);
-                row.keys = entries
-                    .range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?
-                    .count() as u64;
-                row.alarm = alarms
-                    .get(row.id.as_bytes().as_slice())?
-                    .and_then(|v| decode_alarm(v.value()))
-                    .map(|a| a.at);
-            }
-            Ok(rows)
-        })
-    }
-
-    /// Deletes a namespace's deployed code and every object of it in the inventory: their
-    /// entries, sizes and alarms, in one transaction. Answers the objects deleted. Its objects
-    /// must all be asleep (no commit in flight). Blocking.
-    pub fn drop_namespace(&self, namespace: &str) -> Result<Vec<ObjectId>, DbError> {
-        let prefix = object_key(namespace, "");
-        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        let range = (Bound::Included(prefix.as_slice()), bound_slice(&end));
-        let dropped = self.write(|db| {
+    /// Deletes a namespace's deployed code (its objects are the store's: see
+    /// [`super::Storage::drop_namespace`]).
+    pub fn drop_deployment(&self, namespace: &str) -> Result<(), DbError> {
+        self.write(|db| {
             let txn = db.begin_write()?;
-            let mut ids = Vec::new();
-            {
-                let mut objects = txn.open_table(OBJECTS)?;
-                for entry in objects.range::<&[u8]>(range)? {
-                    let (key, _) = entry?;
-                    let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
-                    ids.push(ObjectId::new(namespace, &name));
-                }
-                objects.retain_in::<&[u8], _>(range, |_, _| false)?;
-                let mut entries = txn.open_table(ENTRIES)?;
-                let mut sizes = txn.open_table(OBJECT_SIZES)?;
-                let mut alarms = txn.open_table(ALARMS)?;
-                for id in &ids {
-                    let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
-                    entries
-                        .retain_in::<&[u8], _>((bound_slice(&lo), bound_slice(&hi)), |_, _| {
-                            false
-                        })?;
-                    sizes.remove(id.as_bytes().as_slice())?;
-                    alarms.remove(id.as_bytes().as_slice())?;
-                }
-                txn.open_table(NAMESPACE_SIZES)?.remove(namespace)?;
-                txn.open_table(COMPONENTS)?.remove(namespace)?;
-                txn.open_table(DEPLOYMENTS)?.remove(namespace)?;
-            }
+            txn.open_table(COMPONENTS)?.remove(namespace)?;
+            txn.open_table(DEPLOYMENTS)?.remove(namespace)?;
             txn.commit()?;
-            Ok(ids)
-        })?;
-        self.namespace_usage(namespace).store(0, Ordering::Relaxed);
-        Ok(dropped)
+            Ok(())
+        })
     }
 
-    /// The object's durable size (keys plus values) and the bytes it has counted toward its
-    /// namespace: the same, but for an object not written since [`OBJECTS`] existed, which has
-    /// counted nothing yet. `key` is its [`object_key`].
-    pub fn object_sizes(&self, key: &[u8], id: &ObjectId) -> Result<(u64, u64), DbError> {
+    /// The last entry of the cluster's log of deploys applied here (0: none).
+    pub fn cluster_log_applied(&self) -> Result<i64, DbError> {
         self.read(|db| {
-            let txn = db.begin_read()?;
-            if let Some(v) = txn.open_table(OBJECTS)?.get(key)? {
-                let size = v.value().0;
-                return Ok((size, size));
-            }
-            let legacy = txn.open_table(OBJECT_SIZES)?;
-            Ok((
-                legacy
-                    .get(id.as_bytes().as_slice())?
-                    .map_or(0, |v| v.value()),
-                0,
-            ))
+            let table = db.begin_read()?.open_table(CLUSTER)?;
+            Ok(table.get("log_applied")?.map_or(0, |v| v.value()))
+        })
+    }
+
+    /// Records that the cluster's log of deploys is applied here up to `seq`.
+    pub fn set_cluster_log_applied(&self, seq: i64) -> Result<(), DbError> {
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(CLUSTER)?.insert("log_applied", seq)?;
+            txn.commit()?;
+            Ok(())
         })
     }
 
@@ -388,9 +272,10 @@ impl Db {
         handle.db = Some((self.open)()?);
         Ok(())
     }
+}
 
-    /// The durable value of one key of one object.
-    pub fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+impl ObjectStore for Db {
+    fn get(&self, id: &ObjectId, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         let full = full_key(id, key);
         self.read(|db| {
             let table = db.begin_read()?.open_table(ENTRIES)?;
@@ -398,8 +283,7 @@ impl Db {
         })
     }
 
-    /// The object's durable alarm time.
-    pub fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, DbError> {
+    fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, DbError> {
         self.read(|db| {
             let table = db.begin_read()?.open_table(ALARMS)?;
             let value = table.get(id.as_bytes().as_slice())?;
@@ -407,8 +291,7 @@ impl Db {
         })
     }
 
-    /// Every durable alarm, to schedule them at start-up.
-    pub fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
+    fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
         self.read(|db| {
             let table = db.begin_read()?.open_table(ALARMS)?;
             let mut alarms = Vec::new();
@@ -425,15 +308,13 @@ impl Db {
         })
     }
 
-    /// Visits the object's durable entries whose keys fall within `(lower, upper)`, ascending or
-    /// descending, until `visit` returns false.
-    pub fn scan(
+    fn scan(
         &self,
         id: &ObjectId,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         reverse: bool,
-        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), DbError> {
         // Not through `read`: a retry would visit again what `visit` already saw.
         let db = self.redb()?;
@@ -453,6 +334,218 @@ impl Db {
         }
         Ok(())
     }
+
+    fn inventory(
+        &self,
+        namespace: &str,
+        order: InventoryOrder,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRow>, DbError> {
+        let prefix = object_key(namespace, "");
+        let start = match after {
+            Some(name) => Bound::Excluded(object_key(namespace, name)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        self.read(|db| {
+            let mut rows: Vec<ObjectRow> = Vec::new();
+            let txn = db.begin_read()?;
+            let objects = txn.open_table(OBJECTS)?;
+            let range = (bound_slice(&start), bound_slice(&end));
+            for entry in objects.range::<&[u8]>(range)? {
+                let (key, value) = entry?;
+                let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
+                let (bytes, last_write_ms) = value.value();
+                rows.push(ObjectRow {
+                    id: ObjectId::new(namespace, &name),
+                    name,
+                    bytes,
+                    last_write_ms,
+                    keys: 0,
+                    alarm: None,
+                });
+                match order {
+                    InventoryOrder::Name if rows.len() >= limit => break,
+                    InventoryOrder::Name => {}
+                    // Keep the page's worth of the largest (or latest) so far.
+                    InventoryOrder::Size | InventoryOrder::LastWrite => {
+                        if rows.len() > limit.saturating_mul(2).max(1024) {
+                            order.sort(&mut rows);
+                            rows.truncate(limit);
+                        }
+                    }
+                }
+            }
+            order.sort(&mut rows);
+            rows.truncate(limit);
+            let entries = txn.open_table(ENTRIES)?;
+            let alarms = txn.open_table(ALARMS)?;
+            for row in &mut rows {
+                let (lo, hi) = object_range(&row.id, Bound::Unbounded, Bound::Unbounded);
+                row.keys = entries
+                    .range::<&[u8]>((bound_slice(&lo), bound_slice(&hi)))?
+                    .count() as u64;
+                row.alarm = alarms
+                    .get(row.id.as_bytes().as_slice())?
+                    .and_then(|v| decode_alarm(v.value()))
+                    .map(|a| a.at);
+            }
+            Ok(rows)
+        })
+    }
+
+    fn drop_objects(&self, namespace: &str) -> Result<Vec<ObjectId>, DbError> {
+        let prefix = object_key(namespace, "");
+        let end = next_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let range = (Bound::Included(prefix.as_slice()), bound_slice(&end));
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            let mut ids = Vec::new();
+            {
+                let mut objects = txn.open_table(OBJECTS)?;
+                for entry in objects.range::<&[u8]>(range)? {
+                    let (key, _) = entry?;
+                    let name = String::from_utf8_lossy(&key.value()[prefix.len()..]).into_owned();
+                    ids.push(ObjectId::new(namespace, &name));
+                }
+                objects.retain_in::<&[u8], _>(range, |_, _| false)?;
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut sizes = txn.open_table(OBJECT_SIZES)?;
+                let mut alarms = txn.open_table(ALARMS)?;
+                for id in &ids {
+                    let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
+                    entries
+                        .retain_in::<&[u8], _>((bound_slice(&lo), bound_slice(&hi)), |_, _| {
+                            false
+                        })?;
+                    sizes.remove(id.as_bytes().as_slice())?;
+                    alarms.remove(id.as_bytes().as_slice())?;
+                }
+                txn.open_table(NAMESPACE_SIZES)?.remove(namespace)?;
+            }
+            txn.commit()?;
+            Ok(ids)
+        })
+    }
+
+    fn object_sizes(&self, key: &[u8], id: &ObjectId) -> Result<(u64, u64), DbError> {
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            if let Some(v) = txn.open_table(OBJECTS)?.get(key)? {
+                let size = v.value().0;
+                return Ok((size, size));
+            }
+            let legacy = txn.open_table(OBJECT_SIZES)?;
+            Ok((
+                legacy
+                    .get(id.as_bytes().as_slice())?
+                    .map_or(0, |v| v.value()),
+                0,
+            ))
+        })
+    }
+
+    fn namespace_sizes(&self) -> Result<Vec<(String, u64)>, DbError> {
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(NAMESPACE_SIZES)?;
+            let mut sizes = Vec::new();
+            for entry in table.iter()? {
+                let (namespace, bytes) = entry?;
+                sizes.push((namespace.value().to_owned(), bytes.value()));
+            }
+            Ok(sizes)
+        })
+    }
+
+    fn commit(&self, batch: &[Commit<'_>]) -> Result<Vec<bool>, DbError> {
+        self.write(|db| write_batch(db, batch))?;
+        Ok(vec![false; batch.len()])
+    }
+}
+
+/// Applies a batch of commits in one redb transaction (see `committer`).
+fn write_batch(db: &redb::Database, batch: &[Commit<'_>]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut legacy_sizes = txn.open_table(OBJECT_SIZES)?;
+        let mut alarms = txn.open_table(ALARMS)?;
+        let mut objects = txn.open_table(OBJECTS)?;
+        let written_at = crate::clock::now_ms();
+        // What the batch changes in each namespace's size.
+        let mut grown: HashMap<&[u8], i128> = HashMap::new();
+        for &Commit {
+            id,
+            object,
+            changes,
+            size,
+            ..
+        } in batch
+        {
+            let counted = match objects.get(object)? {
+                Some(v) => v.value().0,
+                None => {
+                    // Its size moves here from the old table, if it was ever written there.
+                    let legacy = legacy_sizes.get(id.as_bytes().as_slice())?.is_some();
+                    if legacy {
+                        legacy_sizes.remove(id.as_bytes().as_slice())?;
+                    }
+                    0
+                }
+            };
+            if counted != size {
+                let namespace = object.split(|&b| b == 0).next().unwrap_or_default();
+                *grown.entry(namespace).or_default() += i128::from(size) - i128::from(counted);
+            }
+            // An object that stores nothing and has no alarm leaves the inventory.
+            let keep = size > 0
+                || match &changes.alarm {
+                    Some(alarm) => alarm.is_some(),
+                    None => alarms.get(id.as_bytes().as_slice())?.is_some(),
+                };
+            if keep {
+                objects.insert(object, (size, written_at))?;
+            } else {
+                objects.remove(object)?;
+            }
+            if changes.clear {
+                let (lo, hi) = object_range(id, Bound::Unbounded, Bound::Unbounded);
+                let range = (bound_slice(&lo), bound_slice(&hi));
+                entries.retain_in::<&[u8], _>(range, |_, _| false)?;
+            }
+            for (key, value) in &changes.writes {
+                let full = full_key(id, key);
+                match value {
+                    Some(v) => {
+                        entries.insert(full.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        entries.remove(full.as_slice())?;
+                    }
+                }
+            }
+            match &changes.alarm {
+                Some(Some(alarm)) => {
+                    alarms.insert(id.as_bytes().as_slice(), encode_alarm(alarm).as_slice())?;
+                }
+                Some(None) => {
+                    alarms.remove(id.as_bytes().as_slice())?;
+                }
+                None => {}
+            }
+        }
+        let mut namespaces = txn.open_table(NAMESPACE_SIZES)?;
+        for (namespace, grown) in grown {
+            // Namespaces are ASCII; this never falls back.
+            let namespace = std::str::from_utf8(namespace).unwrap_or_default();
+            let before = namespaces.get(namespace)?.map_or(0, |v| v.value());
+            let after = u64::try_from((i128::from(before) + grown).max(0)).unwrap_or(u64::MAX);
+            namespaces.insert(namespace, after)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// Whether redb failed on I/O, after which it must be opened again.

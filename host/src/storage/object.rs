@@ -5,10 +5,12 @@
 //! earlier events even while their commits are still being flushed (the object runs its next event
 //! without waiting for the disk; only the *responses* wait, see [`ObjectStorage::finish_event`]).
 
+use super::Storage;
 use super::changes::{Alarm, Changeset};
 use super::committer::{CommitFailed, CommitOutcome, Committer};
-use super::db::{Db, DbError, KeyRange, bound_slice, next_prefix, object_key};
+use super::db::{DbError, KeyRange, bound_slice, next_prefix, object_key};
 use super::limits::{MAX_TRANSACTION_DEPTH, StorageError, StorageLimits};
+use super::store::ObjectStore;
 use crate::names::{ObjectId, ObjectIdentity};
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
@@ -37,7 +39,9 @@ pub struct ObjectStorage {
     id: ObjectId,
     /// Its key in the objects table, which counts its size toward its namespace's.
     object: Arc<[u8]>,
-    db: Arc<Db>,
+    store: Arc<dyn ObjectStore>,
+    /// Its shard's epoch when it started, which its commits carry (see [`super::Commit::epoch`]).
+    epoch: u64,
     limits: StorageLimits,
     /// Size once every submitted commit is applied.
     committed_size: u64,
@@ -61,21 +65,24 @@ pub struct ObjectStorage {
 type Entries = Vec<(String, Vec<u8>)>;
 
 impl ObjectStorage {
-    /// Opens the object's storage, reading its size for the quotas.
+    /// Opens the object's storage, reading its size for the quotas. `epoch` is its shard's (0
+    /// without a cluster).
     pub fn open(
         object: &ObjectIdentity,
-        db: Arc<Db>,
+        storage: &Storage,
+        epoch: u64,
         limits: StorageLimits,
     ) -> Result<Self, DbError> {
         let id = object.id;
         let key = object_key(&object.namespace, &object.name);
-        let (committed_size, counted) = db.object_sizes(&key, &id)?;
+        let (committed_size, counted) = storage.objects.object_sizes(&key, &id)?;
         Ok(ObjectStorage {
             id,
             object: key.into(),
-            namespace_used: db.namespace_usage(&object.namespace),
+            namespace_used: storage.namespace_usage(&object.namespace),
             counted,
-            db,
+            store: storage.objects.clone(),
+            epoch,
             limits,
             committed_size,
             pending: VecDeque::new(),
@@ -99,7 +106,7 @@ impl ObjectStorage {
                 return Ok(found.map(<[u8]>::to_vec));
             }
         }
-        self.db.get(&self.id, key)
+        self.store.get(&self.id, key)
     }
 
     /// The value of `key`.
@@ -210,7 +217,7 @@ impl ObjectStorage {
                 return Ok(alarm.as_ref().map(|a| a.at));
             }
         }
-        Ok(self.db.alarm(&self.id)?)
+        Ok(self.store.alarm(&self.id)?)
     }
 
     /// Sets the alarm, replacing any other; written with the event.
@@ -263,8 +270,12 @@ impl ObjectStorage {
         let before = |a: &[u8], b: &[u8]| if options.reverse { a > b } else { a < b };
         let mut more = true;
         if !cleared {
-            self.db
-                .scan(&self.id, bounds.0, bounds.1, options.reverse, |k, v| {
+            self.store.scan(
+                &self.id,
+                bounds.0,
+                bounds.1,
+                options.reverse,
+                &mut |k, v| {
                     while next < overlay.len() && before(overlay[next].0, k) {
                         let (ok, ov) = overlay[next];
                         next += 1;
@@ -283,7 +294,8 @@ impl ObjectStorage {
                     };
                     more = emit(&mut out, limit, k, value);
                     more
-                })?;
+                },
+            )?;
         }
         if more {
             for &(k, v) in &overlay[next..] {
@@ -382,6 +394,7 @@ impl ObjectStorage {
             self.object.clone(),
             changes.clone(),
             self.committed_size,
+            self.epoch,
         );
         self.pending.push_back(Pending {
             changes,
@@ -425,10 +438,11 @@ impl ObjectStorage {
     }
 
     /// Starts again from what is durable, after a failed commit; lets the committer accept this
-    /// object's commits again.
-    pub fn reset(&mut self, committer: &Committer) -> Result<(), DbError> {
+    /// object's commits again. `epoch`: its shard's now (the failure may have been the fence's).
+    pub fn reset(&mut self, committer: &Committer, epoch: u64) -> Result<(), DbError> {
         self.pending.clear();
-        let (committed_size, counted) = self.db.object_sizes(&self.object, &self.id)?;
+        self.epoch = epoch;
+        let (committed_size, counted) = self.store.object_sizes(&self.object, &self.id)?;
         self.committed_size = committed_size;
         self.count(counted);
         self.discard_event();

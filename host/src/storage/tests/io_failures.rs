@@ -3,7 +3,7 @@
 
 use crate::names::ObjectId;
 use crate::storage::db::ENTRIES;
-use crate::storage::{Db, SimulatedDisk};
+use crate::storage::{Db, ObjectStore, SimulatedDisk};
 
 fn insert(db: &Db, key: &[u8], value: &[u8]) -> Result<(), crate::storage::DbError> {
     db.write(|db| {

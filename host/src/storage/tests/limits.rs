@@ -208,29 +208,28 @@ fn namespace_quota() {
     assert_eq!(b.size(), 0);
     b.put("k", vec![2; 399]).unwrap();
     finish_durably(&mut b, &host);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 1000);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 1000);
     // Full: growth is refused, a shrinking write is not.
     assert!(is_limit(a.put("k2", vec![])));
     a.put("k", vec![1; 99]).unwrap();
     finish_durably(&mut a, &host);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 500);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 500);
     // Another namespace is not affected.
     let other = ObjectIdentity::new("other", "a");
-    let db = host.running().db.clone();
-    let mut c = ObjectStorage::open(&other, db, limits).unwrap();
+    let mut c = ObjectStorage::open(&other, &host.running().storage, 0, limits).unwrap();
     c.put("k", vec![3; 900]).unwrap();
     finish_durably(&mut c, &host);
 
     // From the disk after a restart: the sizes, and the quota.
     drop((a, b, c));
     host.restart();
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 500);
-    assert_eq!(host.running().db.namespace_size("other"), 901);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 500);
+    assert_eq!(host.running().storage.namespace_size("other"), 901);
     let mut b = host.object_with("b", limits);
     assert!(is_limit(b.put("more", vec![0; 500])));
     b.delete_all();
     finish_durably(&mut b, &host);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 100);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 100);
     b.put("more", vec![0; 896]).unwrap();
 }
 
@@ -244,7 +243,8 @@ fn an_object_sized_in_the_old_table_moves_on_its_next_write() {
     let mut host = Host::new();
     let id = ObjectIdentity::new("storage-tests", "old").id;
     host.running()
-        .db
+        .storage
+        .local
         .write(|db| {
             let txn = db.begin_write()?;
             let full = full_key(&id, b"k");
@@ -258,16 +258,17 @@ fn an_object_sized_in_the_old_table_moves_on_its_next_write() {
         .unwrap();
     let mut old = host.object("old");
     assert_eq!(old.size(), 700);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 0);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 0);
     old.put("k2", vec![1; 10]).unwrap();
     finish_durably(&mut old, &host);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 712);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 712);
 
     drop(old);
     host.restart();
     let legacy = host
         .running()
-        .db
+        .storage
+        .local
         .read(|db| {
             let txn = db.begin_read()?;
             Ok(txn
@@ -278,5 +279,5 @@ fn an_object_sized_in_the_old_table_moves_on_its_next_write() {
         .unwrap();
     assert!(!legacy, "the old table still has its size");
     assert_eq!(host.object("old").size(), 712);
-    assert_eq!(host.running().db.namespace_size("storage-tests"), 712);
+    assert_eq!(host.running().storage.namespace_size("storage-tests"), 712);
 }

@@ -3,7 +3,7 @@
 //! tests of the limits and of the corners the model reaches only rarely.
 
 use super::{
-    Committer, Db, ListOptions, ObjectStorage, SimulatedDisk, StorageError, StorageLimits,
+    Committer, Db, ListOptions, ObjectStorage, SimulatedDisk, Storage, StorageError, StorageLimits,
 };
 use crate::names::ObjectIdentity;
 use futures::executor::block_on;
@@ -34,7 +34,7 @@ enum Store {
 }
 
 struct Running {
-    db: Arc<Db>,
+    storage: Storage,
     committer: Committer,
     thread: JoinHandle<()>,
 }
@@ -81,8 +81,8 @@ impl Host {
 
     fn object_with(&self, name: &str, limits: StorageLimits) -> ObjectStorage {
         let object = ObjectIdentity::new("storage-tests", name);
-        let db = self.running().db.clone();
-        ObjectStorage::open(&object, db, limits).expect("open object storage")
+        ObjectStorage::open(&object, &self.running().storage, 0, limits)
+            .expect("open object storage")
     }
 
     /// Stops and starts again on the same database, as the host does after a restart. Every
@@ -125,11 +125,11 @@ impl Running {
                 Db::open_with_backend(move || Ok(file.clone()), 64 << 20)
             }
         };
-        let db = Arc::new(db.expect("open the database"));
-        let (committer, thread) =
-            Committer::start(db.clone(), Box::new(|_, _| {})).expect("start the commit thread");
+        let storage = Storage::local(db.expect("open the database")).expect("read the sizes");
+        let (committer, thread) = Committer::start(storage.objects.clone(), Box::new(|_, _| {}))
+            .expect("start the commit thread");
         Running {
-            db,
+            storage,
             committer,
             thread,
         }
@@ -139,7 +139,9 @@ impl Running {
     fn stop(self) {
         drop(self.committer);
         self.thread.join().expect("the commit thread panicked");
-        let db = Arc::try_unwrap(self.db)
+        let db = self.storage.local.clone();
+        drop(self.storage);
+        let db = Arc::try_unwrap(db)
             .ok()
             .expect("nothing else holds the database");
         drop(db);

@@ -500,7 +500,7 @@ impl Harness {
         );
         let s = &mut self.objects[obj];
         prop_assert!(s.prune().is_err(), "prune hides a failed commit");
-        prop_assert!(s.reset(self.host.committer()).is_ok(), "reset fails");
+        prop_assert!(s.reset(self.host.committer(), 0).is_ok(), "reset fails");
         self.models[obj].committed = durable;
         self.models[obj].discard();
         self.outcomes[obj].clear();

@@ -8,6 +8,8 @@
 //!   "headers","body"}`.
 //! - `POST /log`: logs the body at level info, answers 204.
 //! - `POST /sleep?ms=N`: a deliberately slow object: the event takes N ms (default 100).
+//! - `POST /slow-ticket?ms=N`: reads a count, takes N ms, writes it plus one and answers
+//!   `{"ticket": n}`: an event that a pause can catch between its read and its commit.
 //! - `POST /ops`: a JSON list of storage operations ([`Op`]), run in order in this one event.
 //!   Answers a list with one `{"ok": result}` per operation, or `{"err": {"kind", "message"}}`
 //!   where the host refused it (execution then goes on). Values are UTF-8 strings.
@@ -250,6 +252,15 @@ impl DurableObject for TestObject {
                 let ms = number_param(&req, "ms")?.unwrap_or(100);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Response::ok(format!("slept {ms} ms")))
+            }
+            ("POST", "/slow-ticket") => {
+                // Reads, works for `ms`, then writes: an event a pause can catch between its read
+                // and its commit (the cluster tests' fence).
+                let ms = number_param(&req, "ms")?.unwrap_or(100);
+                let ticket = storage.get::<u64>("slow-ticket")?.unwrap_or(0) + 1;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                storage.put("slow-ticket", &ticket)?;
+                Response::from_json(&json!({ "ticket": ticket }))
             }
             ("GET", "/identity") => Response::from_json(&json!({
                 "namespace": self.state.namespace(),
