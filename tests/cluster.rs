@@ -16,6 +16,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,6 +227,75 @@ async fn claims_spread_over_three_nodes_are_exactly_1_to_1000() {
     // Two thirds of them went to nodes that do not own the object: forwarded, every one.
     let owner = cluster.owner(0, "tickets/show").await.expect("an owner");
     assert!(urls.contains(&owner), "{owner} is not one of {urls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_stub_calls_reach_the_one_object_whichever_node_the_worker_runs_on() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    // The rate-limited API: a worker on every node, one token bucket object per client.
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rate-limited-api/dohost.toml");
+    let built = support::target_dir().join("wasm32-wasip2/release/");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "../../target/wasm32-wasip2/release/",
+        built.to_str().unwrap(),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("dohost.toml");
+    std::fs::write(&config, text).unwrap();
+    let deployed = cluster.nodes[0].cli(&[
+        "deploy",
+        "--config",
+        config.to_str().unwrap(),
+        "--token",
+        TOKEN,
+    ]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    cluster.settled(3, Duration::from_secs(20)).await;
+    let c = client();
+    for node in &cluster.nodes {
+        let until = Instant::now() + Duration::from_secs(30);
+        while json(
+            c.get(node.at("/_admin/apps/rate-limited-api"))
+                .bearer_auth(TOKEN),
+        )
+        .await
+        .0 != 200
+        {
+            assert!(Instant::now() < until, "the app did not reach {}", node.url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The bucket holds 100: asked through all three nodes in turn, it empties after about 100,
+    // as on one host. Buckets on every node would have allowed about 300.
+    let (mut allowed, mut n) = (0, 0);
+    let last = loop {
+        let url = cluster.nodes[n % 3].at("/api/hello");
+        n += 1;
+        let r = c
+            .get(&url)
+            .header("x-api-key", "alice")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 503 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if status != 200 || allowed > 400 {
+            break r;
+        }
+        allowed += 1;
+    };
+    println!("allowed through three nodes: {allowed}");
+    assert!((100..=110).contains(&allowed), "{allowed} requests allowed");
+    assert_eq!(last.status(), 429);
 }
 
 /// Pauses the owner of a ticket object past its lease while its clients claim tickets, lets the

@@ -13,11 +13,13 @@
 //! can therefore never write again, even before it learns so; the output gate holds every
 //! response behind its commit, so nothing it answers depends on a write that was refused.
 
+mod calls;
 mod deploys;
 mod forward;
 mod membership;
 
 pub use crate::storage::{SHARDS, shard_of};
+pub use calls::{CALL_PATH, CallAnswer, ForwardedCall};
 pub use deploys::{Apply, Change};
 pub use forward::{FORWARDED, SECRET_HEADER, forward, forward_upgrade};
 pub use membership::Status;

@@ -22,6 +22,15 @@ pub(super) async fn backup(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
+    if !app.storage.is_local() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cluster_backup",
+            "this host is a node of a cluster: objects' state, alarms and the deployments' log \
+             are in its PostgreSQL database; back that up (pg_dump, or the database's own \
+             backups) instead",
+        ));
+    }
     let Ok(running) = app.backups.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -3,8 +3,11 @@
 
 use super::admin::{authorize, on_db};
 use super::error::ApiError;
+use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
-use crate::cluster::{Route, shard_of};
+use crate::cluster::{
+    CallAnswer, FORWARDED, ForwardedCall, Route, SECRET_HEADER, forward, shard_of,
+};
 use crate::names::ObjectId;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,6 +30,94 @@ pub(super) async fn close_while_leaving(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// In a cluster, an admin request about one object (its storage, alarm, eviction) goes to the
+/// node that serves the object, like the object's own requests: the nodes share the admin token.
+pub(super) async fn forward_admin_object(
+    State(app): State<AppState>,
+    mut req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let Some(cluster) = app.cluster.clone() else {
+        return next.run(req).await;
+    };
+    let Some((namespace, name)) = admin_object(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let secret = req.headers_mut().remove(SECRET_HEADER);
+    req.headers_mut().remove(FORWARDED);
+    if cluster.is_node(secret.as_ref().and_then(|v| v.to_str().ok())) {
+        // Forwarded by a node: served here, whoever owns it now.
+        return next.run(req).await;
+    }
+    match cluster.route(&ObjectId::new(&namespace, &name)) {
+        Route::There(node) => {
+            let config = cluster.config();
+            forward(&node, req, &config.secret, &config.node, None)
+                .await
+                .unwrap_or_else(|(status, message)| {
+                    ApiError::new(status, "moved", message).into_response()
+                })
+        }
+        Route::Here { .. } | Route::Nowhere => next.run(req).await,
+    }
+}
+
+/// The namespace and object an admin path is about: `/_admin/namespaces/{ns}/objects/{name}...`.
+fn admin_object(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/_admin/namespaces/")?;
+    let (namespace, rest) = rest.split_once("/objects/")?;
+    let name = rest.split('/').next().filter(|n| !n.is_empty())?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    };
+    Some((decode(namespace)?, decode(name)?))
+}
+
+/// `POST /_cluster/call`: a stub call another node forwarded (see `cluster::calls`). Only a node,
+/// with the cluster's secret, may make it.
+pub(super) async fn call(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let node = app
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.is_node(headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok())));
+    if !node {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "only the cluster's nodes make calls here",
+        ));
+    }
+    // The request's body in base64, with its head: at most the largest request body, and then
+    // some.
+    let limit = app.max_request_body / 3 * 4 + (1 << 20);
+    let deadline = BodyDeadline::Whole(app.body_timeout);
+    let (bytes, _share) = read_body(body, &headers, limit, deadline, Some(&app.bodies)).await?;
+    let call: ForwardedCall = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_call",
+            format!("a forwarded call: {e}"),
+        )
+    })?;
+    let (namespace, name) = (call.namespace.clone(), call.name.clone());
+    let answer = match call.into_parts() {
+        Ok((chain, request)) => {
+            app.objects
+                .forwarded_call(&namespace, &name, chain, request)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    Ok(axum::Json(CallAnswer::from(answer)).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/cluster", get(cluster::status))
+        .route(
+            crate::cluster::CALL_PATH,
+            axum::routing::post(cluster::call),
+        )
         .route("/_admin/metrics", get(metrics::admin_metrics))
         .route("/_admin/backup", get(backup::backup))
         .route("/_admin/tail", get(tail::tail))
@@ -101,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(objects::object_request)
         .layer(middleware::from_fn(limits::check_head))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cluster::forward_admin_object,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             cluster::close_while_leaving,

@@ -1,12 +1,16 @@
 //! Stub calls between objects of one host: resolving the callee, refusing cycles (within a chain,
 //! and across chains through [`super::waits`]), and delivering the call as an event on the
-//! callee's queue (no HTTP, no socket).
+//! callee's queue (no HTTP, no socket). In a cluster, a call to an object another node serves
+//! goes to that node (`cluster::calls`).
 
 use super::Objects;
 use super::error::ObjectError;
 use super::shared::Inner;
+use crate::cluster::Route;
 use crate::names::{self, ObjectIdentity};
-use crate::runtime::{Call, CallError, CallStats, Called, Calls, EventError, MAX_CALL_DEPTH};
+use crate::runtime::{
+    Call, CallError, CallStats, Called, Calls, Chain, EventError, MAX_CALL_DEPTH, Request, Response,
+};
 use futures::future::BoxFuture;
 use std::sync::Weak;
 
@@ -69,6 +73,19 @@ impl Objects {
                 call.chain
             )));
         }
+        if let Some(cluster) = &self.inner.cluster
+            && let Route::There(node) = cluster.route(&callee.id)
+        {
+            if call.upgrade && call.request.wants_websocket() {
+                return Err(CallError::InvalidArgument(format!(
+                    "{}/{} is served by another node of the cluster, and a WebSocket cannot be \
+                     handed to it through a stub call; connect to the object's own address",
+                    callee.namespace, callee.name
+                )));
+            }
+            let chain = call.chain.then(&callee);
+            return cluster.call(&node, &callee, &chain, call.request).await;
+        }
         // A loop of waits across chains (A's event calls B while B's, from another request,
         // calls A) would never be answered either.
         let _waiting = match call.chain.caller() {
@@ -99,6 +116,33 @@ impl Objects {
             callee,
             handback,
         })
+    }
+}
+
+impl Objects {
+    /// Runs a stub call another node of the cluster forwarded here (see `cluster::calls`): the
+    /// callee's answer, or why it failed.
+    pub async fn forwarded_call(
+        &self,
+        namespace: &str,
+        name: &str,
+        chain: Chain,
+        request: Request,
+    ) -> Result<Response, CallError> {
+        let deployed = self.inner.registry.namespace(namespace).ok_or_else(|| {
+            CallError::UnknownNamespace(format!("no namespace {namespace:?} is deployed"))
+        })?;
+        names::check_object_name(name).map_err(|e| CallError::InvalidName(e.to_string()))?;
+        let (fetched, ..) = self
+            .fetch_timed(deployed, name, request, false, Some(chain))
+            .await
+            .map_err(|e| {
+                if e.is_overloaded() {
+                    self.count_overload(&e);
+                }
+                to_call_error(e)
+            })?;
+        Ok(fetched.response)
     }
 }
 

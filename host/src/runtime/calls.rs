@@ -48,8 +48,9 @@ pub struct Called {
     pub handback: Duration,
 }
 
-/// Why a call failed (see the WIT `stubs.call-error`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a call failed (see the WIT `stubs.call-error`). Serializable: a cluster's nodes send it
+/// back for a call made across them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     #[error("{0}")]
     UnknownNamespace(String),
@@ -85,6 +86,16 @@ impl Chain {
         objects.extend(self.0.iter().cloned());
         objects.push(callee.clone());
         Chain(Arc::new(objects))
+    }
+
+    /// A chain of these objects, outermost first (as another node of a cluster sent it).
+    pub fn from_objects(objects: Vec<ObjectIdentity>) -> Self {
+        Chain(Arc::new(objects))
+    }
+
+    /// The objects waiting, outermost first.
+    pub fn objects(&self) -> &[ObjectIdentity] {
+        &self.0
     }
 
     /// Whether `id` is waiting in the chain: a call to it would never be answered.
