@@ -14,10 +14,12 @@
 //! - [`syncs`]: a server's fsync-family calls during a scenario, counted with strace.
 //! - [`peers`]: starting dohost and workerd, installing workerd from npm, deploying.
 //! - [`report`]: the results table and `BENCHMARKS.md`.
+//! - [`cluster`]: the cluster section (`--cluster`): one node on redb, one on PostgreSQL, three.
 //!
 //! Every loop is bounded in time and in count, and every wait has a limit.
 
 pub mod calls;
+pub mod cluster;
 pub mod download;
 pub mod load;
 pub mod peers;

@@ -44,6 +44,12 @@ struct Cli {
     /// for profiling one path. Writes target/BENCHMARKS-partial.md unless --out is given.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+
+    /// Run only the cluster section: increments and fan-out on one node on redb, one node on
+    /// PostgreSQL (Debian's `postgresql`, a server of the run's own) and three nodes. Writes
+    /// target/BENCHMARKS-cluster.md unless --out is given.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// How long to wait for a server to go quiet between two measurements.
@@ -70,6 +76,22 @@ async fn main() -> Result<()> {
     });
 
     let dohost_bin = ensure_built(&root)?;
+    if cli.cluster {
+        let out = cli
+            .out
+            .clone()
+            .unwrap_or_else(|| peers::target_dir().join("BENCHMARKS-cluster.md"));
+        let tmp = tempfile::Builder::new().prefix("dohost-bench-").tempdir()?;
+        let table = dohost_bench::cluster::run(&dohost_bin, tmp.path(), &s).await?;
+        println!("\n{table}");
+        std::fs::write(&out, table).with_context(|| format!("writing {}", out.display()))?;
+        println!(
+            "wrote {} ({:.0} s)",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let workerd_bin = if cli.no_workerd {
         None
     } else {

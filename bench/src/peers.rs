@@ -108,8 +108,18 @@ impl Dohost {
     /// --idle-timeout <idle_timeout>`, with stderr to `<data>.log` beside the data dir, and waits
     /// for its `listening on` line.
     pub fn start(bin: &Path, data: &Path, idle_timeout: f64) -> Result<Dohost> {
+        Self::start_with(bin, data, idle_timeout, &[])
+    }
+
+    /// [`Dohost::start`] with more `serve` arguments (a cluster's node: `--cluster ...`).
+    pub fn start_with(
+        bin: &Path,
+        data: &Path,
+        idle_timeout: f64,
+        args: &[String],
+    ) -> Result<Dohost> {
         let token = crate::nonce() + &crate::nonce();
-        Self::spawn(bin, data, idle_timeout, token, free_port()?)
+        Self::spawn(bin, data, idle_timeout, token, free_port()?, args)
     }
 
     fn spawn(
@@ -118,6 +128,7 @@ impl Dohost {
         idle_timeout: f64,
         token: String,
         port: u16,
+        args: &[String],
     ) -> Result<Dohost> {
         if !bin.exists() {
             bail!("{} is missing", bin.display());
@@ -131,6 +142,7 @@ impl Dohost {
             .arg(data)
             .args(["--admin-token", &token])
             .args(["--idle-timeout", &idle_timeout.to_string()])
+            .args(args)
             .env_remove("DOHOST_ADMIN_TOKEN")
             .env(
                 "RUST_LOG",
@@ -300,6 +312,7 @@ impl Dohost {
             self.idle_timeout,
             self.token.clone(),
             self.addr.port(),
+            &[],
         )?;
         *self = restarted;
         Ok(())

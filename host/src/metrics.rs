@@ -172,6 +172,18 @@ impl Metrics {
     }
 }
 
+/// A cluster's node at the moment of a scrape.
+pub struct ClusterNow {
+    /// Shards this node owns.
+    pub shards: u64,
+    /// Whether its lease is fresh (it serves its shards).
+    pub lease_fresh: bool,
+    /// Requests (and WebSocket upgrades) forwarded to other nodes since start.
+    pub forwarded_requests: u64,
+    /// Stub calls made to objects on other nodes since start.
+    pub forwarded_calls: u64,
+}
+
 /// What the host holds at the moment of a scrape.
 pub struct Now {
     pub live_instances: usize,
@@ -187,6 +199,10 @@ pub struct Now {
     /// Each group commit's transaction time (the committer's own histogram).
     pub commit_seconds: Histogram,
     pub storage_full: bool,
+    /// Commits the cluster's fence refused (none without a cluster).
+    pub fenced_commits: u64,
+    /// A cluster's node: what it owns and forwards.
+    pub cluster: Option<ClusterNow>,
     /// Bytes stored per deployed namespace.
     pub storage_bytes: Vec<(String, u64)>,
     /// Deployed namespaces whose events run in the background class now.
@@ -259,6 +275,39 @@ impl Now {
             "1 while the last commit failed for want of disk space",
             gauge(u64::from(self.storage_full)),
         );
+        let fenced: Counter = Counter::default();
+        fenced.inc_by(self.fenced_commits);
+        r.register(
+            "fenced_commits",
+            "Commits the cluster's fence refused: their object had moved to another node",
+            fenced,
+        );
+        if let Some(cluster) = &self.cluster {
+            r.register(
+                "cluster_shards",
+                "Shards this node owns",
+                gauge(cluster.shards),
+            );
+            r.register(
+                "cluster_lease_fresh",
+                "1 while this node's lease is fresh and it serves its shards",
+                gauge(u64::from(cluster.lease_fresh)),
+            );
+            let requests: Counter = Counter::default();
+            requests.inc_by(cluster.forwarded_requests);
+            r.register(
+                "cluster_forwarded_requests",
+                "Requests and WebSocket upgrades forwarded to the node that serves their object",
+                requests,
+            );
+            let calls: Counter = Counter::default();
+            calls.inc_by(cluster.forwarded_calls);
+            r.register(
+                "cluster_forwarded_calls",
+                "Stub calls made to objects another node serves",
+                calls,
+            );
+        }
         let bytes: Family<NamespaceLabel, Gauge> = Family::default();
         for (namespace, size) in &self.storage_bytes {
             let label = NamespaceLabel {
@@ -345,6 +394,13 @@ mod tests {
             commits: 1,
             commit_seconds: seconds_histogram(),
             storage_full: false,
+            fenced_commits: 0,
+            cluster: Some(ClusterNow {
+                shards: 1,
+                lease_fresh: true,
+                forwarded_requests: 1,
+                forwarded_calls: 1,
+            }),
             storage_bytes: vec![("ns".into(), 1)],
             background: vec!["ns".into()],
             outbound,

@@ -101,6 +101,8 @@ impl Cluster {
         request: Request,
     ) -> Result<Called, CallError> {
         let started = Instant::now();
+        self.forwarded_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let config: &ClusterConfig = &self.config;
         let call = ForwardedCall {
             namespace: callee.namespace.clone(),

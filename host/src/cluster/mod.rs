@@ -27,7 +27,7 @@ pub use membership::Status;
 use crate::names::ObjectId;
 use crate::storage::{DbError, Postgres};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,9 @@ pub struct Cluster {
     fresh_until: Mutex<Option<Instant>>,
     /// This node's place in the log of deploys, once following it.
     deploys: OnceLock<deploys::Deploys>,
+    /// Requests and upgrades forwarded, and stub calls made to other nodes, since start.
+    forwarded_requests: AtomicU64,
+    forwarded_calls: AtomicU64,
     /// Set when the node stops cleanly: it takes no more shards, and its answers close their
     /// connections, so that clients reconnect before it goes.
     leaving: AtomicBool,
@@ -95,6 +98,8 @@ impl Cluster {
             fresh_until: Mutex::new(None),
             deploys: OnceLock::new(),
             leaving: AtomicBool::new(false),
+            forwarded_requests: AtomicU64::new(0),
+            forwarded_calls: AtomicU64::new(0),
         }))
     }
 
@@ -129,6 +134,34 @@ impl Cluster {
             Some(url) => Route::There(url.clone()),
             None => Route::Nowhere,
         }
+    }
+
+    /// What the metrics show of this node.
+    pub fn now(&self) -> crate::metrics::ClusterNow {
+        let shards = {
+            let view = self.view.read().unwrap();
+            let me: &str = &self.config.node;
+            view.owners
+                .iter()
+                .flatten()
+                .filter(|(owner, _)| **owner == *me)
+                .count() as u64
+        };
+        crate::metrics::ClusterNow {
+            shards,
+            lease_fresh: self
+                .fresh_until
+                .lock()
+                .unwrap()
+                .is_some_and(|until| Instant::now() < until),
+            forwarded_requests: self.forwarded_requests.load(Ordering::Relaxed),
+            forwarded_calls: self.forwarded_calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a request (or upgrade) forwarded to another node.
+    pub fn count_forwarded(&self) {
+        self.forwarded_requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether this node is leaving the cluster (stopping cleanly).

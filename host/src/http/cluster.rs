@@ -53,6 +53,7 @@ pub(super) async fn forward_admin_object(
     }
     match cluster.route(&ObjectId::new(&namespace, &name)) {
         Route::There(node) => {
+            cluster.count_forwarded();
             let config = cluster.config();
             forward(&node, req, &config.secret, &config.node, None)
                 .await

@@ -51,6 +51,8 @@ fn exposition(app: &AppState) -> Response {
         commits: committer.commits(),
         commit_seconds: committer.batch_seconds(),
         storage_full: committer.storage_full(),
+        fenced_commits: committer.fenced_commits(),
+        cluster: app.cluster.as_ref().map(|c| c.now()),
         storage_bytes: namespaces
             .iter()
             .map(|ns| (ns.clone(), objects.stored_bytes(ns)))

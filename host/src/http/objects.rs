@@ -174,6 +174,7 @@ async fn deliver(
                     let upgrade = wants_websocket(&parts.headers);
                     let request = axum::extract::Request::from_parts(parts, body);
                     let (secret, from) = (&config.secret, &config.node);
+                    cluster.count_forwarded();
                     let forwarded = if upgrade {
                         forward_upgrade(&node, request, secret, from, client).await
                     } else {
