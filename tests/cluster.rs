@@ -298,6 +298,208 @@ async fn an_apps_stub_calls_reach_the_one_object_whichever_node_the_worker_runs_
     assert_eq!(last.status(), 429);
 }
 
+/// Deploys an example app from its manifest through node 0, and waits until every node has it.
+async fn deploy_example(cluster: &Cluster, app: &str, scratch: &Path) -> std::path::PathBuf {
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/{app}/dohost.toml"));
+    let built = support::target_dir().join("wasm32-wasip2/release/");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "../../target/wasm32-wasip2/release/",
+        built.to_str().unwrap(),
+    );
+    let config = scratch.join(format!("{app}.toml"));
+    std::fs::write(&config, text).unwrap();
+    let args = [
+        "deploy",
+        "--config",
+        config.to_str().unwrap(),
+        "--token",
+        TOKEN,
+    ];
+    let deployed = cluster.nodes[0].cli(&args);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let c = client();
+    for node in &cluster.nodes {
+        let until = Instant::now() + Duration::from_secs(30);
+        let path = format!("/_admin/apps/{app}");
+        while json(c.get(node.at(&path)).bearer_auth(TOKEN)).await.0 != 200 {
+            assert!(Instant::now() < until, "{app} did not reach {}", node.url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_hands_websockets_to_a_room_another_node_serves() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let config = deploy_example(&cluster, "chat-app", scratch.path()).await;
+    let mut put = std::process::Command::new(env!("CARGO_BIN_EXE_dohost"))
+        .args([
+            "secret",
+            "put",
+            "CHAT_TOKEN",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["--url", &cluster.nodes[1].url, "--token", TOKEN])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"open sesame\n")
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    cluster.settled(3, Duration::from_secs(20)).await;
+    // The secret reached every node through the log.
+    let c = client();
+    for node in &cluster.nodes {
+        let until = Instant::now() + Duration::from_secs(10);
+        while c
+            .get(node.at("/rooms"))
+            .bearer_auth("open sesame")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            assert!(
+                Instant::now() < until,
+                "the secret did not reach {}",
+                node.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Ann and Bob join the room through the two nodes that do not serve it: each node's worker
+    // hands the upgrade to the room through a stub call to the third, and relays the socket.
+    let owner = cluster
+        .owner(0, "chat-rooms/general")
+        .await
+        .expect("an owner");
+    let others: Vec<&Host> = cluster.nodes.iter().filter(|n| n.url != owner).collect();
+    assert_eq!(others.len(), 2);
+    let token = "open%20sesame";
+    let mut ann =
+        support::ws_connect(&others[0].ws(&format!("/rooms/general/ws?user=ann&token={token}")))
+            .await;
+    support::ws_json_of_type(&mut ann, "history").await;
+    let mut bob =
+        support::ws_connect(&others[1].ws(&format!("/rooms/general/ws?user=bob&token={token}")))
+            .await;
+    support::ws_json_of_type(&mut bob, "history").await;
+    support::ws_send(&mut ann, "hi bob").await;
+    for ws in [&mut ann, &mut bob] {
+        let m = support::ws_json_of_type(ws, "message").await;
+        assert_eq!(
+            (m["user"].as_str(), m["text"].as_str()),
+            (Some("ann"), Some("hi bob"))
+        );
+    }
+    // The room told the lobby (wherever it is); any node's worker lists the rooms.
+    let (status, list) = json(
+        c.get(cluster.nodes[2].at("/rooms"))
+            .bearer_auth("open sesame"),
+    )
+    .await;
+    assert_eq!(
+        (status, list),
+        (
+            200,
+            serde_json::json!([{ "room": "general", "members": 2 }])
+        )
+    );
+    let stats = json(
+        c.get(format!("{}/_admin/stats", others[0].url))
+            .bearer_auth(TOKEN),
+    )
+    .await
+    .1;
+    assert_eq!(
+        stats["open_sockets"], 0,
+        "the relaying node holds no socket of its own: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_relays_a_stream_another_node_answers_with() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    // The `front` worker forwards `/to/PUBSUB/{room}/...` through a stub to the pubsub class.
+    let spec = serde_json::json!({
+        "routes": ["/to/"],
+        "objects": [{ "binding": "PUBSUB", "namespace": "feeds", "public": false }],
+    });
+    let (status, body) = cluster.nodes[0]
+        .deploy_app("feeds-app", spec, Some("front"), &[("feeds", "pubsub")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let c = client();
+    for node in &cluster.nodes {
+        let until = Instant::now() + Duration::from_secs(30);
+        while json(c.get(node.at("/_admin/apps/feeds-app")).bearer_auth(TOKEN))
+            .await
+            .0
+            != 200
+        {
+            assert!(Instant::now() < until, "the app did not reach {}", node.url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster.settled(3, Duration::from_secs(20)).await;
+    // A subscriber through a node that does not serve the room: the stream is relayed from the
+    // node that does; events published through the other nodes arrive on it, in order.
+    let owner = cluster.owner(0, "feeds/news").await.expect("an owner");
+    let others: Vec<&Host> = cluster.nodes.iter().filter(|n| n.url != owner).collect();
+    let mut events = c
+        .get(others[0].at("/to/PUBSUB/news/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut published = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (status, body) = json(
+            c.post(node.at("/to/PUBSUB/news/publish"))
+                .body(format!("event {i}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        published.push(format!("event {i}"));
+    }
+    let mut buffer = String::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while buffer.matches("data: ").count() < 3 {
+        assert!(
+            Instant::now() < until,
+            "the relayed stream has only {buffer:?}"
+        );
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is still open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let data: Vec<String> = buffer
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(data, published);
+}
+
 /// Pauses the owner of a ticket object past its lease while its clients claim tickets, lets the
 /// others take its shards, resumes it; answers every ticket acknowledged, and how many of the
 /// paused node's commits the fence refused. Each claim reads the count, works 150 ms, then writes

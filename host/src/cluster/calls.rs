@@ -1,26 +1,38 @@
-//! Stub calls to an object another node serves: the call travels to that node as one request
-//! (`POST /_cluster/call`, with the cluster's secret), which runs it as its own stub call and
-//! sends back the callee's answer or why the call failed.
+//! Stub calls to an object another node serves: the call travels to that node as one request to
+//! `/_cluster/call` (with the cluster's secret), which runs it as its own stub call and answers
+//! with the callee's answer as it is: status, headers and body, a response stream's body as it
+//! comes, or, for a WebSocket the callee accepted, the upgraded connection, which the caller's
+//! node then relays to its client.
 //!
-//! The chain of waiting objects travels with the call, so a cycle through several nodes is
-//! refused as on one. A WebSocket handed through such a call is not (the socket would have to
-//! live on the caller's node while its object runs on another): the call fails with
-//! `invalid-argument`, and a client can connect to the object's own address instead, which any
-//! node forwards.
+//! The call's head (the callee, the chain of waiting objects, the request's method, path and
+//! headers) travels in one header, so that the body (or the upgrade) is the request's own. The
+//! chain makes a cycle through several nodes refused as on one.
 
+use super::Cluster;
 use super::forward::SECRET_HEADER;
-use super::{Cluster, ClusterConfig};
 use crate::names::ObjectIdentity;
 use crate::runtime::{CallError, Called, Chain, Request, Response};
+use crate::sockets::Handback;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::TryStreamExt;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The node-to-node route of stub calls.
 pub const CALL_PATH: &str = "/_cluster/call";
 
-/// A stub call as it travels between nodes.
+/// The call's head, as JSON in base64.
+pub const CALL_HEADER: HeaderName = HeaderName::from_static("x-dohost-call");
+
+/// On an answer: why the call failed (a [`CallError`] as JSON in base64); the rest is empty.
+pub const FAILED_HEADER: HeaderName = HeaderName::from_static("x-dohost-call-failed");
+
+/// On an answer: its body is a response stream, relayed as it comes.
+pub const STREAM_HEADER: HeaderName = HeaderName::from_static("x-dohost-call-stream");
+
+/// A stub call's head, as it travels between nodes.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct ForwardedCall {
     pub namespace: String,
@@ -30,17 +42,21 @@ pub struct ForwardedCall {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
-    /// Base64.
-    pub body: String,
     pub client_address: Option<String>,
 }
 
 impl ForwardedCall {
-    /// The call's request and chain, as the callee's node runs them.
-    pub fn into_parts(self) -> Result<(Chain, Request), CallError> {
-        let body = BASE64
-            .decode(&self.body)
-            .map_err(|e| CallError::InvalidArgument(format!("a forwarded call's body: {e}")))?;
+    /// Reads a call's head from its header.
+    pub fn from_header(value: Option<&HeaderValue>) -> Result<ForwardedCall, String> {
+        let value = value.ok_or("a call without its head")?;
+        let json = BASE64
+            .decode(value.as_bytes())
+            .map_err(|e| format!("a call's head: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("a call's head: {e}"))
+    }
+
+    /// The call's chain and request, with its body.
+    pub fn into_parts(self, body: Vec<u8>) -> (Chain, Request) {
         let objects = self
             .chain
             .iter()
@@ -53,33 +69,14 @@ impl ForwardedCall {
             body,
             client_address: self.client_address,
         };
-        Ok((Chain::from_objects(objects), request))
+        (Chain::from_objects(objects), request)
     }
 }
 
-/// The callee's answer, or why the call failed.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub enum CallAnswer {
-    Response {
-        status: u16,
-        headers: Vec<(String, String)>,
-        /// Base64.
-        body: String,
-    },
-    Failed(CallError),
-}
-
-impl From<Result<Response, CallError>> for CallAnswer {
-    fn from(result: Result<Response, CallError>) -> Self {
-        match result {
-            Ok(r) => CallAnswer::Response {
-                status: r.status,
-                headers: r.headers,
-                body: BASE64.encode(&r.body),
-            },
-            Err(e) => CallAnswer::Failed(e),
-        }
-    }
+/// The header that tells the caller's node why a call failed.
+pub fn failed_header(e: &CallError) -> HeaderValue {
+    let json = serde_json::to_vec(e).expect("a call error serializes");
+    HeaderValue::from_str(&BASE64.encode(json)).expect("base64 is a header value")
 }
 
 /// One pool of connections to the other nodes for stub calls. No overall timeout: the callee's
@@ -87,24 +84,58 @@ impl From<Result<Response, CallError>> for CallAnswer {
 static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("the call client's settings are valid")
 });
 
+/// The callee's answer from the headers and body the callee's node sent: its failure, or its
+/// response (the headers that are the callee's own).
+fn answered(status: u16, headers: &HeaderMap, body: Vec<u8>) -> Result<Response, CallError> {
+    if let Some(failed) = headers.get(FAILED_HEADER) {
+        let json = BASE64
+            .decode(failed.as_bytes())
+            .map_err(|e| CallError::Internal(format!("a forwarded call's failure: {e}")))?;
+        let e: CallError = serde_json::from_slice(&json)
+            .map_err(|e| CallError::Internal(format!("a forwarded call's failure: {e}")))?;
+        return Err(e);
+    }
+    let own = |name: &HeaderName| {
+        ![
+            axum::http::header::CONTENT_LENGTH,
+            axum::http::header::TRANSFER_ENCODING,
+            axum::http::header::CONNECTION,
+            axum::http::header::DATE,
+            STREAM_HEADER,
+        ]
+        .contains(name)
+    };
+    Ok(Response {
+        status,
+        headers: headers
+            .iter()
+            .filter(|(name, _)| own(name))
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body,
+    })
+}
+
 impl Cluster {
-    /// Makes a stub call to `callee`, which the node at `node_url` serves.
+    /// Makes a stub call to `callee`, which the node at `node_url` serves; `upgrade`: the request
+    /// asks for a WebSocket the callee may accept.
     pub async fn call(
         &self,
         node_url: &str,
         callee: &ObjectIdentity,
         chain: &Chain,
         request: Request,
+        upgrade: bool,
     ) -> Result<Called, CallError> {
         let started = Instant::now();
         self.forwarded_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let config: &ClusterConfig = &self.config;
-        let call = ForwardedCall {
+        let head = ForwardedCall {
             namespace: callee.namespace.clone(),
             name: callee.name.clone(),
             chain: chain
@@ -115,56 +146,108 @@ impl Cluster {
             method: request.method,
             path: request.path,
             headers: request.headers,
-            body: BASE64.encode(&request.body),
             client_address: request.client_address,
         };
+        let head = BASE64.encode(serde_json::to_vec(&head).expect("a call's head serializes"));
         let url = format!("{}{CALL_PATH}", node_url.trim_end_matches('/'));
-        let sent = CLIENT
-            .post(&url)
-            .header(SECRET_HEADER, &config.secret)
-            .json(&call)
-            .send()
-            .await;
-        let answer = match sent {
-            Ok(r) if r.status().is_success() => r.json::<CallAnswer>().await.map_err(|e| {
-                CallError::Internal(format!("the callee's node ({url}) answered badly: {e}"))
-            })?,
-            Ok(r) => {
-                return Err(CallError::Internal(format!(
-                    "the callee's node ({url}) refused the call: {}",
-                    r.status()
-                )));
-            }
-            // Never sent: the callee's shard is moving, like an object with no room now.
-            Err(e) if e.is_connect() => {
-                return Err(CallError::Overloaded(format!(
-                    "the callee's node ({url}) could not be reached: {e}; retry soon"
-                )));
-            }
-            Err(e) => {
-                return Err(CallError::Failed(format!(
-                    "the callee's node ({url}) went away before answering: {e}"
-                )));
+        let (response, handback) = if upgrade {
+            self.call_upgrade(&url, &head).await?
+        } else {
+            let sent = CLIENT
+                .post(&url)
+                .header(SECRET_HEADER, &self.config.secret)
+                .header(CALL_HEADER, &head)
+                .body(request.body)
+                .send()
+                .await;
+            let r = sent.map_err(|e| unsent(&url, &e.to_string(), e.is_connect()))?;
+            let (status, headers) = (r.status().as_u16(), r.headers().clone());
+            if headers.contains_key(STREAM_HEADER) {
+                let rest = r.bytes_stream().map_err(std::io::Error::other);
+                let response = answered(status, &headers, Vec::new())?;
+                (response, Some(Handback::RemoteStream(Box::pin(rest))))
+            } else {
+                let body = r
+                    .bytes()
+                    .await
+                    .map_err(|e| unsent(&url, &e.to_string(), false))?;
+                (answered(status, &headers, body.to_vec())?, None)
             }
         };
-        match answer {
-            CallAnswer::Response {
-                status,
-                headers,
-                body,
-            } => Ok(Called {
-                response: Response {
-                    status,
-                    headers,
-                    body: BASE64.decode(body).map_err(|e| {
-                        CallError::Internal(format!("the callee's answer's body: {e}"))
-                    })?,
+        Ok(Called {
+            response,
+            accepted: handback,
+            callee: started.elapsed(),
+            handback: Duration::ZERO,
+        })
+    }
+
+    /// A call that asks for a WebSocket: the callee's node answers 101 on a connection that is
+    /// then the socket, or anything else as a plain answer.
+    async fn call_upgrade(
+        &self,
+        url: &str,
+        head: &str,
+    ) -> Result<(Response, Option<Handback>), CallError> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let ws_url = url.replacen("http://", "ws://", 1);
+        let mut request = ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| CallError::Internal(format!("a node's URL {url}: {e}")))?;
+        let headers = request.headers_mut();
+        let value = |v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|e| CallError::Internal(format!("a call's header: {e}")))
+        };
+        headers.insert(SECRET_HEADER, value(&self.config.secret)?);
+        headers.insert(CALL_HEADER, value(head)?);
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&authority),
+        )
+        .await
+        .map_err(|e| unsent(url, &e.to_string(), true))?
+        .map_err(|e| unsent(url, &e.to_string(), true))?;
+        match tokio_tungstenite::client_async(request, tcp).await {
+            Ok((ws, _)) => Ok((
+                Response {
+                    status: 101,
+                    headers: Vec::new(),
+                    body: Vec::new(),
                 },
-                accepted: None,
-                callee: started.elapsed(),
-                handback: Duration::ZERO,
-            }),
-            CallAnswer::Failed(e) => Err(e),
+                Some(Handback::RemoteWebSocket(Box::new(ws))),
+            )),
+            Err(WsError::Http(answer)) => {
+                let (parts, body) = (*answer).into_parts();
+                let response = answered(
+                    parts.status.as_u16(),
+                    &parts.headers,
+                    body.unwrap_or_default(),
+                )?;
+                Ok((response, None))
+            }
+            Err(e) => Err(unsent(url, &e.to_string(), false)),
         }
+    }
+}
+
+/// Why a call to another node got no answer: never sent (the node is away, the shard moving: like
+/// an object with no room now, try again soon), or sent and then lost (it may have run).
+fn unsent(url: &str, why: &str, never_sent: bool) -> CallError {
+    if never_sent {
+        CallError::Overloaded(format!(
+            "the callee's node ({url}) could not be reached: {why}; retry soon"
+        ))
+    } else {
+        CallError::Failed(format!(
+            "the callee's node ({url}) went away before answering: {why}"
+        ))
     }
 }

@@ -5,7 +5,8 @@
 //! change to its own registry (which checks it and answers the admin), and appends it, all in one
 //! transaction: the log's order is the order in which changes were applied. The other nodes
 //! apply new entries within a second; a node that starts, or joins, applies the whole log first.
-//! Each node keeps how far it has applied in its data dir, beside its copy of the registry.
+//! Each node keeps how far it has applied in its data dir, beside its copy of the registry. An
+//! entry that a later one replaces whole (a namespace's code, an app) leaves the log.
 
 use super::Cluster;
 use crate::storage::DbError;
@@ -103,6 +104,11 @@ impl Cluster {
         let mut applied = deploys.applied.lock().unwrap();
         let mut c = self.store.connect()?;
         let mut tx = c.transaction().map_err(pg)?;
+        // The change is compiled while the transaction waits (seconds for a large app): not the
+        // idle transaction of a paused node, which the connection's settings end after half a
+        // lease.
+        tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .map_err(pg)?;
         tx.query(
             "SELECT id FROM dohost_deploy_lock WHERE id = 1 FOR UPDATE",
             &[],
@@ -117,6 +123,20 @@ impl Cluster {
             )
             .map_err(pg)?
             .get(0);
+        // What this change replaces whole is dropped from the log, so that it holds about one
+        // entry per namespace and app, not every upload ever made.
+        let superseded: &[&str] = match change.kind.as_str() {
+            "deploy" | "forget" => &["deploy", "forget"],
+            "app" => &["app"],
+            _ => &[],
+        };
+        if !superseded.is_empty() {
+            tx.execute(
+                "DELETE FROM dohost_deploys WHERE seq < $1 AND name = $2 AND kind = ANY($3)",
+                &[&seq, &change.name, &superseded],
+            )
+            .map_err(pg)?;
+        }
         tx.commit().map_err(pg)?;
         *applied = seq;
         deploys.local.set_cluster_log_applied(seq)?;

@@ -19,7 +19,9 @@ mod forward;
 mod membership;
 
 pub use crate::storage::{SHARDS, shard_of};
-pub use calls::{CALL_PATH, CallAnswer, ForwardedCall};
+pub use calls::{
+    CALL_HEADER, CALL_PATH, FAILED_HEADER, ForwardedCall, STREAM_HEADER, failed_header,
+};
 pub use deploys::{Apply, Change};
 pub use forward::{FORWARDED, SECRET_HEADER, forward, forward_upgrade};
 pub use membership::Status;

@@ -6,9 +6,13 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::cluster::{
-    CallAnswer, FORWARDED, ForwardedCall, Route, SECRET_HEADER, forward, shard_of,
+    CALL_HEADER, FAILED_HEADER, FORWARDED, ForwardedCall, Route, SECRET_HEADER, STREAM_HEADER,
+    failed_header, forward, shard_of,
 };
 use crate::names::ObjectId;
+use crate::sockets::{Handback, Kind};
+use axum::extract::FromRequestParts;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -24,7 +28,9 @@ pub(super) async fn close_while_leaving(
     next: Next,
 ) -> Response {
     let mut response = next.run(req).await;
-    if app.cluster.as_ref().is_some_and(|c| c.is_leaving()) {
+    // Not a 101: its connection is the socket now.
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if !upgraded && app.cluster.as_ref().is_some_and(|c| c.is_leaving()) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -83,42 +89,67 @@ fn admin_object(path: &str) -> Option<(String, String)> {
 /// with the cluster's secret, may make it.
 pub(super) async fn call(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let node = app
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.is_node(headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok())));
-    if !node {
+    let (mut parts, body) = req.into_parts();
+    let secret = parts
+        .headers
+        .get(SECRET_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !app.cluster.as_ref().is_some_and(|c| c.is_node(secret)) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "only the cluster's nodes make calls here",
         ));
     }
-    // The request's body in base64, with its head: at most the largest request body, and then
-    // some.
-    let limit = app.max_request_body / 3 * 4 + (1 << 20);
-    let deadline = BodyDeadline::Whole(app.body_timeout);
-    let (bytes, _share) = read_body(body, &headers, limit, deadline, Some(&app.bodies)).await?;
-    let call: ForwardedCall = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_call",
-            format!("a forwarded call: {e}"),
-        )
-    })?;
-    let (namespace, name) = (call.namespace.clone(), call.name.clone());
-    let answer = match call.into_parts() {
-        Ok((chain, request)) => {
-            app.objects
-                .forwarded_call(&namespace, &name, chain, request)
-                .await
-        }
-        Err(e) => Err(e),
+    let call = ForwardedCall::from_header(parts.headers.get(CALL_HEADER))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_call", e))?;
+    let upgrade = if super::objects::wants_websocket(&parts.headers) {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_upgrade", e.body_text()))?;
+        Some(upgrade)
+    } else {
+        None
     };
-    Ok(axum::Json(CallAnswer::from(answer)).into_response())
+    let deadline = BodyDeadline::Whole(app.body_timeout);
+    let (body, _share) = read_body(
+        body,
+        &parts.headers,
+        app.max_request_body,
+        deadline,
+        Some(&app.bodies),
+    )
+    .await?;
+    let (namespace, name) = (call.namespace.clone(), call.name.clone());
+    let (chain, request) = call.into_parts(body);
+    let fetched = app
+        .objects
+        .forwarded_call(&namespace, &name, chain, request, upgrade.is_some())
+        .await;
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            let mut failed = StatusCode::BAD_GATEWAY.into_response();
+            failed
+                .headers_mut()
+                .insert(FAILED_HEADER, failed_header(&e));
+            return Ok(failed);
+        }
+    };
+    let stream = match &fetched.accepted {
+        Some(Handback::Local(accepted)) => accepted.kind == Kind::Stream,
+        Some(Handback::RemoteStream(_)) => true,
+        _ => false,
+    };
+    let mut response = super::objects::answer(&app, upgrade, fetched)?;
+    if stream && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(STREAM_HEADER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
 }
 
 #[derive(serde::Deserialize)]

@@ -53,9 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/cluster", get(cluster::status))
+        // POST a call; GET one that asks for a WebSocket.
         .route(
             crate::cluster::CALL_PATH,
-            axum::routing::post(cluster::call),
+            axum::routing::post(cluster::call).get(cluster::call),
         )
         .route("/_admin/metrics", get(metrics::admin_metrics))
         .route("/_admin/backup", get(backup::backup))

@@ -8,11 +8,12 @@ use super::{stream, websocket};
 use crate::cluster::{Cluster, FORWARDED, Route, SECRET_HEADER, forward, forward_upgrade};
 use crate::metrics::RequestLabels;
 use crate::names::ObjectId;
+use crate::objects::Fetched;
 use crate::objects::ObjectError;
 use crate::registry::{App, Namespace};
 use crate::routing::{Target, parse_target};
 use crate::runtime;
-use crate::sockets::Kind;
+use crate::sockets::{Handback, Kind};
 use crate::workers::StreamingError;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -87,7 +88,7 @@ fn take_forwarding(cluster: &Cluster, parts: &mut axum::http::request::Parts) ->
 }
 
 /// Whether a request asks for a WebSocket.
-fn wants_websocket(headers: &HeaderMap) -> bool {
+pub(super) fn wants_websocket(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -272,7 +273,7 @@ async fn deliver(
         body,
         client_address,
     };
-    let mut fetched = match destination {
+    let fetched = match destination {
         Destination::Worker(worker) => {
             request.path = match uri.query() {
                 Some(q) => format!("{}?{q}", uri.path()),
@@ -289,35 +290,58 @@ async fn deliver(
         }
     }
     .inspect_err(counted)?;
+    answer(&app, upgrade, fetched)
+}
+
+/// The HTTP answer to a request an object (or a worker) answered: its response, and the socket
+/// it accepted, if any: a stream the response's body goes on with, or a WebSocket the upgrade
+/// opens (relayed to another node when a stub call handed one back from there).
+pub(super) fn answer(
+    app: &AppState,
+    upgrade: Option<WebSocketUpgrade>,
+    mut fetched: Fetched,
+) -> Result<Response, ApiError> {
+    let limit = app.sockets.max_message;
+    // Most sockets sit idle most of the time: tungstenite's default 128 KiB read buffer per
+    // socket would dwarf everything else a hibernated socket costs. It still grows for a larger
+    // frame.
+    let sized = |upgrade: WebSocketUpgrade| {
+        upgrade
+            .read_buffer_size(256)
+            .max_message_size(limit)
+            .max_frame_size(limit)
+    };
+    let status = fetched.response.status;
     match (upgrade, fetched.accepted) {
-        (_, Some(accepted)) if accepted.kind == Kind::Stream && fetched.response.status != 101 => {
+        (_, Some(Handback::Local(accepted))) if accepted.kind == Kind::Stream && status != 101 => {
             let first = std::mem::take(&mut fetched.response.body);
             let mut response = to_http(fetched.response)?;
             let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
             *response.body_mut() = stream::body(first, accepted, sockets, objects);
             Ok(response)
         }
-        (Some(upgrade), Some(accepted))
-            if accepted.kind == Kind::WebSocket && fetched.response.status == 101 =>
+        (Some(upgrade), Some(Handback::Local(accepted)))
+            if accepted.kind == Kind::WebSocket && status == 101 =>
         {
             // Shared: every idle socket's task holds its owner, so it is one pointer there. The
             // owner is the object that accepted, which a worker may have handed the upgrade to.
             let owner = accepted.owner().clone();
             let (sockets, objects) = (app.sockets.clone(), app.objects.clone());
-            let limit = app.sockets.max_message;
             // A failed handshake drops `accepted` with the callback, which forgets the socket.
-            Ok(upgrade
-                // Most sockets sit idle most of the time: tungstenite's default 128 KiB read
-                // buffer per socket would dwarf everything else a hibernated socket costs. It
-                // still grows for a larger frame.
-                .read_buffer_size(256)
-                .max_message_size(limit)
-                .max_frame_size(limit)
+            Ok(sized(upgrade)
                 .on_upgrade(move |ws| websocket::serve(ws, sockets, objects, owner, accepted)))
+        }
+        (_, Some(Handback::RemoteStream(rest))) if status != 101 => {
+            let mut response = to_http(fetched.response)?;
+            *response.body_mut() = Body::from_stream(rest);
+            Ok(response)
+        }
+        (Some(upgrade), Some(Handback::RemoteWebSocket(node))) if status == 101 => {
+            Ok(sized(upgrade).on_upgrade(move |ws| websocket::relay(ws, *node)))
         }
         // Accepted, but the answer refuses the upgrade: dropping `accepted` forgets the socket.
         (_, Some(_)) => to_http(fetched.response),
-        (_, None) if fetched.response.status == 101 => Err(ApiError::bad_response(
+        (_, None) if status == 101 => Err(ApiError::bad_response(
             "the object answered 101 without accepting a WebSocket",
         )),
         (_, None) => to_http(fetched.response),

@@ -13,7 +13,9 @@
 
 use crate::names::ObjectIdentity;
 use crate::objects::Objects;
-use crate::sockets::{Accepted, Left, Outbox, Outgoing, Queued, Slow, SocketEvent, Sockets};
+use crate::sockets::{
+    Accepted, Left, Outbox, Outgoing, Queued, RemoteWebSocket, Slow, SocketEvent, Sockets,
+};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -318,5 +320,58 @@ async fn write_out(ws: &mut WebSocket, outbox: &Outbox) -> Result<bool, ()> {
             .unwrap_or(Err(()))
     } else {
         write.await
+    }
+}
+
+/// Relays a client's socket to the node whose object accepted it (a stub call made from this node
+/// handed it back, see `cluster::calls`), message by message both ways, until either end closes.
+/// Each way waits for its send before it reads again, so a slow end holds back the other instead
+/// of filling memory here; the other node's bounds then apply to its socket.
+pub async fn relay(client: WebSocket, node: RemoteWebSocket) {
+    use tokio_tungstenite::tungstenite::Message as Remote;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame as RemoteClose;
+    let (mut client_out, mut client_in) = client.split();
+    let (mut node_out, mut node_in) = node.split();
+    let up = async {
+        while let Some(Ok(message)) = client_in.next().await {
+            let message = match message {
+                Message::Text(t) => Remote::Text(t.as_str().into()),
+                Message::Binary(b) => Remote::Binary(b),
+                Message::Ping(p) => Remote::Ping(p),
+                Message::Pong(p) => Remote::Pong(p),
+                Message::Close(frame) => Remote::Close(frame.map(|f| RemoteClose {
+                    code: f.code.into(),
+                    reason: f.reason.as_str().into(),
+                })),
+            };
+            if node_out.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = node_out.close().await;
+    };
+    let down = async {
+        while let Some(Ok(message)) = node_in.next().await {
+            let message = match message {
+                Remote::Text(t) => Message::Text(t.as_str().into()),
+                Remote::Binary(b) => Message::Binary(b),
+                Remote::Ping(p) => Message::Ping(p),
+                Remote::Pong(p) => Message::Pong(p),
+                Remote::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
+                    code: f.code.into(),
+                    reason: f.reason.as_str().into(),
+                })),
+                Remote::Frame(_) => continue,
+            };
+            if client_out.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_out.close().await;
+    };
+    // Either way ending ends the relay: its other way has no one left to talk to.
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
 }

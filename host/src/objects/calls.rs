@@ -5,11 +5,12 @@
 
 use super::Objects;
 use super::error::ObjectError;
+use super::event::Fetched;
 use super::shared::Inner;
 use crate::cluster::Route;
 use crate::names::{self, ObjectIdentity};
 use crate::runtime::{
-    Call, CallError, CallStats, Called, Calls, Chain, EventError, MAX_CALL_DEPTH, Request, Response,
+    Call, CallError, CallStats, Called, Calls, Chain, EventError, MAX_CALL_DEPTH, Request,
 };
 use futures::future::BoxFuture;
 use std::sync::Weak;
@@ -76,15 +77,11 @@ impl Objects {
         if let Some(cluster) = &self.inner.cluster
             && let Route::There(node) = cluster.route(&callee.id)
         {
-            if call.upgrade && call.request.wants_websocket() {
-                return Err(CallError::InvalidArgument(format!(
-                    "{}/{} is served by another node of the cluster, and a WebSocket cannot be \
-                     handed to it through a stub call; connect to the object's own address",
-                    callee.namespace, callee.name
-                )));
-            }
             let chain = call.chain.then(&callee);
-            return cluster.call(&node, &callee, &chain, call.request).await;
+            let upgrade = call.upgrade && call.request.wants_websocket();
+            return cluster
+                .call(&node, &callee, &chain, call.request, upgrade)
+                .await;
         }
         // A loop of waits across chains (A's event calls B while B's, from another request,
         // calls A) would never be answered either.
@@ -121,20 +118,21 @@ impl Objects {
 
 impl Objects {
     /// Runs a stub call another node of the cluster forwarded here (see `cluster::calls`): the
-    /// callee's answer, or why it failed.
+    /// callee's answer and the socket it accepted, or why it failed.
     pub async fn forwarded_call(
         &self,
         namespace: &str,
         name: &str,
         chain: Chain,
         request: Request,
-    ) -> Result<Response, CallError> {
+        upgrade: bool,
+    ) -> Result<Fetched, CallError> {
         let deployed = self.inner.registry.namespace(namespace).ok_or_else(|| {
             CallError::UnknownNamespace(format!("no namespace {namespace:?} is deployed"))
         })?;
         names::check_object_name(name).map_err(|e| CallError::InvalidName(e.to_string()))?;
         let (fetched, ..) = self
-            .fetch_timed(deployed, name, request, false, Some(chain))
+            .fetch_timed(deployed, name, request, upgrade, Some(chain))
             .await
             .map_err(|e| {
                 if e.is_overloaded() {
@@ -142,7 +140,7 @@ impl Objects {
                 }
                 to_call_error(e)
             })?;
-        Ok(fetched.response)
+        Ok(fetched)
     }
 }
 

@@ -3,7 +3,7 @@
 use super::error::ObjectError;
 use crate::registry::Namespace;
 use crate::runtime::{Chain, Request, Response};
-use crate::sockets::{Accepted, SocketEvent};
+use crate::sockets::{Handback, SocketEvent};
 use crate::storage::{CommitOutcome, ListOptions};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 /// What a request produced: the response, and the socket it accepted, if any.
 pub struct Fetched {
     pub response: Response,
-    pub accepted: Option<Accepted>,
+    pub accepted: Option<Handback>,
 }
 
 pub(super) enum Event {

@@ -10,7 +10,7 @@ use crate::metrics::{MessageLabels, NamespaceLabel};
 use crate::names::ObjectIdentity;
 use crate::registry::Namespace;
 use crate::runtime::{Chain, EventError, Guest, Instance, Request};
-use crate::sockets::{Accepted, Queued, SocketEvent};
+use crate::sockets::{Handback, Queued, SocketEvent};
 use crate::storage::{CommitOutcome, DbError, ObjectStorage};
 use std::sync::Arc;
 use std::time::Instant;
@@ -361,7 +361,7 @@ impl EventLoop {
 
     /// Ends an event: on success commits its writes and queues its WebSocket output behind the
     /// gate; on failure discards both, and the instance.
-    fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Accepted>)> {
+    fn finish<T>(&mut self, result: Result<T, EventError>) -> Outcome<(T, Option<Handback>)> {
         self.burned = self.instance().count_fuel();
         let io = self.instance().take_socket_io();
         match result {

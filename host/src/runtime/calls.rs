@@ -5,7 +5,7 @@ use super::call_stats::CallStats;
 use super::request::{Request, Response};
 use crate::env::Env;
 use crate::names::{ObjectId, ObjectIdentity};
-use crate::sockets::Accepted;
+use crate::sockets::Handback;
 use futures::future::BoxFuture;
 use std::fmt;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub struct Call {
 /// The callee's answer, the socket it accepted from a forwarded upgrade, and the call's timing.
 pub struct Called {
     pub response: Response,
-    pub accepted: Option<Accepted>,
+    pub accepted: Option<Handback>,
     /// The callee's event, from its loop taking it up to its release (guest done, output gate
     /// open).
     pub callee: Duration,

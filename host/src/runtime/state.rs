@@ -10,7 +10,7 @@ use crate::config::EventLimits;
 use crate::cpu_share::Meter;
 use crate::env::Env;
 use crate::names::ObjectIdentity;
-use crate::sockets::{Accepted, Left, Queued, Sockets};
+use crate::sockets::{Handback, Left, Queued, Sockets};
 use crate::storage::{Committer, ObjectStorage, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,8 +26,9 @@ pub struct SocketIo {
     pub(super) in_request: bool,
     /// Whether the request being handled asks for a WebSocket upgrade.
     pub(super) upgrade: bool,
-    /// The socket this request accepted, or the stream it answers with, if any.
-    pub accepted: Option<Accepted>,
+    /// The socket this request accepted, or the stream it answers with, if any (in a cluster,
+    /// perhaps another node's, through a stub call).
+    pub accepted: Option<Handback>,
     /// Sends and closes, in order, held until the output gate opens.
     pub outputs: Vec<(u64, Queued)>,
     /// Sockets closed during the event, already hidden from `get-sockets`.

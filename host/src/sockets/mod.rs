@@ -7,10 +7,12 @@
 //! writes it.
 
 mod backlog;
+mod handback;
 mod messages;
 mod registry;
 
 pub use backlog::{Backlog, Outbox, Queued, Slow};
+pub use handback::{Handback, RemoteStream, RemoteWebSocket};
 pub use messages::{
     Kind, Left, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_BYTES, MAX_TAG_BYTES, MAX_TAGS, Outgoing,
     SocketError, SocketEvent,

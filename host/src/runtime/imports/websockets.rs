@@ -2,7 +2,7 @@
 //! the object. The same in 0.2.0 and 0.3.0.
 
 use crate::runtime::state::HostState;
-use crate::sockets::{Kind, Left, Outgoing, SocketError};
+use crate::sockets::{Handback, Kind, Left, Outgoing, SocketError};
 
 /// What WebSockets and streams share: both are connections the host holds for the object.
 impl HostState {
@@ -50,7 +50,7 @@ impl HostState {
         }
         let accepted = self.sockets.accept(&self.identity, kind, tags)?;
         let socket = accepted.socket;
-        self.io.accepted = Some(accepted);
+        self.io.accepted = Some(Handback::Local(accepted));
         Ok(socket)
     }
 
