@@ -87,7 +87,7 @@ impl Cluster {
             owned(&view, &self.config.node).into_keys().collect()
         };
         *self.fresh_until.lock().unwrap() = None;
-        close_shards(objects, &mine).await;
+        close_shards(objects, &mine, self.config.lease).await;
         let count = mine.len();
         let cluster = self.clone();
         let result =
@@ -237,7 +237,9 @@ impl Round {
         *cluster.view.write().unwrap() = new;
         if !lost.is_empty() {
             tracing::info!(shards = lost.len(), "shards moved to other nodes");
-            self.runtime.block_on(close_shards(&self.objects, &lost));
+            let within = config.lease / 4;
+            self.runtime
+                .block_on(close_shards(&self.objects, &lost, within));
             self.alarms.forget_where(|id| lost.contains(&shard_of(id)));
         }
         if !gained.is_empty() {
@@ -260,7 +262,9 @@ impl Round {
                 view.owners[s as usize] = None;
             }
         }
-        self.runtime.block_on(close_shards(&self.objects, shards));
+        let within = self.cluster.config.lease / 4;
+        self.runtime
+            .block_on(close_shards(&self.objects, shards, within));
         self.alarms
             .forget_where(|id| shards.contains(&shard_of(id)));
         let list: Vec<i32> = shards.iter().map(|&s| s as i32).collect();
@@ -337,13 +341,15 @@ fn some_below_share(
 }
 
 /// Ends this node's objects of `shards` and closes their sockets with 1012, so that their
-/// clients reconnect and reach the new owner.
-async fn close_shards(objects: &Objects, shards: &HashSet<u32>) {
+/// clients reconnect and reach the new owner. Waits at most `within` for them: the membership
+/// round that waits must still renew the lease in time, and an object that stays busy has its
+/// commits refused by the fence anyway.
+async fn close_shards(objects: &Objects, shards: &HashSet<u32>, within: Duration) {
     let moved = |id: &ObjectId| shards.contains(&shard_of(id));
     objects
         .sockets()
         .close_where(moved, 1012, "the object moved to another node; reconnect");
     // Commits in flight settle (or are fenced); the objects start again on their new owner.
     let ids = objects.awake_where(moved);
-    objects.settle(&ids, Duration::from_secs(5)).await;
+    objects.settle(&ids, within).await;
 }

@@ -6,8 +6,8 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::cluster::{
-    CALL_HEADER, FAILED_HEADER, FORWARDED, ForwardedCall, Route, SECRET_HEADER, STREAM_HEADER,
-    failed_header, forward, shard_of,
+    CALL_HEADER, Cluster, FAILED_HEADER, FORWARDED, ForwardedCall, Route, SECRET_HEADER,
+    STREAM_HEADER, failed_header, forward, shard_of,
 };
 use crate::names::ObjectId;
 use crate::sockets::{Handback, Kind};
@@ -18,19 +18,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::sync::Arc;
 
 /// While a node leaves its cluster, every answer closes its connection: clients then reconnect
 /// (to this node while it still listens, or to another) instead of reusing a connection it is
 /// about to close, which could cut a request sent just then.
 pub(super) async fn close_while_leaving(
-    State(app): State<AppState>,
+    State(cluster): State<Arc<Cluster>>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
     let mut response = next.run(req).await;
     // Not a 101: its connection is the socket now.
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if !upgraded && app.cluster.as_ref().is_some_and(|c| c.is_leaving()) {
+    if !upgraded && cluster.is_leaving() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -41,13 +42,10 @@ pub(super) async fn close_while_leaving(
 /// In a cluster, an admin request about one object (its storage, alarm, eviction) goes to the
 /// node that serves the object, like the object's own requests: the nodes share the admin token.
 pub(super) async fn forward_admin_object(
-    State(app): State<AppState>,
+    State(cluster): State<Arc<Cluster>>,
     mut req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let Some(cluster) = app.cluster.clone() else {
-        return next.run(req).await;
-    };
     let Some((namespace, name)) = admin_object(req.uri().path()) else {
         return next.run(req).await;
     };

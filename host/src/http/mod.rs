@@ -49,7 +49,8 @@ use axum::routing::get;
 
 /// The host's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cluster = state.cluster.clone();
+    let router = Router::new()
         .route("/_admin/namespaces", get(admin::list_namespaces))
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/cluster", get(cluster::status))
@@ -105,16 +106,21 @@ pub fn router(state: AppState) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(objects::object_request)
-        .layer(middleware::from_fn(limits::check_head))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            cluster::forward_admin_object,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            cluster::close_while_leaving,
-        ))
-        .with_state(state)
+        .layer(middleware::from_fn(limits::check_head));
+    // A cluster's node only: a host on its own pays nothing for them.
+    let router = match cluster {
+        Some(cluster) => router
+            .layer(middleware::from_fn_with_state(
+                cluster.clone(),
+                cluster::forward_admin_object,
+            ))
+            .layer(middleware::from_fn_with_state(
+                cluster,
+                cluster::close_while_leaving,
+            )),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// An admin route asked with a method it does not take; axum adds the `Allow` header.

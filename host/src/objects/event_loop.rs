@@ -284,23 +284,28 @@ impl EventLoop {
         });
     }
 
+    /// Makes what the object's storage remembers trustworthy before an event: after a failed (or
+    /// fenced) commit, what it remembers may never have reached the disk; in a cluster, another
+    /// node may have written the object if its shard moved away and back since it started. Either
+    /// way it starts again from what is durable. In a cluster an object is served here only while
+    /// this node owns its shard (without one, the epoch is always 0).
+    fn trust_storage(&mut self) -> Result<(), ObjectError> {
+        let epoch = self.inner.epoch(&self.identity.id)?;
+        if epoch != self.storage().epoch() || self.storage().prune().is_err() {
+            self.hibernate();
+            let committer = self.inner.committer.clone();
+            self.storage().reset(&committer, epoch)?;
+        }
+        Ok(())
+    }
+
     /// Gets the object ready for an event: durable state trusted, the current code live.
     async fn prepare(
         &mut self,
         namespace: &Namespace,
     ) -> Result<(), (ObjectError, Option<CommitOutcome>)> {
         self.leave_idle_list();
-        if self.storage().prune().is_err() {
-            // An earlier commit failed: what this object remembers may never have reached the
-            // disk. Start again from what is durable.
-            self.hibernate();
-            let committer = self.inner.committer.clone();
-            // Fenced commits mean the shard moved; if it is back here, at a new epoch.
-            let epoch = self.inner.epoch(&self.identity.id).map_err(|e| (e, None))?;
-            self.storage()
-                .reset(&committer, epoch)
-                .map_err(|e| (e.into(), None))?;
-        }
+        self.trust_storage().map_err(|e| (e, None))?;
         let deployment = namespace.current();
         // A live instance of older code is replaced: the next event runs the new code.
         if matches!(&self.slot, Some(Slot::Live { version, .. }) if *version != deployment.info.version)
@@ -464,6 +469,9 @@ impl EventLoop {
     }
 
     async fn alarm(&mut self, namespace: &Namespace, due_at: u64, retries: u32) -> Outcome<()> {
+        if let Err(e) = self.trust_storage() {
+            return Outcome::failed(e, None);
+        }
         match self.storage().get_alarm() {
             // Moved or deleted since it was scheduled: nothing to deliver.
             Ok(current) if current != Some(due_at) => {
@@ -496,16 +504,10 @@ impl EventLoop {
     /// Runs an operator's storage operation, as an event of its own. A write ends the live
     /// instance, whose memory may hold what it replaced: the next event starts from storage.
     fn storage_op(&mut self, op: StorageOp) -> Outcome<StorageAnswer> {
-        let committer = self.inner.committer.clone();
-        if self.storage().prune().is_err() {
-            let reset = self
-                .inner
-                .epoch(&self.identity.id)
-                .and_then(|epoch| Ok(self.storage().reset(&committer, epoch)?));
-            if let Err(e) = reset {
-                return Outcome::failed(e, None);
-            }
+        if let Err(e) = self.trust_storage() {
+            return Outcome::failed(e, None);
         }
+        let committer = self.inner.committer.clone();
         let writes = matches!(op, StorageOp::Put(_) | StorageOp::Delete(_));
         if writes {
             self.hibernate();
@@ -530,6 +532,9 @@ impl EventLoop {
     }
 
     fn drop_alarm(&mut self, due_at: u64) -> Outcome<()> {
+        if let Err(e) = self.trust_storage() {
+            return Outcome::failed(e, None);
+        }
         let committer = self.inner.committer.clone();
         let storage = self.storage();
         match storage.get_alarm() {

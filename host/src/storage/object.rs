@@ -94,6 +94,11 @@ impl ObjectStorage {
         })
     }
 
+    /// Its shard's epoch when it started or last reset (0 without a cluster).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Bytes stored, counting the current event's writes.
     pub fn size(&self) -> u64 {
         self.event_size
