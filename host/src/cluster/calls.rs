@@ -150,9 +150,10 @@ impl Cluster {
         };
         let head = BASE64.encode(serde_json::to_vec(&head).expect("a call's head serializes"));
         let url = format!("{}{CALL_PATH}", node_url.trim_end_matches('/'));
-        let (response, handback) = if upgrade {
-            self.call_upgrade(&url, &head).await?
-        } else {
+        let sent = async {
+            if upgrade {
+                return self.call_upgrade(&url, &head).await;
+            }
             let sent = CLIENT
                 .post(&url)
                 .header(SECRET_HEADER, &self.config.secret)
@@ -165,13 +166,23 @@ impl Cluster {
             if headers.contains_key(STREAM_HEADER) {
                 let rest = r.bytes_stream().map_err(std::io::Error::other);
                 let response = answered(status, &headers, Vec::new())?;
-                (response, Some(Handback::RemoteStream(Box::pin(rest))))
+                Ok((response, Some(Handback::RemoteStream(Box::pin(rest)))))
             } else {
                 let body = r
                     .bytes()
                     .await
                     .map_err(|e| unsent(&url, &e.to_string(), false))?;
-                (answered(status, &headers, body.to_vec())?, None)
+                Ok((answered(status, &headers, body.to_vec())?, None))
+            }
+        };
+        // Given up once the callee's node stops serving it (its lease ended): if the call ever
+        // runs there, that node refuses it or the fence refuses its commit.
+        let (response, handback) = tokio::select! {
+            answer = sent => answer?,
+            () = self.until_moved(&callee.id, node_url) => {
+                return Err(CallError::Overloaded(format!(
+                    "the callee's node ({node_url}) stopped answering and its lease ended; retry soon"
+                )));
             }
         };
         Ok(Called {

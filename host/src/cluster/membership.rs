@@ -164,7 +164,7 @@ impl Round {
             // Its shards are handed over; it only learns where they went, to forward to them.
             let nodes = live_nodes(c)?;
             let owners = read_owners(c, &nodes)?;
-            *cluster.view.write().unwrap() = View { owners, nodes };
+            cluster.set_view(View { owners, nodes });
             return Ok(());
         }
         let config = &cluster.config;
@@ -234,7 +234,7 @@ impl Round {
             .filter(|(s, e)| before.get(s) != Some(e))
             .map(|(s, _)| *s)
             .collect();
-        *cluster.view.write().unwrap() = new;
+        cluster.set_view(new);
         if !lost.is_empty() {
             tracing::info!(shards = lost.len(), "shards moved to other nodes");
             let within = config.lease / 4;
@@ -262,6 +262,7 @@ impl Round {
                 view.owners[s as usize] = None;
             }
         }
+        self.cluster.view_changed.send_modify(|n| *n += 1);
         let within = self.cluster.config.lease / 4;
         self.runtime
             .block_on(close_shards(&self.objects, shards, within));

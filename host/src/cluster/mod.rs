@@ -75,6 +75,8 @@ pub struct Cluster {
     config: ClusterConfig,
     store: Arc<Postgres>,
     view: RwLock<View>,
+    /// Counts the view's changes, for those waiting on one (see [`Cluster::until_moved`]).
+    view_changed: tokio::sync::watch::Sender<u64>,
     /// Until when this node's lease surely holds: its last heartbeat's start plus the lease,
     /// less a margin. Past it the node serves nothing until it has read the view again.
     fresh_until: Mutex<Option<Instant>>,
@@ -97,6 +99,7 @@ impl Cluster {
             config,
             store,
             view: RwLock::new(View::default()),
+            view_changed: tokio::sync::watch::Sender::new(0),
             fresh_until: Mutex::new(None),
             deploys: OnceLock::new(),
             leaving: AtomicBool::new(false),
@@ -169,6 +172,28 @@ impl Cluster {
     /// Whether this node is leaving the cluster (stopping cleanly).
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once this node no longer sees the object `id` as served by the node at
+    /// `node_url`: that node's lease ended (paused, cut off, dead) and its shard moves. What was
+    /// forwarded there and is not answered yet is then given up: if it ever runs there, that node
+    /// refuses it (its lease is stale) or the fence refuses its commit.
+    pub async fn until_moved(&self, id: &ObjectId, node_url: &str) {
+        let mut changes = self.view_changed.subscribe();
+        loop {
+            if !matches!(self.route(id), Route::There(url) if url == node_url) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Replaces the view, and wakes those waiting on a change of it.
+    fn set_view(&self, view: View) {
+        *self.view.write().unwrap() = view;
+        self.view_changed.send_modify(|n| *n += 1);
     }
 
     /// Whether a request carries this cluster's secret: only nodes may send forwarded requests.

@@ -3,7 +3,6 @@
 
 use super::admin::{authorize, on_db};
 use super::error::ApiError;
-use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::cluster::{
     CALL_HEADER, Cluster, FAILED_HEADER, FORWARDED, ForwardedCall, Route, SECRET_HEADER,
@@ -59,11 +58,14 @@ pub(super) async fn forward_admin_object(
         Route::There(node) => {
             cluster.count_forwarded();
             let config = cluster.config();
-            forward(&node, req, &config.secret, &config.node, None)
-                .await
-                .unwrap_or_else(|(status, message)| {
-                    ApiError::new(status, "moved", message).into_response()
-                })
+            let id = ObjectId::new(&namespace, &name);
+            let forwarded = tokio::select! {
+                answer = forward(&node, req, &config.secret, &config.node, None) => answer,
+                () = cluster.until_moved(&id, &node) => Err(super::objects::stopped_answering(&node)),
+            };
+            forwarded.unwrap_or_else(|(status, message)| {
+                ApiError::new(status, "moved", message).into_response()
+            })
         }
         Route::Here { .. } | Route::Nowhere => next.run(req).await,
     }
@@ -111,15 +113,7 @@ pub(super) async fn call(
     } else {
         None
     };
-    let deadline = BodyDeadline::Whole(app.body_timeout);
-    let (body, _share) = read_body(
-        body,
-        &parts.headers,
-        app.max_request_body,
-        deadline,
-        Some(&app.bodies),
-    )
-    .await?;
+    let (body, _share) = app.read_object_body(body, &parts.headers).await?;
     let (namespace, name) = (call.namespace.clone(), call.name.clone());
     let (chain, request) = call.into_parts(body);
     let fetched = app

@@ -2,7 +2,7 @@
 //! names, and the answer (or WebSocket) back.
 
 use super::error::ApiError;
-use super::limits::{BodyDeadline, discard_body, read_body};
+use super::limits::discard_body;
 use super::state::{AppState, ClientAddress};
 use super::{stream, websocket};
 use crate::cluster::{Cluster, FORWARDED, Route, SECRET_HEADER, forward, forward_upgrade};
@@ -65,6 +65,17 @@ pub(super) async fn object_request(
 struct Reached {
     namespace: String,
     object: String,
+}
+
+/// A forwarded request given up because its node's lease ended before it answered.
+pub(super) fn stopped_answering(node: &str) -> (StatusCode, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the object's node ({node}) stopped answering and its lease ended; the object is \
+             moving to another node, which refuses nothing it wrote: retry soon"
+        ),
+    )
 }
 
 /// Takes the cluster's headers off a request: whether another node forwarded it (it carries the
@@ -164,7 +175,8 @@ async fn deliver(
     if let Some(cluster) = &app.cluster {
         let from_node = take_forwarding(cluster, &mut parts);
         if let Destination::Object { namespace, target } = &destination {
-            match cluster.route(&ObjectId::new(&namespace.name, &target.name)) {
+            let id = ObjectId::new(&namespace.name, &target.name);
+            match cluster.route(&id) {
                 Route::Here { .. } => {}
                 Route::There(node) if !from_node => {
                     let client = parts
@@ -176,10 +188,16 @@ async fn deliver(
                     let request = axum::extract::Request::from_parts(parts, body);
                     let (secret, from) = (&config.secret, &config.node);
                     cluster.count_forwarded();
-                    let forwarded = if upgrade {
-                        forward_upgrade(&node, request, secret, from, client).await
-                    } else {
-                        forward(&node, request, secret, from, client).await
+                    let forwarded = async {
+                        if upgrade {
+                            forward_upgrade(&node, request, secret, from, client).await
+                        } else {
+                            forward(&node, request, secret, from, client).await
+                        }
+                    };
+                    let forwarded = tokio::select! {
+                        answer = forwarded => answer,
+                        () = cluster.until_moved(&id, &node) => Err(stopped_answering(&node)),
                     };
                     return forwarded.map_err(|(status, message)| {
                         let code = match status {
@@ -247,16 +265,8 @@ async fn deliver(
             return Err(e.into());
         }
     }
-    let deadline = BodyDeadline::Whole(app.body_timeout);
     // The share of the bodies' budget is held until the answer: the bytes live until then.
-    let (body, _share) = read_body(
-        body,
-        &parts.headers,
-        app.max_request_body,
-        deadline,
-        Some(&app.bodies),
-    )
-    .await?;
+    let (body, _share) = app.read_object_body(body, &parts.headers).await?;
     let headers = parts
         .headers
         .iter()

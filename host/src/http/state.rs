@@ -1,6 +1,7 @@
 //! What every handler shares.
 
-use super::limits::BodyBudget;
+use super::error::ApiError;
+use super::limits::{BodyBudget, BodyDeadline, BodyShare, read_body};
 use crate::alarms::Alarms;
 use crate::cluster::Cluster;
 use crate::objects::Objects;
@@ -43,3 +44,23 @@ pub struct AppState {
 /// request's extensions by [`crate::server::serve`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub IpAddr);
+
+impl AppState {
+    /// A request body for an object: whole within `--body-timeout` of the head, at most
+    /// `--max-request-body`, and counted in the bodies' budget while its share is held.
+    pub(super) async fn read_object_body(
+        &self,
+        body: axum::body::Body,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(Vec<u8>, Option<BodyShare>), ApiError> {
+        let deadline = BodyDeadline::Whole(self.body_timeout);
+        read_body(
+            body,
+            headers,
+            self.max_request_body,
+            deadline,
+            Some(&self.bodies),
+        )
+        .await
+    }
+}

@@ -9,11 +9,13 @@ use super::event::Fetched;
 use super::shared::Inner;
 use crate::cluster::Route;
 use crate::names::{self, ObjectIdentity};
+use crate::registry::Namespace;
 use crate::runtime::{
     Call, CallError, CallStats, Called, Calls, Chain, EventError, MAX_CALL_DEPTH, Request,
 };
 use futures::future::BoxFuture;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// Delivers the calls of every instance of the host, and counts what they cost.
 pub(super) struct ObjectCalls {
@@ -93,20 +95,8 @@ impl Objects {
         };
         let chain = call.chain.then(&callee);
         let (fetched, callee, handback) = self
-            .fetch_timed(
-                deployed,
-                &call.name,
-                call.request,
-                call.upgrade,
-                Some(chain),
-            )
-            .await
-            .map_err(|e| {
-                if e.is_overloaded() {
-                    self.count_overload(&e);
-                }
-                to_call_error(e)
-            })?;
+            .fetch_for_call(deployed, &call.name, call.request, call.upgrade, chain)
+            .await?;
         Ok(Called {
             response: fetched.response,
             accepted: fetched.accepted,
@@ -132,15 +122,29 @@ impl Objects {
         })?;
         names::check_object_name(name).map_err(|e| CallError::InvalidName(e.to_string()))?;
         let (fetched, ..) = self
-            .fetch_timed(deployed, name, request, upgrade, Some(chain))
+            .fetch_for_call(deployed, name, request, upgrade, chain)
+            .await?;
+        Ok(fetched)
+    }
+
+    /// Delivers a call's request as an event on the callee's queue (see `fetch_timed`); a
+    /// refusal for want of room is counted as the host's overload.
+    async fn fetch_for_call(
+        &self,
+        deployed: Arc<Namespace>,
+        name: &str,
+        request: Request,
+        upgrade: bool,
+        chain: Chain,
+    ) -> Result<(Fetched, Duration, Duration), CallError> {
+        self.fetch_timed(deployed, name, request, upgrade, Some(chain))
             .await
             .map_err(|e| {
                 if e.is_overloaded() {
                     self.count_overload(&e);
                 }
                 to_call_error(e)
-            })?;
-        Ok(fetched)
+            })
     }
 }
 
