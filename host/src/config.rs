@@ -102,6 +102,21 @@ impl std::fmt::Display for Seconds {
     }
 }
 
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The PostgreSQL database, `postgres://user@host:port/db`.
+    pub url: String,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// Where the other nodes reach this one, `http://host:port`.
+    pub advertise: String,
+    /// What node-to-node requests carry, to be believed.
+    pub secret: String,
+    /// How long a node's heartbeat holds its shards: after it, a silent node's shards move.
+    pub lease: Duration,
+}
+
 /// A cluster node's lease, in seconds (`--lease`): long enough to ride out a pause of the
 /// database or the network, short enough that a dead node's objects move soon.
 pub const DEFAULT_LEASE: Seconds = Seconds::new(5);
@@ -209,7 +224,7 @@ pub struct HostConfig {
     pub event: EventLimits,
     pub storage: StorageLimits,
     /// The cluster this host is a node of (`--cluster`); none: one machine on its own database.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl HostConfig {

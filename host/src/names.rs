@@ -1,4 +1,5 @@
-//! Names and ids: what a namespace or object may be called, and the id an object is known by.
+//! Names and ids: what a namespace or object may be called, and the id an object is known by;
+//! and how a secret someone presents is compared with the one expected.
 //!
 //! Validation lives here, in one place, so that routing, deploy and the admin CLI refuse the same
 //! names with the same words.
@@ -121,6 +122,18 @@ impl ObjectIdentity {
             id: ObjectId::new(namespace, name),
         }
     }
+}
+
+/// Whether `given` is `expected`, in time that does not tell how much of it matched.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]

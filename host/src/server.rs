@@ -125,7 +125,9 @@ impl Host {
             Durability {
                 storage: storage.clone(),
                 committer,
-                cluster: cluster.clone(),
+                cluster: cluster
+                    .clone()
+                    .map(|c| c as Arc<dyn crate::objects::Placement>),
             },
             LifecycleConfig {
                 idle_timeout: config.idle_timeout,

@@ -8,15 +8,18 @@
 //! headers) travels in one header, so that the body (or the upgrade) is the request's own. The
 //! chain makes a cycle through several nodes refused as on one.
 
-use super::Cluster;
 use super::forward::SECRET_HEADER;
+use super::{Cluster, Route};
+use crate::names::ObjectId;
 use crate::names::ObjectIdentity;
+use crate::objects::Placement;
 use crate::runtime::{CallError, Called, Chain, Request, Response};
 use crate::sockets::Handback;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -121,10 +124,37 @@ fn answered(status: u16, headers: &HeaderMap, body: Vec<u8>) -> Result<Response,
     })
 }
 
+impl Placement for Cluster {
+    fn epoch_here(&self, id: &ObjectId) -> Option<u64> {
+        match self.route(id) {
+            Route::Here { epoch } => Some(epoch),
+            Route::There(_) | Route::Nowhere => None,
+        }
+    }
+
+    fn served_elsewhere(&self, id: &ObjectId) -> Option<String> {
+        match self.route(id) {
+            Route::There(url) => Some(url),
+            Route::Here { .. } | Route::Nowhere => None,
+        }
+    }
+
+    fn call<'a>(
+        &'a self,
+        node: &'a str,
+        callee: &'a ObjectIdentity,
+        chain: &'a Chain,
+        request: Request,
+        upgrade: bool,
+    ) -> BoxFuture<'a, Result<Called, CallError>> {
+        Box::pin(self.call_node(node, callee, chain, request, upgrade))
+    }
+}
+
 impl Cluster {
     /// Makes a stub call to `callee`, which the node at `node_url` serves; `upgrade`: the request
     /// asks for a WebSocket the callee may accept.
-    pub async fn call(
+    async fn call_node(
         &self,
         node_url: &str,
         callee: &ObjectIdentity,

@@ -18,6 +18,7 @@ mod deploys;
 mod forward;
 mod membership;
 
+pub use crate::config::ClusterConfig;
 pub use crate::storage::{SHARDS, shard_of};
 pub use calls::{
     CALL_HEADER, CALL_PATH, FAILED_HEADER, ForwardedCall, STREAM_HEADER, failed_header,
@@ -31,22 +32,7 @@ use crate::storage::{DbError, Postgres};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
-
-/// How a node joins a cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The PostgreSQL database, `postgres://user@host:port/db`.
-    pub url: String,
-    /// This node's name, unique in the cluster.
-    pub node: String,
-    /// Where the other nodes reach this one, `http://host:port`.
-    pub advertise: String,
-    /// What node-to-node requests carry, to be believed.
-    pub secret: String,
-    /// How long a node's heartbeat holds its shards: after it, a silent node's shards move.
-    pub lease: Duration,
-}
+use std::time::Instant;
 
 /// Where a request for an object goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +184,6 @@ impl Cluster {
 
     /// Whether a request carries this cluster's secret: only nodes may send forwarded requests.
     pub fn is_node(&self, secret: Option<&str>) -> bool {
-        secret.is_some_and(|s| crate::http::same_secret(s, &self.config.secret))
+        secret.is_some_and(|s| crate::names::same_secret(s, &self.config.secret))
     }
 }

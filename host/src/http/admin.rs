@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -39,22 +38,10 @@ pub(super) fn authorize(headers: &HeaderMap, token: &str) -> Result<(), ApiError
         .ok_or_else(|| {
             refuse("the admin API needs the Bearer scheme: `Authorization: Bearer <token>`")
         })?;
-    if !same_secret(given, token) {
+    if !crate::names::same_secret(given, token) {
         return Err(refuse("wrong admin token"));
     }
     Ok(())
-}
-
-/// Whether `given` is `expected`, in time that does not tell how much of it matched.
-pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(expected.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// The `{namespace}` of an admin route, checked. A segment that does not percent-decode to

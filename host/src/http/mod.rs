@@ -36,7 +36,7 @@ mod stream;
 mod tail;
 mod websocket;
 
-pub(crate) use admin::{apply_change, same_secret};
+pub(crate) use admin::apply_change;
 pub use error::ApiError;
 pub use limits::{BodyBudget, MAX_HEADER_BYTES, MAX_TARGET_BYTES};
 pub use metrics::metrics_router;

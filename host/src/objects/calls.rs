@@ -7,7 +7,6 @@ use super::Objects;
 use super::error::ObjectError;
 use super::event::Fetched;
 use super::shared::Inner;
-use crate::cluster::Route;
 use crate::names::{self, ObjectIdentity};
 use crate::registry::Namespace;
 use crate::runtime::{
@@ -76,12 +75,12 @@ impl Objects {
                 call.chain
             )));
         }
-        if let Some(cluster) = &self.inner.cluster
-            && let Route::There(node) = cluster.route(&callee.id)
+        if let Some(placement) = &self.inner.cluster
+            && let Some(node) = placement.served_elsewhere(&callee.id)
         {
             let chain = call.chain.then(&callee);
             let upgrade = call.upgrade && call.request.wants_websocket();
-            return cluster
+            return placement
                 .call(&node, &callee, &chain, call.request, upgrade)
                 .await;
         }

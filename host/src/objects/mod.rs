@@ -23,7 +23,7 @@ mod waits;
 
 pub use error::{OVERLOAD_WAIT, ObjectError};
 pub use event::{Fetched, StorageAnswer, StorageOp};
-pub use shared::{Durability, LifecycleConfig};
+pub use shared::{Durability, LifecycleConfig, Placement};
 
 use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare, Meter};

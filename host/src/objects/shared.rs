@@ -5,28 +5,47 @@ use super::error::{OVERLOAD_WAIT, ObjectError};
 use super::event::Event;
 use super::queue::{Queue, QueuedEvent};
 use super::waits::Waits;
-use crate::cluster::{Cluster, Route};
 use crate::config::QueueLimits;
 use crate::cpu_share::CpuShare;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
-use crate::names::ObjectId;
+use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::Registry;
-use crate::runtime::{Calls, Runtime};
+use crate::runtime::{CallError, Called, Calls, Chain, Request, Runtime};
 use crate::sockets::Sockets;
 use crate::storage::{Committer, Storage, StorageLimits};
+use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+/// Which node of a cluster serves which object (implemented by `cluster::Cluster`, which sits above
+/// this module): asked before every event, and for every stub call.
+pub trait Placement: Send + Sync {
+    /// The epoch of the object's shard while this node serves it; `None` while it does not.
+    fn epoch_here(&self, id: &ObjectId) -> Option<u64>;
+    /// The URL of the node that serves the object, when that is another node.
+    fn served_elsewhere(&self, id: &ObjectId) -> Option<String>;
+    /// A stub call to `callee`, which the node at `node` serves; `upgrade`: it asks for a
+    /// WebSocket the callee may accept.
+    fn call<'a>(
+        &'a self,
+        node: &'a str,
+        callee: &'a ObjectIdentity,
+        chain: &'a Chain,
+        request: Request,
+        upgrade: bool,
+    ) -> BoxFuture<'a, Result<Called, CallError>>;
+}
+
 /// Where objects' state lives, the thread that commits it, and the cluster (if any) that decides
 /// which objects this host serves and may commit.
 pub struct Durability {
     pub storage: Storage,
     pub committer: Committer,
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Option<Arc<dyn Placement>>,
 }
 
 /// The settings of object lifecycle.
@@ -46,7 +65,7 @@ pub(super) struct Inner {
     pub(super) registry: Arc<Registry>,
     pub(super) storage: Storage,
     /// The cluster this host is a node of, if any: it serves only the objects of its shards.
-    pub(super) cluster: Option<Arc<Cluster>>,
+    pub(super) cluster: Option<Arc<dyn Placement>>,
     pub(super) committer: Committer,
     /// Handed to every instance, for its stub calls.
     pub(super) calls: Arc<dyn Calls>,
@@ -70,10 +89,9 @@ impl Inner {
     /// The epoch of the object's shard if this node serves it now (0 without a cluster), which
     /// its commits carry to the fence.
     pub(super) fn epoch(&self, id: &ObjectId) -> Result<u64, ObjectError> {
-        match self.cluster.as_ref().map(|c| c.route(id)) {
+        match &self.cluster {
             None => Ok(0),
-            Some(Route::Here { epoch }) => Ok(epoch),
-            Some(Route::There(_) | Route::Nowhere) => Err(ObjectError::Moved),
+            Some(placement) => placement.epoch_here(id).ok_or(ObjectError::Moved),
         }
     }
 }

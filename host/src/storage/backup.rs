@@ -7,9 +7,10 @@
 //! transactions of bounded size, so that a large database does not sit in memory.
 
 use super::db::{
-    ALARMS, APPS, COMPONENTS, DEPLOYMENTS, Db, DbError, ENTRIES, NAMESPACE_SIZES, OBJECT_SIZES,
-    OBJECTS, SECRETS, WORKERS,
+    ALARMS, APPS, COMPONENTS, DEPLOYMENTS, Db, ENTRIES, NAMESPACE_SIZES, OBJECT_SIZES, OBJECTS,
+    SECRETS, WORKERS,
 };
+use super::store::DbError;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 

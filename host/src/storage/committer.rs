@@ -50,7 +50,7 @@ pub type CommitOutcome = Shared<BoxFuture<'static, Result<Instant, CommitFailed>
 enum Job {
     Commit {
         id: ObjectId,
-        /// The object's key in the objects table ([`super::db::object_key`]).
+        /// The object's key in the objects table ([`super::store::object_key`]).
         object: Arc<[u8]>,
         changes: Arc<Changeset>,
         size: u64,

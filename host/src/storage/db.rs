@@ -5,7 +5,7 @@
 //! over one object can never reach another's.
 
 use super::changes::Alarm;
-use super::store::{Commit, ObjectStore};
+use super::store::{Commit, DbError, InventoryOrder, ObjectRow, ObjectStore, object_key};
 use crate::names::ObjectId;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -44,37 +44,12 @@ pub(crate) const SECRETS: TableDefinition<&str, &str> = TableDefinition::new("se
 /// log of deploys applied to this data dir's registry.
 pub(crate) const CLUSTER: TableDefinition<&str, i64> = TableDefinition::new("cluster");
 
-/// A failure of the database itself (I/O, corruption, a full disk). Nothing a guest did wrong.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("database error: {message}")]
-pub struct DbError {
-    message: String,
-    full: bool,
-}
-
-impl DbError {
-    pub fn new(message: impl Into<String>) -> Self {
-        DbError {
-            message: message.into(),
-            full: false,
-        }
-    }
-
-    /// Whether the disk had no space left for what was written.
-    pub fn is_full(&self) -> bool {
-        self.full
-    }
-}
-
 impl<E: Into<redb::Error>> From<E> for DbError {
     fn from(e: E) -> Self {
         let e = e.into();
         let full =
             matches!(&e, redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
-        DbError {
-            message: e.to_string(),
-            full,
-        }
+        DbError::failed(e.to_string(), full)
     }
 }
 
@@ -571,53 +546,6 @@ fn decode_alarm(v: &[u8]) -> Option<Alarm> {
         namespace: namespace.into(),
         name: name.into(),
     })
-}
-
-/// One object of the inventory.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ObjectRow {
-    pub name: String,
-    #[serde(serialize_with = "hex_id")]
-    pub id: ObjectId,
-    /// Keys plus values.
-    pub bytes: u64,
-    pub keys: u64,
-    /// When its last write was committed, ms since the epoch.
-    pub last_write_ms: u64,
-    /// When its alarm is set to fire, if it has one.
-    pub alarm: Option<u64>,
-}
-
-fn hex_id<S: serde::Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&id.to_hex())
-}
-
-/// The order of the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InventoryOrder {
-    Name,
-    /// Largest first.
-    Size,
-    /// Latest first.
-    LastWrite,
-}
-
-impl InventoryOrder {
-    fn sort(self, rows: &mut [ObjectRow]) {
-        match self {
-            InventoryOrder::Name => {}
-            InventoryOrder::Size => rows.sort_by_key(|r| std::cmp::Reverse(r.bytes)),
-            InventoryOrder::LastWrite => {
-                rows.sort_by_key(|r| std::cmp::Reverse(r.last_write_ms));
-            }
-        }
-    }
-}
-
-/// An object's key in [`OBJECTS`]: `namespace \0 name` (a namespace has no zero byte).
-pub fn object_key(namespace: &str, name: &str) -> Vec<u8> {
-    [namespace.as_bytes(), b"\0", name.as_bytes()].concat()
 }
 
 /// The database key of an object's entry: `id ++ key`.

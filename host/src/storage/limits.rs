@@ -1,6 +1,6 @@
 //! What a storage call may ask for, and how a refusal is reported.
 
-use super::db::DbError;
+use super::store::DbError;
 
 /// The default [`StorageLimits::max_key_bytes`].
 pub const DEFAULT_MAX_KEY_BYTES: usize = 2048;

@@ -21,15 +21,15 @@ pub use self::postgres::{Postgres, SHARDS, shard_of};
 pub use backup::{BackupSize, check_backup, write_backup};
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer, FULL_RETRY};
+pub use db::Db;
 pub(crate) use db::{APPS, COMPONENTS, DEPLOYMENTS, SECRETS, WORKERS};
-pub use db::{Db, DbError, InventoryOrder, ObjectRow};
 pub use limits::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_OBJECT_BYTES,
     MAX_TRANSACTION_DEPTH, StorageError, StorageLimits,
 };
 pub use object::{ListOptions, ObjectStorage};
 pub use simulated::{SimulatedDisk, SimulatedFile, Sync};
-pub use store::{Commit, ObjectStore};
+pub use store::{Commit, DbError, InventoryOrder, ObjectRow, ObjectStore};
 
 use crate::names::ObjectId;
 use std::collections::HashMap;

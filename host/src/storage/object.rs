@@ -8,9 +8,10 @@
 use super::Storage;
 use super::changes::{Alarm, Changeset};
 use super::committer::{CommitFailed, CommitOutcome, Committer};
-use super::db::{DbError, KeyRange, bound_slice, next_prefix, object_key};
+use super::db::{KeyRange, bound_slice, next_prefix};
 use super::limits::{MAX_TRANSACTION_DEPTH, StorageError, StorageLimits};
 use super::store::ObjectStore;
+use super::store::{DbError, object_key};
 use crate::names::{ObjectId, ObjectIdentity};
 use futures::FutureExt;
 use std::collections::{BTreeMap, VecDeque};

@@ -9,8 +9,7 @@
 //! (the client runs a runtime of its own, which may not start inside another).
 
 use super::changes::{Alarm, Changeset};
-use super::db::{DbError, InventoryOrder, ObjectRow, object_key};
-use super::store::{Commit, ObjectStore};
+use super::store::{Commit, DbError, InventoryOrder, ObjectRow, ObjectStore, object_key};
 use crate::names::ObjectId;
 use ::postgres::{Client, NoTls};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -6,14 +6,13 @@
 //! [`Postgres`]: super::Postgres
 
 use super::changes::{Alarm, Changeset};
-use super::db::{DbError, InventoryOrder, ObjectRow};
 use crate::names::ObjectId;
 use std::ops::Bound;
 
 /// One object's commit, as the committer hands it to the store within a batch.
 pub struct Commit<'a> {
     pub id: &'a ObjectId,
-    /// Its key in the objects table ([`super::db::object_key`]): `namespace \0 name`.
+    /// Its key in the objects table ([`object_key`]): `namespace \0 name`.
     pub object: &'a [u8],
     pub changes: &'a Changeset,
     /// The object's size once this commit is applied (keys plus values).
@@ -47,7 +46,7 @@ pub trait ObjectStore: Send + Sync {
     fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError>;
 
     /// The object's durable size (keys plus values) and the bytes it has counted toward its
-    /// namespace. `key` is its [`object_key`](super::db::object_key).
+    /// namespace. `key` is its [`object_key`].
     fn object_sizes(&self, key: &[u8], id: &ObjectId) -> Result<(u64, u64), DbError>;
 
     /// A page of `namespace`'s objects, in `order`, at most `limit`; by name, those after `after`.
@@ -69,4 +68,79 @@ pub trait ObjectStore: Send + Sync {
     /// Writes a batch of commits in one durable transaction. Answers, per commit, whether the
     /// fence refused it (its shard has another owner now); those are not written, the others are.
     fn commit(&self, batch: &[Commit<'_>]) -> Result<Vec<bool>, DbError>;
+}
+
+/// A failure of the database itself (I/O, corruption, a full disk). Nothing a guest did wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("database error: {message}")]
+pub struct DbError {
+    message: String,
+    full: bool,
+}
+
+impl DbError {
+    pub fn new(message: impl Into<String>) -> Self {
+        DbError {
+            message: message.into(),
+            full: false,
+        }
+    }
+
+    /// A failure of the store's own; `full` when the disk had no space for what was written.
+    pub(super) fn failed(message: String, full: bool) -> Self {
+        DbError { message, full }
+    }
+
+    /// Whether the disk had no space left for what was written.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+/// One object of the inventory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectRow {
+    pub name: String,
+    #[serde(serialize_with = "hex_id")]
+    pub id: ObjectId,
+    /// Keys plus values.
+    pub bytes: u64,
+    pub keys: u64,
+    /// When its last write was committed, ms since the epoch.
+    pub last_write_ms: u64,
+    /// When its alarm is set to fire, if it has one.
+    pub alarm: Option<u64>,
+}
+
+fn hex_id<S: serde::Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+/// The order of the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryOrder {
+    Name,
+    /// Largest first.
+    Size,
+    /// Latest first.
+    LastWrite,
+}
+
+impl InventoryOrder {
+    pub(super) fn sort(self, rows: &mut [ObjectRow]) {
+        match self {
+            InventoryOrder::Name => {}
+            InventoryOrder::Size => rows.sort_by_key(|r| std::cmp::Reverse(r.bytes)),
+            InventoryOrder::LastWrite => {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.last_write_ms));
+            }
+        }
+    }
+}
+
+/// An object's key in the stores' table of objects: `namespace \0 name` (a namespace has no zero
+/// byte).
+pub fn object_key(namespace: &str, name: &str) -> Vec<u8> {
+    [namespace.as_bytes(), b"\0", name.as_bytes()].concat()
 }
