@@ -30,6 +30,8 @@ ensure_host_build_tools() {
 # /usr/lib/postgresql/<version>/bin, off the PATH, so `ensure_commands` cannot look for them.
 # Installing it may start a system cluster on port 5432; the tests' servers use their own ports.
 ensure_postgres() {
+  # The tests run the server as `nobody` through setpriv when they run as root.
+  ensure_commands setpriv:util-linux
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && return
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

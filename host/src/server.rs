@@ -102,7 +102,10 @@ impl Host {
                 .map_err(|e| StartError::Engine(format!("{e:#}")))?,
         );
         let alarms = Arc::new(Alarms::default());
-        alarms.load(storage.objects.all_alarms()?);
+        if cluster.is_none() {
+            // A cluster's node schedules each shard's alarms as it takes the shard.
+            alarms.load(storage.local.all_alarms()?);
+        }
         let sink = alarms.clone();
         let (committer, _thread) = Committer::start(
             storage.objects.clone(),

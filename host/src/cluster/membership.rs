@@ -51,6 +51,14 @@ impl Cluster {
     /// first share of the shards or knows their owners, so that it serves from its first request.
     pub fn start(self: &Arc<Self>, objects: Objects, alarms: Arc<Alarms>) -> Result<(), DbError> {
         let mut client = self.store.connect()?;
+        // Shards still recorded as this node's (it restarted within its lease) get a new epoch:
+        // an earlier process under the same name, if it still runs (paused, not dead), is fenced.
+        client
+            .execute(
+                "UPDATE dohost_shards SET epoch = epoch + 1 WHERE owner = $1",
+                &[&self.config.node],
+            )
+            .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))?;
         let runtime = tokio::runtime::Handle::current();
         let cluster = self.clone();
         let mut round = Round {

@@ -177,6 +177,25 @@ impl Db {
         })
     }
 
+    /// Every durable alarm, to schedule them at start-up (a cluster's node schedules those of
+    /// each shard as it takes it instead: `cluster::membership`).
+    pub fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
+        self.read(|db| {
+            let table = db.begin_read()?.open_table(ALARMS)?;
+            let mut alarms = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let id = <[u8; 32]>::try_from(k.value())
+                    .ok()
+                    .map(ObjectId::from_bytes);
+                if let (Some(id), Some(alarm)) = (id, decode_alarm(v.value())) {
+                    alarms.push((id, alarm));
+                }
+            }
+            Ok(alarms)
+        })
+    }
+
     /// The redb handle, held until the guard is dropped, for the registry's loading at start-up.
     pub(crate) fn redb(&self) -> Result<DbGuard<'_>, DbError> {
         Ok(self.guard()?.0)
@@ -263,23 +282,6 @@ impl ObjectStore for Db {
             let table = db.begin_read()?.open_table(ALARMS)?;
             let value = table.get(id.as_bytes().as_slice())?;
             Ok(value.and_then(|v| decode_alarm(v.value())).map(|a| a.at))
-        })
-    }
-
-    fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
-        self.read(|db| {
-            let table = db.begin_read()?.open_table(ALARMS)?;
-            let mut alarms = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                let id = <[u8; 32]>::try_from(k.value())
-                    .ok()
-                    .map(ObjectId::from_bytes);
-                if let (Some(id), Some(alarm)) = (id, decode_alarm(v.value())) {
-                    alarms.push((id, alarm));
-                }
-            }
-            Ok(alarms)
         })
     }
 

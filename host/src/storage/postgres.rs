@@ -322,18 +322,6 @@ impl ObjectStore for Postgres {
         })
     }
 
-    fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError> {
-        let node = self.node.clone();
-        self.read(move |c| {
-            let rows = c.query(
-                "SELECT a.id, a.at_ms, a.namespace, a.name FROM dohost_alarms a
-                 JOIN dohost_shards s ON s.shard = a.shard WHERE s.owner = $1",
-                &[&node],
-            )?;
-            Ok(rows.iter().filter_map(alarm_row).collect())
-        })
-    }
-
     fn object_sizes(&self, key: &[u8], _id: &ObjectId) -> Result<(u64, u64), DbError> {
         let key = key.to_vec();
         self.read(move |c| {

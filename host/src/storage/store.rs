@@ -5,7 +5,7 @@
 //! [`Db`]: super::Db
 //! [`Postgres`]: super::Postgres
 
-use super::changes::{Alarm, Changeset};
+use super::changes::Changeset;
 use crate::names::ObjectId;
 use std::ops::Bound;
 
@@ -40,10 +40,6 @@ pub trait ObjectStore: Send + Sync {
 
     /// The object's durable alarm time.
     fn alarm(&self, id: &ObjectId) -> Result<Option<u64>, DbError>;
-
-    /// The durable alarms this host fires: every one on a single machine; in a cluster, those of
-    /// the shards it owns.
-    fn all_alarms(&self) -> Result<Vec<(ObjectId, Alarm)>, DbError>;
 
     /// The object's durable size (keys plus values) and the bytes it has counted toward its
     /// namespace. `key` is its [`object_key`].
