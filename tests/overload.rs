@@ -9,8 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
+/// One flood at a time: each test measures what the host holds or how fast it answers, with a
+/// negative control that must show the difference, and floods sharing two cores blur both (run
+/// together, a control's unbounded host grew too little to tell it from the bounded one).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_fresh_object_names_is_served_or_refused_and_the_host_keeps_serving() {
+    let _serial = SERIAL.lock().await;
     let (host, _dir) = Host::start(&["--max-live-objects", "16"]);
     host.deploy("counter", "counter").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -81,6 +87,7 @@ async fn a_flood_of_fresh_object_names_is_served_or_refused_and_the_host_keeps_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_that_finds_every_instance_busy_waits_a_second_then_gets_503() {
+    let _serial = SERIAL.lock().await;
     let (host, _dir) = Host::start(&["--max-live-objects", "2"]);
     host.deploy("busy", "hostile").await;
     // Two objects busy for seconds hold both slots (about 1 ms of CPU per million).
@@ -172,6 +179,7 @@ const MEMORY_MARGIN: u64 = 256 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_instances_memories_stay_within_the_budget() {
+    let _serial = SERIAL.lock().await;
     let (host, _dir) = Host::start(&["--max-memory", "1024"]);
     host.deploy("hoard", "hostile").await;
     let (grew, stats) = hoard(&host, 40, 100, u64::MAX).await;
@@ -205,6 +213,7 @@ async fn live_instances_memories_stay_within_the_budget() {
 /// would keep 4 GB; it stops once past).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_the_budget_the_same_objects_grow_the_host_past_it() {
+    let _serial = SERIAL.lock().await;
     let (host, _dir) = Host::start(&["--max-memory", "1000000"]);
     host.deploy("hoard", "hostile").await;
     let (grew, stats) = hoard(&host, 40, 100, (1 << 30) + MEMORY_MARGIN).await;
@@ -276,6 +285,7 @@ async fn held_back_uploads(host: &Host, uploads: usize) -> (u64, Vec<u16>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_held_open_cost_at_most_the_bodies_budget_and_then_complete() {
+    let _serial = SERIAL.lock().await;
     // 40 uploads of 15 MiB against a 64 MiB budget: four at a time are read, the others wait
     // outside the host's memory; all complete once they are let go.
     let budget = 64u64 << 20;
@@ -407,6 +417,7 @@ async fn flood_one_slow_object(host: &Host, clients: usize, hold: Duration) -> F
 /// what the host holds does not grow with the flood; and everything else is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_to_one_slow_object_is_refused_at_once_and_memory_stays_bounded() {
+    let _serial = SERIAL.lock().await;
     let clients = connections_allowed(10_000);
     let (host, _dir) = Host::start(&[]);
     host.deploy("slow", "test_object").await;
