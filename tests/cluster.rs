@@ -12,6 +12,8 @@
 //!   503s with `Retry-After`, which the clients retry.
 //! - PostgreSQL killed: writes fail with a clear 5xx, nothing acknowledged is lost, and the
 //!   service resumes once it is back.
+//! - Deleting a namespace through one node settles its objects on the others first: their
+//!   sockets close with 1001 and nothing of it comes back.
 
 mod support;
 
@@ -142,6 +144,82 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Deleting a namespace through one node settles its objects on every node before its data goes:
+/// a room another node serves, written to until the delete, has its sockets closed with 1001,
+/// and nothing of it comes back (without the other nodes settling, the socket stays open and a
+/// message committed after the delete would be there when the namespace is deployed again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_settles_its_objects_on_every_node_first() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    cluster.settled(3, Duration::from_secs(20)).await;
+    cluster.deploy("chat", "chat_room").await;
+    let second = cluster.nodes[1].url.clone();
+    let mut room = None;
+    for i in 0..256 {
+        let name = format!("room-{i}");
+        if cluster.owner(0, &format!("chat/{name}")).await.as_deref() == Some(second.as_str()) {
+            room = Some(name);
+            break;
+        }
+    }
+    let room = room.expect("a room the second node serves, among 256");
+    let socket = |user: &str| cluster.nodes[1].ws(&format!("/chat/{room}/ws?user={user}"));
+    let mut ann = support::ws_connect(&socket("ann")).await;
+    support::ws_json_of_type(&mut ann, "history").await;
+    // Bob writes to the room until the delete closes his socket.
+    let mut bob = support::ws_connect(&socket("bob")).await;
+    support::ws_json_of_type(&mut bob, "history").await;
+    let writing = tokio::spawn(async move {
+        use futures::SinkExt;
+        let mut sent = 0u32;
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            let text = tokio_tungstenite::tungstenite::Message::text(format!("m-{sent}"));
+            if bob.send(text).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        sent
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = json(
+        client()
+            .delete(cluster.nodes[0].at("/_admin/namespaces/chat"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["objects_deleted"], 1, "{body}");
+    assert_eq!(
+        support::ws_expect_close(&mut ann).await,
+        (1001, "the namespace was deleted".to_owned()),
+        "the room's socket on the node that serves it is closed"
+    );
+    let sent = writing.await.unwrap();
+    assert!(sent > 10, "bob wrote until the delete: {sent} messages");
+    for node in &cluster.nodes {
+        let (status, body) = json(client().get(node.at(&format!("/chat/{room}/messages")))).await;
+        assert_eq!(
+            status, 404,
+            "{} serves the deleted namespace: {body}",
+            node.url
+        );
+    }
+    // Whatever was still on its way has landed by now; none of it may have been kept.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.deploy("chat", "chat_room").await;
+    let (status, messages) =
+        json(client().get(cluster.nodes[2].at(&format!("/chat/{room}/messages")))).await;
+    assert_eq!(
+        (status, messages),
+        (200, serde_json::json!([])),
+        "nothing of the deleted room came back"
+    );
 }
 
 /// Sends a signal to a process.

@@ -9,7 +9,7 @@
 //! entry that a later one replaces whole (a namespace's code, an app) leaves the log.
 
 use super::Cluster;
-use crate::storage::DbError;
+use crate::storage::{DbError, db_error};
 use postgres::Client;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,10 +40,6 @@ pub(super) struct Deploys {
     local: Arc<crate::storage::Db>,
 }
 
-fn pg(e: postgres::Error) -> DbError {
-    DbError::new(format!("PostgreSQL: {e}"))
-}
-
 impl Deploys {
     pub(super) fn new(local: Arc<crate::storage::Db>, apply: Apply) -> Result<Deploys, DbError> {
         let applied = local.cluster_log_applied()?;
@@ -66,7 +62,7 @@ impl Deploys {
                 "SELECT seq, kind, name, body FROM dohost_deploys WHERE seq > $1 ORDER BY seq",
                 &[&*applied],
             )
-            .map_err(pg)?;
+            .map_err(db_error)?;
         for row in rows {
             let change = Change {
                 kind: row.get(1),
@@ -103,17 +99,17 @@ impl Cluster {
             .ok_or_else(|| DbError::new("the cluster has not started"))?;
         let mut applied = deploys.applied.lock().unwrap();
         let mut c = self.store.connect()?;
-        let mut tx = c.transaction().map_err(pg)?;
+        let mut tx = c.transaction().map_err(db_error)?;
         // The change is compiled while the transaction waits (seconds for a large app): not the
         // idle transaction of a paused node, which the connection's settings end after half a
         // lease.
         tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-            .map_err(pg)?;
+            .map_err(db_error)?;
         tx.query(
             "SELECT id FROM dohost_deploy_lock WHERE id = 1 FOR UPDATE",
             &[],
         )
-        .map_err(pg)?;
+        .map_err(db_error)?;
         deploys.catch_up(&mut tx, &mut applied)?;
         let done = op()?;
         let seq: i64 = tx
@@ -121,7 +117,7 @@ impl Cluster {
                 "INSERT INTO dohost_deploys (kind, name, body) VALUES ($1, $2, $3) RETURNING seq",
                 &[&change.kind, &change.name, &change.body],
             )
-            .map_err(pg)?
+            .map_err(db_error)?
             .get(0);
         // What this change replaces whole is dropped from the log, so that it holds about one
         // entry per namespace and app, not every upload ever made.
@@ -135,9 +131,9 @@ impl Cluster {
                 "DELETE FROM dohost_deploys WHERE seq < $1 AND name = $2 AND kind = ANY($3)",
                 &[&seq, &change.name, &superseded],
             )
-            .map_err(pg)?;
+            .map_err(db_error)?;
         }
-        tx.commit().map_err(pg)?;
+        tx.commit().map_err(db_error)?;
         *applied = seq;
         deploys.local.set_cluster_log_applied(seq)?;
         Ok(done)

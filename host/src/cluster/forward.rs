@@ -21,7 +21,7 @@ pub const SECRET_HEADER: HeaderName = HeaderName::from_static("x-dohost-cluster-
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-dohost-forwarded");
 
 /// One pool of connections to the other nodes, for the whole process.
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+pub(super) static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))

@@ -16,7 +16,7 @@ use super::{Cluster, Owners, View};
 use crate::alarms::Alarms;
 use crate::names::ObjectId;
 use crate::objects::Objects;
-use crate::storage::{DbError, SHARDS, shard_of};
+use crate::storage::{DbError, SHARDS, db_error, shard_of};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -124,7 +124,6 @@ impl Cluster {
     /// The cluster as the database sees it, for `dohost cluster status`. Blocking.
     pub fn status(&self) -> Result<Status, DbError> {
         let mut c = self.store.connect()?;
-        let pg = |e: postgres::Error| DbError::new(format!("PostgreSQL: {e}"));
         let rows = c
             .query(
                 &format!(
@@ -134,7 +133,7 @@ impl Cluster {
                 ),
                 &[],
             )
-            .map_err(pg)?;
+            .map_err(db_error)?;
         let nodes: Vec<NodeStatus> = rows
             .iter()
             .map(|r| {
@@ -166,7 +165,6 @@ struct Round {
 
 impl Round {
     fn run(&mut self, c: &mut Client) -> Result<(), DbError> {
-        let pg = |e: postgres::Error| DbError::new(format!("PostgreSQL: {e}"));
         let cluster = &self.cluster;
         if cluster.is_leaving() {
             // Its shards are handed over; it only learns where they went, to forward to them.
@@ -187,7 +185,7 @@ impl Round {
             ),
             &[&config.node, &config.advertise, &lease_ms],
         )
-        .map_err(pg)?;
+        .map_err(db_error)?;
         let nodes = live_nodes(c)?;
         let mut owners = read_owners(c, &nodes)?;
         let share = SHARDS.div_ceil(nodes.len().max(1) as u32) as usize;
@@ -219,7 +217,7 @@ impl Round {
                 ),
                 &[&config.node, &want],
             )
-            .map_err(pg)?;
+            .map_err(db_error)?;
             owners = read_owners(c, &nodes)?;
         } else if mine > share && free.is_empty() && some_below_share(&owners, &nodes, share) {
             let give: HashSet<u32> = owned_in(&owners, me)

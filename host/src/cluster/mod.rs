@@ -17,6 +17,7 @@ mod calls;
 mod deploys;
 mod forward;
 mod membership;
+mod namespaces;
 
 pub use crate::config::ClusterConfig;
 pub use crate::storage::{SHARDS, shard_of};
@@ -26,6 +27,7 @@ pub use calls::{
 pub use deploys::{Apply, Change};
 pub use forward::{FORWARDED, SECRET_HEADER, forward, forward_upgrade};
 pub use membership::Status;
+pub use namespaces::FORGET_PATH;
 
 use crate::names::ObjectId;
 use crate::storage::{DbError, Postgres};

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::limits::{BodyDeadline, read_body};
 use super::state::AppState;
 use crate::cluster::Change;
-use crate::names;
+use crate::names::{self, ObjectId};
 use crate::registry::{
     AppError, AppSpec, AppUpload, DeploymentInfo, ForgetError, MAX_SECRET_BYTES,
 };
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Checks the bearer token. Both sides are hashed first, so the comparison takes the same time
@@ -370,8 +370,9 @@ pub(super) async fn put_secret(
 
 /// `DELETE /_admin/namespaces/{namespace}`: the hosted service's deleted-class migration for a
 /// lone namespace. It stops being served at once; its objects are let finish what they were
-/// doing (up to 30 s), then its code and every object's storage and alarm are deleted in one
-/// transaction, and its objects' sockets closed with 1001.
+/// doing (up to 30 s), their alarms forgotten and their sockets closed with 1001; then its code
+/// and every object's storage and alarm are deleted in one transaction. In a cluster every live
+/// node does the first part before the data goes (`cluster::namespaces`).
 pub(super) async fn delete_namespace(
     State(app): State<AppState>,
     namespace: Result<Path<String>, PathRejection>,
@@ -379,32 +380,27 @@ pub(super) async fn delete_namespace(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
-    let db = app.storage.objects.clone();
-    let ns = namespace.clone();
-    let objects = on_db(move || db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)).await?;
+    let stored = stored_objects(&app, &namespace).await?;
     app.registry.forget(&namespace).map_err(|e| match e {
         ForgetError::Unknown(_) => ApiError::unknown_namespace(e.to_string()),
         ForgetError::OwnedByApp { .. } => {
             ApiError::new(StatusCode::CONFLICT, "owned_by_app", e.to_string())
         }
     })?;
-    let ids: Vec<_> = objects.iter().map(|o| o.id).collect();
-    if !app.objects.settle(&ids, Duration::from_secs(30)).await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "objects_busy",
-            "the namespace is no longer served, but some of its objects were still busy after \
-             30 s; its code and data are kept: delete it again",
+    if !settle_namespace(&app, &namespace, &stored).await {
+        return Err(objects_busy(
+            "some of its objects were still busy after 30 s",
         ));
+    }
+    if let Some(cluster) = &app.cluster {
+        cluster
+            .forget_elsewhere(&namespace)
+            .await
+            .map_err(|why| objects_busy(&format!("not every node settled its objects: {why}")))?;
     }
     let db = app.storage.clone();
     let ns = namespace.clone();
     let dropped = on_db(move || db.drop_namespace(&ns)).await?;
-    for id in &dropped {
-        app.alarms.changed(*id, None);
-    }
-    app.sockets
-        .close_objects(&dropped, 1001, "the namespace was deleted");
     let change = Change {
         kind: "forget".into(),
         name: namespace.clone(),
@@ -422,6 +418,47 @@ pub(super) async fn delete_namespace(
     Ok(
         axum::Json(json!({ "namespace": namespace, "objects_deleted": dropped.len() }))
             .into_response(),
+    )
+}
+
+/// The objects of `namespace` that store something or have an alarm.
+pub(super) async fn stored_objects(
+    app: &AppState,
+    namespace: &str,
+) -> Result<Vec<ObjectId>, ApiError> {
+    let db = app.storage.objects.clone();
+    let ns = namespace.to_owned();
+    let objects = on_db(move || db.inventory(&ns, InventoryOrder::Name, None, usize::MAX)).await?;
+    Ok(objects.iter().map(|o| o.id).collect())
+}
+
+/// Settles this node's objects of a namespace the registry no longer serves: those in `stored`
+/// and any awake now (one that has stored nothing yet may be about to) finish what they were
+/// doing, up to 30 s; then their alarms are forgotten and their sockets closed with 1001.
+/// Whether they all settled.
+pub(super) async fn settle_namespace(app: &AppState, namespace: &str, stored: &[ObjectId]) -> bool {
+    let mut ids: HashSet<ObjectId> = stored.iter().copied().collect();
+    ids.extend(app.objects.awake_in(namespace));
+    let ids: Vec<ObjectId> = ids.into_iter().collect();
+    if !app.objects.settle(&ids, Duration::from_secs(30)).await {
+        return false;
+    }
+    let ids: HashSet<ObjectId> = ids.into_iter().collect();
+    app.alarms.forget_where(|id| ids.contains(id));
+    app.sockets
+        .close_namespace(namespace, 1001, "the namespace was deleted");
+    true
+}
+
+/// 409 `objects_busy`: the namespace is no longer served, and its code and data are kept.
+pub(super) fn objects_busy(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "objects_busy",
+        format!(
+            "the namespace is no longer served, but {why}; its code and data are kept: delete \
+             it again"
+        ),
     )
 }
 

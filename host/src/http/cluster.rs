@@ -1,7 +1,9 @@
 //! `GET /_admin/cluster`: the cluster as its database sees it (nodes, leases, shards), and with
 //! `?object=namespace/name` which node serves that object. `dohost cluster status` shows it.
 
-use super::admin::{authorize, on_db};
+use super::admin::{
+    authorize, namespace_param, objects_busy, on_db, settle_namespace, stored_objects,
+};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::cluster::{
@@ -9,10 +11,12 @@ use crate::cluster::{
     STREAM_HEADER, failed_header, forward, shard_of,
 };
 use crate::names::ObjectId;
+use crate::registry::ForgetError;
 use crate::sockets::{Handback, Kind};
 use axum::extract::FromRequestParts;
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -71,6 +75,48 @@ pub(super) async fn forward_admin_object(
     }
 }
 
+/// Refuses a request that does not carry the cluster's secret: only nodes ask for these.
+fn from_a_node(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let secret = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+    if app.cluster.as_ref().is_some_and(|c| c.is_node(secret)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "only the cluster's nodes make requests here",
+        ))
+    }
+}
+
+/// `POST /_cluster/namespaces/{namespace}/forget`: another node is deleting `namespace`. This node
+/// stops serving it and settles its objects here before their data goes (`cluster::namespaces`).
+pub(super) async fn forget_namespace(
+    State(app): State<AppState>,
+    namespace: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    from_a_node(&app, &headers)?;
+    let namespace = namespace_param(namespace)?;
+    match app.registry.forget(&namespace) {
+        Ok(_) | Err(ForgetError::Unknown(_)) => {}
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "owned_by_app",
+                e.to_string(),
+            ));
+        }
+    }
+    let stored = stored_objects(&app, &namespace).await?;
+    if !settle_namespace(&app, &namespace, &stored).await {
+        return Err(objects_busy(
+            "some of its objects were still busy after 30 s",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The namespace and object an admin path is about: `/_admin/namespaces/{ns}/objects/{name}...`.
 fn admin_object(path: &str) -> Option<(String, String)> {
     let rest = path.strip_prefix("/_admin/namespaces/")?;
@@ -92,17 +138,7 @@ pub(super) async fn call(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let secret = parts
-        .headers
-        .get(SECRET_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if !app.cluster.as_ref().is_some_and(|c| c.is_node(secret)) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "only the cluster's nodes make calls here",
-        ));
-    }
+    from_a_node(&app, &parts.headers)?;
     let call = ForwardedCall::from_header(parts.headers.get(CALL_HEADER))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_call", e))?;
     let upgrade = if super::objects::wants_websocket(&parts.headers) {

@@ -59,6 +59,10 @@ pub fn router(state: AppState) -> Router {
             crate::cluster::CALL_PATH,
             axum::routing::post(cluster::call).get(cluster::call),
         )
+        .route(
+            crate::cluster::FORGET_PATH,
+            axum::routing::post(cluster::forget_namespace),
+        )
         .route("/_admin/metrics", get(metrics::admin_metrics))
         .route("/_admin/backup", get(backup::backup))
         .route("/_admin/tail", get(tail::tail))

@@ -145,6 +145,16 @@ impl Objects {
         loops.keys().filter(|id| which(id)).copied().collect()
     }
 
+    /// The objects of `namespace` that have an event loop now.
+    pub fn awake_in(&self, namespace: &str) -> Vec<ObjectId> {
+        let loops = self.inner.loops.lock().unwrap();
+        loops
+            .iter()
+            .filter(|(_, q)| &*q.namespace == namespace)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Asks the objects `ids` to go to sleep and waits (at most `within`) until none of them has
     /// an event loop left: no event running or queued, no commit in flight. Whether they all did.
     pub async fn settle(&self, ids: &[ObjectId], within: Duration) -> bool {
@@ -232,7 +242,7 @@ impl Objects {
                     background,
                     epoch,
                 ));
-            Queue::new(tx)
+            Queue::new(tx, namespace)
         });
         queue.send(event, admit, self.inner.config.queue)
     }

@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 pub(super) struct Queue {
     pub(super) tx: mpsc::UnboundedSender<QueuedEvent>,
     load: Arc<Load>,
+    /// The object's namespace: a deleted namespace's awake objects are found by it.
+    pub(super) namespace: Arc<str>,
 }
 
 /// An event as its object's queue holds it: with its share of the bound, given back once it has
@@ -67,10 +69,11 @@ impl Drop for Share {
 }
 
 impl Queue {
-    pub(super) fn new(tx: mpsc::UnboundedSender<QueuedEvent>) -> Self {
+    pub(super) fn new(tx: mpsc::UnboundedSender<QueuedEvent>, namespace: &str) -> Self {
         Queue {
             tx,
             load: Arc::default(),
+            namespace: namespace.into(),
         }
     }
 

@@ -24,6 +24,9 @@ struct Socket {
 struct ObjectSockets {
     open: BTreeMap<u64, Socket>,
     auto_response: Option<(String, String)>,
+    /// The object's namespace, once it has accepted a socket: a deleted namespace's sockets are
+    /// found by it, including those of objects that never stored anything.
+    namespace: Option<Arc<str>>,
 }
 
 /// Every open socket of a host, by object.
@@ -114,7 +117,11 @@ impl Sockets {
         let socket = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.backlog.clone()));
         let mut objects = self.objects.lock().unwrap();
-        objects.entry(owner.id).or_default().open.insert(
+        let entry = objects.entry(owner.id).or_default();
+        entry
+            .namespace
+            .get_or_insert_with(|| owner.namespace.as_str().into());
+        entry.open.insert(
             socket,
             Socket {
                 kind,
@@ -382,7 +389,20 @@ impl Sockets {
         self.backlog.slow_closes.load(Ordering::Relaxed)
     }
 
-    /// Closes every socket of these objects with `code` (their namespace was deleted).
+    /// Closes every socket of the objects of `namespace` with `code` (it was deleted: 1001).
+    pub fn close_namespace(&self, namespace: &str, code: u16, reason: &str) {
+        let ids: Vec<ObjectId> = self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, o)| o.namespace.as_deref() == Some(namespace))
+            .map(|(id, _)| *id)
+            .collect();
+        self.close_objects(&ids, code, reason);
+    }
+
+    /// Closes every socket of these objects with `code`.
     pub fn close_objects(&self, ids: &[ObjectId], code: u16, reason: &str) {
         let mut objects = self.objects.lock().unwrap();
         for id in ids {

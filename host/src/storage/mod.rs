@@ -17,7 +17,7 @@ mod postgres;
 mod simulated;
 mod store;
 
-pub use self::postgres::{Postgres, SHARDS, shard_of};
+pub use self::postgres::{Postgres, SHARDS, db_error, shard_of};
 pub use backup::{BackupSize, check_backup, write_backup};
 pub use changes::{Alarm, Changeset};
 pub use committer::{AlarmSink, CommitFailed, CommitOutcome, Committer, FULL_RETRY};

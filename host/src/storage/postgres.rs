@@ -225,8 +225,16 @@ fn read_loop(config: &::postgres::Config, jobs: &Mutex<mpsc::Receiver<ReadJob>>)
     }
 }
 
-fn db_error(e: ::postgres::Error) -> DbError {
-    DbError::new(format!("PostgreSQL: {e}"))
+/// The error, with the server's own message when it sent one (the client's says only "db error").
+pub fn db_error(e: ::postgres::Error) -> DbError {
+    match e.as_db_error() {
+        Some(server) => DbError::new(format!(
+            "PostgreSQL: {} ({})",
+            server.message(),
+            server.code().code()
+        )),
+        None => DbError::new(format!("PostgreSQL: {e}")),
+    }
 }
 
 fn alarm_row(row: &::postgres::Row) -> Option<(ObjectId, Alarm)> {
