@@ -14,6 +14,8 @@
 //!   service resumes once it is back.
 //! - Deleting a namespace through one node settles its objects on the others first: their
 //!   sockets close with 1001 and nothing of it comes back.
+//! - A node that joins takes its share of the shards; sockets of the objects that move close with
+//!   1012, the others keep working.
 
 mod support;
 
@@ -219,6 +221,78 @@ async fn deleting_a_namespace_settles_its_objects_on_every_node_first() {
         (status, messages),
         (200, serde_json::json!([])),
         "nothing of the deleted room came back"
+    );
+}
+
+/// A node that joins takes its share of the shards from the others. Each object whose shard moves
+/// has its sockets on its old node closed with 1012, so that its clients reconnect and find the
+/// new owner; the sockets of objects whose shard stays keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_shards_and_their_sockets_close_with_1012() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(2, &[]);
+    cluster.settled(2, Duration::from_secs(20)).await;
+    cluster.deploy("chat", "chat_room").await;
+    // Rooms joined on the node that serves each.
+    let mut rooms = Vec::new();
+    for i in 0..24 {
+        let room = format!("room-{i}");
+        let owner = cluster
+            .owner(0, &format!("chat/{room}"))
+            .await
+            .expect("an owner");
+        let url = format!(
+            "{}/chat/{room}/ws?user=ann",
+            owner.replacen("http://", "ws://", 1)
+        );
+        let mut ws = support::ws_connect(&url).await;
+        support::ws_json_of_type(&mut ws, "history").await;
+        rooms.push((room, owner, ws));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let joined = Host::start_with_env(dir.path(), &cluster.args(), Some(TOKEN), &[]);
+    let joined_url = joined.url.clone();
+    cluster.nodes.push(joined);
+    cluster._dirs.push(dir);
+    // Until the new node holds its share (a third of the shards, less what rounding leaves).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = cluster.status(0).await;
+        let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+        let share = nodes
+            .iter()
+            .find(|n| n["advertise"] == joined_url.as_str())
+            .and_then(|n| n["shards"].as_u64())
+            .unwrap_or(0);
+        if share >= u64::from(dohost::storage::SHARDS / 3 - 2) && s["unowned_shards"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the new node did not take its share: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut moved, mut stayed) = (0, 0);
+    for (room, owner, mut ws) in rooms {
+        // As the room's first node sees it: it stops routing a shard here before it closes the
+        // shard's sockets (another node's view may be a round behind).
+        let first = cluster.nodes.iter().position(|n| n.url == owner).unwrap();
+        let now = cluster.owner(first, &format!("chat/{room}")).await;
+        if now.as_deref() == Some(owner.as_str()) {
+            support::ws_send(&mut ws, "still here").await;
+            let m = support::ws_json_of_type(&mut ws, "message").await;
+            assert_eq!(m["text"], "still here", "{room} stayed on {owner}");
+            stayed += 1;
+        } else {
+            let (code, _) = support::ws_expect_close(&mut ws).await;
+            assert_eq!(code, 1012, "{room} moved from {owner} to {now:?}");
+            moved += 1;
+        }
+    }
+    assert!(
+        moved > 0 && stayed > 0,
+        "{moved} rooms moved and {stayed} stayed"
     );
 }
 

@@ -58,7 +58,7 @@ impl Cluster {
                 "UPDATE dohost_shards SET epoch = epoch + 1 WHERE owner = $1",
                 &[&self.config.node],
             )
-            .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))?;
+            .map_err(db_error)?;
         let runtime = tokio::runtime::Handle::current();
         let cluster = self.clone();
         let mut round = Round {
@@ -110,7 +110,7 @@ impl Cluster {
             .and_then(|_| {
                 c.execute("DELETE FROM dohost_nodes WHERE name = $1", &[&this.config.node])
             })
-            .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))
+            .map_err(db_error)
                 })
             })
             .await
@@ -279,7 +279,7 @@ impl Round {
             "UPDATE dohost_shards SET owner = NULL WHERE shard = ANY($1) AND owner = $2",
             &[&list, &self.cluster.config.node],
         )
-        .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))?;
+        .map_err(db_error)?;
         tracing::info!(shards = shards.len(), "gave shards to a node that joined");
         Ok(())
     }
@@ -291,7 +291,7 @@ fn live_nodes(c: &mut Client) -> Result<HashMap<Arc<str>, String>, DbError> {
         &format!("SELECT name, advertise FROM dohost_nodes WHERE lease_until_ms > {NOW_MS}"),
         &[],
     )
-    .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))?
+    .map_err(db_error)?
     .iter()
     .map(|r| (Arc::<str>::from(r.get::<_, String>(0)), r.get(1)))
     .collect())
@@ -305,7 +305,7 @@ fn read_owners(c: &mut Client, nodes: &HashMap<Arc<str>, String>) -> Result<Owne
             "SELECT shard, owner, epoch FROM dohost_shards WHERE owner IS NOT NULL",
             &[],
         )
-        .map_err(|e| DbError::new(format!("PostgreSQL: {e}")))?;
+        .map_err(db_error)?;
     for r in rows {
         let (shard, owner, epoch): (i32, String, i64) = (r.get(0), r.get(1), r.get(2));
         // A shard whose owner's lease ended is free to take, and routes nowhere meanwhile.
