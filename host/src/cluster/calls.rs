@@ -8,7 +8,7 @@
 //! headers) travels in one header, so that the body (or the upgrade) is the request's own. The
 //! chain makes a cycle through several nodes refused as on one.
 
-use super::forward::SECRET_HEADER;
+use super::forward::{CLIENT, SECRET_HEADER};
 use super::{Cluster, Route};
 use crate::names::ObjectId;
 use crate::names::ObjectIdentity;
@@ -20,7 +20,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The node-to-node route of stub calls.
@@ -81,16 +80,6 @@ pub fn failed_header(e: &CallError) -> HeaderValue {
     let json = serde_json::to_vec(e).expect("a call error serializes");
     HeaderValue::from_str(&BASE64.encode(json)).expect("base64 is a header value")
 }
-
-/// One pool of connections to the other nodes for stub calls. No overall timeout: the callee's
-/// node bounds the call's events itself.
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("the call client's settings are valid")
-});
 
 /// The callee's answer from the headers and body the callee's node sent: its failure, or its
 /// response (the headers that are the callee's own).

@@ -20,7 +20,8 @@ pub const SECRET_HEADER: HeaderName = HeaderName::from_static("x-dohost-cluster-
 /// client's address after a space.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-dohost-forwarded");
 
-/// One pool of connections to the other nodes, for the whole process.
+/// One pool of connections to the other nodes, for the whole process: forwarded requests, stub
+/// calls and deletes. No overall timeout: the receiving node bounds what it runs itself.
 pub(super) static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))

@@ -381,12 +381,7 @@ pub(super) async fn delete_namespace(
     authorize(&headers, &app.admin_token)?;
     let namespace = namespace_param(namespace)?;
     let stored = stored_objects(&app, &namespace).await?;
-    app.registry.forget(&namespace).map_err(|e| match e {
-        ForgetError::Unknown(_) => ApiError::unknown_namespace(e.to_string()),
-        ForgetError::OwnedByApp { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "owned_by_app", e.to_string())
-        }
-    })?;
+    app.registry.forget(&namespace).map_err(forget_refused)?;
     if !settle_namespace(&app, &namespace, &stored).await {
         return Err(objects_busy(
             "some of its objects were still busy after 30 s",
@@ -421,6 +416,16 @@ pub(super) async fn delete_namespace(
     )
 }
 
+/// Why the registry would not forget a namespace: 404 unknown, or 409 an app's class.
+pub(super) fn forget_refused(e: ForgetError) -> ApiError {
+    match e {
+        ForgetError::Unknown(_) => ApiError::unknown_namespace(e.to_string()),
+        ForgetError::OwnedByApp { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "owned_by_app", e.to_string())
+        }
+    }
+}
+
 /// The objects of `namespace` that store something or have an alarm.
 pub(super) async fn stored_objects(
     app: &AppState,
@@ -439,11 +444,10 @@ pub(super) async fn stored_objects(
 pub(super) async fn settle_namespace(app: &AppState, namespace: &str, stored: &[ObjectId]) -> bool {
     let mut ids: HashSet<ObjectId> = stored.iter().copied().collect();
     ids.extend(app.objects.awake_in(namespace));
-    let ids: Vec<ObjectId> = ids.into_iter().collect();
-    if !app.objects.settle(&ids, Duration::from_secs(30)).await {
+    let list: Vec<ObjectId> = ids.iter().copied().collect();
+    if !app.objects.settle(&list, Duration::from_secs(30)).await {
         return false;
     }
-    let ids: HashSet<ObjectId> = ids.into_iter().collect();
     app.alarms.forget_where(|id| ids.contains(id));
     app.sockets
         .close_namespace(namespace, 1001, "the namespace was deleted");

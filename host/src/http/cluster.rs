@@ -2,7 +2,8 @@
 //! `?object=namespace/name` which node serves that object. `dohost cluster status` shows it.
 
 use super::admin::{
-    authorize, namespace_param, objects_busy, on_db, settle_namespace, stored_objects,
+    authorize, forget_refused, namespace_param, objects_busy, on_db, settle_namespace,
+    stored_objects,
 };
 use super::error::ApiError;
 use super::state::AppState;
@@ -98,15 +99,10 @@ pub(super) async fn forget_namespace(
 ) -> Result<Response, ApiError> {
     from_a_node(&app, &headers)?;
     let namespace = namespace_param(namespace)?;
+    // Not deployed here yet is fine: there is nothing of it to settle.
     match app.registry.forget(&namespace) {
         Ok(_) | Err(ForgetError::Unknown(_)) => {}
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "owned_by_app",
-                e.to_string(),
-            ));
-        }
+        Err(e) => return Err(forget_refused(e)),
     }
     let stored = stored_objects(&app, &namespace).await?;
     if !settle_namespace(&app, &namespace, &stored).await {

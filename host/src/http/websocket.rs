@@ -330,48 +330,56 @@ async fn write_out(ws: &mut WebSocket, outbox: &Outbox) -> Result<bool, ()> {
 pub async fn relay(client: WebSocket, node: RemoteWebSocket) {
     use tokio_tungstenite::tungstenite::Message as Remote;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame as RemoteClose;
-    let (mut client_out, mut client_in) = client.split();
-    let (mut node_out, mut node_in) = node.split();
-    let up = async {
-        while let Some(Ok(message)) = client_in.next().await {
-            let message = match message {
-                Message::Text(t) => Remote::Text(t.as_str().into()),
-                Message::Binary(b) => Remote::Binary(b),
-                Message::Ping(p) => Remote::Ping(p),
-                Message::Pong(p) => Remote::Pong(p),
-                Message::Close(frame) => Remote::Close(frame.map(|f| RemoteClose {
-                    code: f.code.into(),
-                    reason: f.reason.as_str().into(),
-                })),
-            };
-            if node_out.send(message).await.is_err() {
-                break;
-            }
-        }
-        let _ = node_out.close().await;
-    };
-    let down = async {
-        while let Some(Ok(message)) = node_in.next().await {
-            let message = match message {
-                Remote::Text(t) => Message::Text(t.as_str().into()),
-                Remote::Binary(b) => Message::Binary(b),
-                Remote::Ping(p) => Message::Ping(p),
-                Remote::Pong(p) => Message::Pong(p),
-                Remote::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
-                    code: f.code.into(),
-                    reason: f.reason.as_str().into(),
-                })),
-                Remote::Frame(_) => continue,
-            };
-            if client_out.send(message).await.is_err() {
-                break;
-            }
-        }
-        let _ = client_out.close().await;
-    };
+    let (client_out, client_in) = client.split();
+    let (node_out, node_in) = node.split();
+    let up = pump(client_in, node_out, |message| {
+        Some(match message {
+            Message::Text(t) => Remote::Text(t.as_str().into()),
+            Message::Binary(b) => Remote::Binary(b),
+            Message::Ping(p) => Remote::Ping(p),
+            Message::Pong(p) => Remote::Pong(p),
+            Message::Close(frame) => Remote::Close(frame.map(|f| RemoteClose {
+                code: f.code.into(),
+                reason: f.reason.as_str().into(),
+            })),
+        })
+    });
+    let down = pump(node_in, client_out, |message| {
+        Some(match message {
+            Remote::Text(t) => Message::Text(t.as_str().into()),
+            Remote::Binary(b) => Message::Binary(b),
+            Remote::Ping(p) => Message::Ping(p),
+            Remote::Pong(p) => Message::Pong(p),
+            Remote::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
+                code: f.code.into(),
+                reason: f.reason.as_str().into(),
+            })),
+            Remote::Frame(_) => return None,
+        })
+    });
     // Either way ending ends the relay: its other way has no one left to talk to.
     tokio::select! {
         () = up => {}
         () = down => {}
     }
+}
+
+/// One way of a relay: each message `from` gives, as `convert` makes it (or skips it), sent `to`
+/// before the next is read; then `to` is closed.
+async fn pump<M, N, E, S>(
+    mut from: impl futures::Stream<Item = Result<M, E>> + Unpin,
+    mut to: S,
+    convert: impl Fn(M) -> Option<N>,
+) where
+    S: futures::Sink<N> + Unpin,
+{
+    while let Some(Ok(message)) = from.next().await {
+        let Some(message) = convert(message) else {
+            continue;
+        };
+        if to.send(message).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
 }
