@@ -61,8 +61,9 @@ pub struct Target {
 }
 
 /// The guest packages the benchmark deploys (built to `target/wasm32-wasip2/release/`).
-pub const GUESTS: [&str; 8] = [
+pub const GUESTS: [&str; 9] = [
     "counter",
+    "shared-counter",
     "chat-room",
     "pubsub",
     "hello",

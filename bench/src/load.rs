@@ -334,13 +334,24 @@ pub struct Fresh {
 /// Scenario 3b: durable increments on objects drawn at random from `s.fresh_objects` names
 /// (`fresh-<run>-0` ...), over `conns` connections, none created beforehand (`<run>` is new
 /// each call): far past what a server keeps live, so most requests wake (or create) a sleeping
-/// object and put another to sleep. Then the server's RSS and memory mappings.
-pub async fn increment_fresh(target: &Target, conns: usize, s: &Settings) -> Result<Fresh> {
+/// object and put another to sleep. Then the server's RSS and memory mappings. `shared`: on
+/// dohost, the counter registered as a shared class (`examples/shared-counter`); workerd always
+/// serves a class's objects from one isolate, so it gets its counter either way.
+pub async fn increment_fresh(
+    target: &Target,
+    conns: usize,
+    s: &Settings,
+    shared: bool,
+) -> Result<Fresh> {
     let objects = s.fresh_objects.max(1);
     let run_id = nonce();
+    let namespace = match target.kind {
+        Kind::Dohost { .. } if shared => "shared-counter",
+        _ => "counter",
+    };
     let load = run(target, conns, s, move |_, rng| {
         let i = rand::Rng::random_range(rng, 0..objects);
-        (Method::POST, format!("/counter/fresh-{run_id}-{i}/"))
+        (Method::POST, format!("/{namespace}/fresh-{run_id}-{i}/"))
     })
     .await?;
     Ok(Fresh {

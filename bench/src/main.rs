@@ -440,11 +440,17 @@ impl Bench {
     }
 
     /// Increments past the live-instance cap: throughput and latency, and what the server holds
-    /// at the end of it.
-    async fn fresh(&mut self, targets: &[Option<Target>; 2]) {
+    /// at the end of it. `shared`: dohost's counter is a shared class (see
+    /// [`load::increment_fresh`]).
+    async fn fresh(&mut self, targets: &[Option<Target>; 2], shared: bool) {
         let s = self.s.clone();
+        let class = if shared {
+            "; dohost's class shares instances"
+        } else {
+            ""
+        };
         let title = format!(
-            "Increment, {} objects (none created before; past the live cap), {} conns",
+            "Increment, {} objects (none created before; past the live cap{class}), {} conns",
             thousands(s.fresh_objects),
             s.conns
         );
@@ -456,7 +462,7 @@ impl Bench {
                     // Each run from an idle server: the end figures are of this run's objects
                     // alone, not also the last run's.
                     t.wait_idle(&s).await?;
-                    load::increment_fresh(t, s.conns, &s).await
+                    load::increment_fresh(t, s.conns, &s, shared).await
                 },
                 |f| {
                     format!(
@@ -489,7 +495,7 @@ impl Bench {
         self.syncs(
             targets,
             &title,
-            async |t| load::increment_fresh(t, s.conns, &s).await,
+            async |t| load::increment_fresh(t, s.conns, &s, shared).await,
             |f| load_writes(&f.load),
         )
         .await;
@@ -816,7 +822,8 @@ impl Bench {
             load::increment_spread(t, s.conns, &s).await
         })
         .await;
-        self.fresh(&targets).await;
+        self.fresh(&targets, false).await;
+        self.fresh(&targets, true).await;
         // Let both servers drop those objects now, not during the next measurements.
         println!(
             "(waiting for the {} objects to hibernate)",

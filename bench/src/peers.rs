@@ -222,12 +222,13 @@ impl Dohost {
         Ok(())
     }
 
-    /// Deploys counter, chat, pubsub, hello and the JavaScript counter; the app `bench`: its front worker on `/w/`, calling
+    /// Deploys counter (also as a shared class), chat, pubsub, hello and the JavaScript counter; the app `bench`: its front worker on `/w/`, calling
     /// the public counters and its own relay class (as workerd's front worker does); and the app
     /// `bench-download`, an http-worker on `/d/`.
     pub async fn deploy_all(&self) -> Result<()> {
         for (namespace, package) in [
             ("counter", "counter"),
+            ("shared-counter", "shared-counter"),
             ("chat", "chat-room"),
             ("pubsub", "pubsub"),
             ("hello", "hello"),

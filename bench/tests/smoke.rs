@@ -111,14 +111,16 @@ async fn every_dohost_scenario_produces_sane_numbers() {
             .await
             .expect("spread"),
     );
-    let fresh = load::increment_fresh(&t, s.conns, &s)
-        .await
-        .expect("past the live cap");
-    check_load("past the live cap", &fresh.load);
-    assert!(
-        fresh.rss_kib > 0 && fresh.maps > 0,
-        "RSS and mappings are read"
-    );
+    for shared in [false, true] {
+        let fresh = load::increment_fresh(&t, s.conns, &s, shared)
+            .await
+            .expect("past the live cap");
+        check_load("past the live cap", &fresh.load);
+        assert!(
+            fresh.rss_kib > 0 && fresh.maps > 0,
+            "RSS and mappings are read"
+        );
+    }
     check_load("hello", &load::hello(&t, s.conns, &s).await.expect("hello"));
     settle(&t).await;
 

@@ -9,7 +9,9 @@
 //! An object class is a `cdylib` crate built for `wasm32-wasip2`. It implements
 //! [`DurableObject`] and registers the type with [`durable_object!`]; that is all the glue there
 //! is. This crate hides the component-model bindings (the world `durable-object` of
-//! `dohost:object@0.3.0`).
+//! `dohost:object@0.3.0`). A class that keeps its state in storage rather than in fields may
+//! register with [`shared_object!`] instead, and the host then serves many of its objects from
+//! one instance (the world `shared-object`).
 //!
 //! # Example: a counter
 //!
@@ -319,69 +321,109 @@ pub trait DurableObject: Sized + 'static {
 macro_rules! durable_object {
     ($ty:ty) => {
         const _: () = {
-            ::std::thread_local! {
-                static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
-            }
-
-            struct DohostObject;
-
-            impl $crate::__private::exports::dohost::object::http_handler::Guest for DohostObject {
-                fn fetch(
-                    request: $crate::__private::shared::types::Request,
-                ) -> ::core::result::Result<
-                    $crate::__private::shared::types::Response,
-                    ::std::string::String,
-                > {
-                    $crate::__private::fetch(&INSTANCE, request)
-                }
-            }
-
-            impl $crate::__private::exports::dohost::object::websocket_handler::Guest
-                for DohostObject
-            {
-                fn on_message(
-                    socket: u64,
-                    message: $crate::__private::exports::dohost::object::websocket_handler::Message,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::on_message(&INSTANCE, socket, message)
-                }
-
-                fn on_close(
-                    socket: u64,
-                    code: u16,
-                    reason: ::std::string::String,
-                    was_clean: bool,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::on_close(&INSTANCE, socket, code, reason, was_clean)
-                }
-
-                fn on_error(
-                    socket: u64,
-                    error: ::std::string::String,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::on_error(&INSTANCE, socket, error)
-                }
-            }
-
-            impl $crate::__private::exports::dohost::object::stream_handler::Guest
-                for DohostObject
-            {
-                fn on_close(stream: u64) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::on_stream_close(&INSTANCE, stream)
-                }
-            }
-
-            impl $crate::__private::exports::dohost::object::alarm_handler::Guest for DohostObject {
-                fn on_alarm(
-                    info: $crate::__private::exports::dohost::object::alarm_handler::AlarmInfo,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::on_alarm(&INSTANCE, info)
-                }
-            }
-
-            $crate::__private::export!(DohostObject with_types_in $crate::__private);
+            $crate::__object_exports!($ty, []);
+    $crate::__private::export!(DohostObject with_types_in $crate::__private);
         };
+    };
+}
+
+/// Registers `$ty` as the crate's object class, like [`durable_object!`], and lets the host serve
+/// many objects of the class from one instance (the world `shared-object`): an object that wakes
+/// then costs no new instance, which makes a class with many objects several times faster.
+///
+/// The price is that fields are a cache of storage, never state: the host may run other objects'
+/// events on the instance between two events of one object. Before an event whose object is not
+/// the one whose `$ty` the slot holds (or whose state may have changed elsewhere since), the slot
+/// is emptied and [`DurableObject::new`] builds the next object afresh. So use it for classes that
+/// keep their state in storage and in WebSocket attachments, and [`durable_object!`] for classes
+/// that keep state only in fields.
+#[macro_export]
+macro_rules! shared_object {
+    ($ty:ty) => {
+        const _: () = {
+            $crate::__object_exports!($ty, [shared_object]);
+
+            impl $crate::__private::shared_object::exports::dohost::object::sharing::Guest
+                for DohostObject
+            {
+                fn switch_object() -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::switch_object(&INSTANCE)
+                }
+            }
+
+            $crate::__private::shared_object::export!(
+                DohostObject with_types_in $crate::__private::shared_object
+            );
+        };
+    };
+}
+
+/// The slot and the handlers both object macros export, in the bindings module `[$m]` of
+/// `__private` (the world's own exported types).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __object_exports {
+    ($ty:ty, [$($m:ident)?]) => {
+        ::std::thread_local! {
+            static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+
+        struct DohostObject;
+
+        impl $crate::__private $(::$m)?::exports::dohost::object::http_handler::Guest for DohostObject {
+            fn fetch(
+                request: $crate::__private::shared::types::Request,
+            ) -> ::core::result::Result<
+                $crate::__private::shared::types::Response,
+                ::std::string::String,
+            > {
+                $crate::__private::fetch(&INSTANCE, request)
+            }
+        }
+
+        impl $crate::__private $(::$m)?::exports::dohost::object::websocket_handler::Guest
+            for DohostObject
+        {
+            fn on_message(
+                socket: u64,
+                message: $crate::__private $(::$m)?::exports::dohost::object::websocket_handler::Message,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::on_message(&INSTANCE, socket, message.into())
+            }
+
+            fn on_close(
+                socket: u64,
+                code: u16,
+                reason: ::std::string::String,
+                was_clean: bool,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::on_close(&INSTANCE, socket, code, reason, was_clean)
+            }
+
+            fn on_error(
+                socket: u64,
+                error: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::on_error(&INSTANCE, socket, error)
+            }
+        }
+
+        impl $crate::__private $(::$m)?::exports::dohost::object::stream_handler::Guest
+            for DohostObject
+        {
+            fn on_close(stream: u64) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::on_stream_close(&INSTANCE, stream)
+            }
+        }
+
+        impl $crate::__private $(::$m)?::exports::dohost::object::alarm_handler::Guest for DohostObject {
+            fn on_alarm(
+                info: $crate::__private $(::$m)?::exports::dohost::object::alarm_handler::AlarmInfo,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::on_alarm(&INSTANCE, info.into())
+            }
+        }
     };
 }
 
@@ -502,6 +544,10 @@ pub mod __private {
             "dohost:object/logging@0.3.0": dohost_worker_bindings::dohost::object::logging,
             "dohost:object/config@0.3.0": dohost_worker_bindings::dohost::object::config,
             "dohost:object/stubs@0.3.0": dohost_worker_bindings::dohost::object::stubs,
+            "dohost:object/identity@0.3.0": dohost_shared_object_bindings::dohost::object::identity,
+            "dohost:object/storage@0.3.0": dohost_shared_object_bindings::dohost::object::storage,
+            "dohost:object/websockets@0.3.0": dohost_shared_object_bindings::dohost::object::websockets,
+            "dohost:object/streams@0.3.0": dohost_shared_object_bindings::dohost::object::streams,
             "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
             "wasi:http/types@0.2.12": wasip2::http::types,
             "wasi:io/poll@0.2.12": wasip2::io::poll,
@@ -510,6 +556,34 @@ pub mod __private {
             "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
         },
     });
+
+    /// The world `shared-object`: the same imports and handlers, and `sharing` (a crate of its
+    /// own, like the worker world's).
+    pub mod shared_object {
+        pub use dohost_shared_object_bindings::*;
+
+        use super::exports::dohost::object::{alarm_handler, websocket_handler};
+        use exports::dohost::object::alarm_handler::AlarmInfo;
+        use exports::dohost::object::websocket_handler::Message;
+
+        impl From<Message> for websocket_handler::Message {
+            fn from(message: Message) -> Self {
+                match message {
+                    Message::Text(text) => websocket_handler::Message::Text(text),
+                    Message::Binary(bytes) => websocket_handler::Message::Binary(bytes),
+                }
+            }
+        }
+
+        impl From<AlarmInfo> for alarm_handler::AlarmInfo {
+            fn from(info: AlarmInfo) -> Self {
+                alarm_handler::AlarmInfo {
+                    retry_count: info.retry_count,
+                    is_retry: info.is_retry,
+                }
+            }
+        }
+    }
 
     /// The worker world's bindings (a crate of their own: see there), and the body of its export.
     pub mod worker {
@@ -640,6 +714,14 @@ pub mod __private {
         with_instance(slot, |object| {
             object.stream_closed(crate::ResponseStream::new(stream))
         })
+    }
+
+    /// Handles `switch-object` (world `shared-object`): the next event is another object's, so
+    /// the one in the slot goes.
+    pub fn switch_object<T: DurableObject>(slot: &'static Slot<T>) -> Result<(), String> {
+        let previous = slot.with_borrow_mut(Option::take);
+        drop(previous);
+        Ok(())
     }
 
     /// Handles one `on-alarm` event.

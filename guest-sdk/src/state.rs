@@ -1,9 +1,9 @@
 //! Who the object is, and the way to its storage and WebSockets.
 
-use crate::__private::dohost::object::identity;
-use crate::__private::dohost::object::websockets::{self as wit, AutoResponse};
 use crate::websocket::host;
 use crate::{Env, ResponseStream, Result, Storage, WebSocket};
+use dohost_shared_object_bindings::dohost::object::identity;
+use dohost_shared_object_bindings::dohost::object::websockets::{self as wit, AutoResponse};
 
 /// The object's identity, storage and WebSockets, handed to
 /// [`DurableObject::new`](crate::DurableObject::new).

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__private::dohost::object::storage as wit;
 use crate::{Result, StorageError};
+use dohost_shared_object_bindings::dohost::object::storage as wit;
 
 /// The object's private key-value storage, from [`State::storage`](crate::State::storage).
 ///

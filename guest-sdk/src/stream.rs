@@ -1,8 +1,8 @@
 //! Response bodies the host holds open for the object, written as they are produced: server-sent
 //! events, a live log, a long export.
 
-use crate::__private::dohost::object::streams as wit;
 use crate::{Error, Result};
+use dohost_shared_object_bindings::dohost::object::streams as wit;
 use std::fmt;
 
 /// A response stream, opened with [`State::open_stream`](crate::State::open_stream) and found

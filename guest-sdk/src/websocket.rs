@@ -3,9 +3,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::__private::dohost::object::websockets as wit;
 use crate::__private::exports::dohost::object::websocket_handler::Message as WitMessage;
 use crate::{Result, WebSocketError};
+use dohost_shared_object_bindings::dohost::object::websockets as wit;
 
 /// One of the object's WebSockets, accepted with
 /// [`State::accept_websocket`](crate::State::accept_websocket) and found again with

@@ -99,6 +99,7 @@ pub(super) async fn stats(
         "overloaded": app.objects.overloaded_count(),
         "awake_objects": app.objects.awake_objects(),
         "idle_workers": app.workers.idle_count(),
+        "idle_shared_instances": app.objects.idle_shared_instances(),
         "open_sockets": app.sockets.open_count(),
         "auto_responses": app.sockets.auto_response_count(),
         "socket_bytes_waiting": app.sockets.bytes_waiting(),
@@ -148,6 +149,8 @@ pub(super) async fn deploy(
         body: bytes.to_vec(),
     };
     let info = registry_change(&app, change, move || registry.deploy(&namespace, &bytes)).await??;
+    app.objects
+        .forget_shared_instances(&info.namespace, info.version);
     Ok(axum::Json(info).into_response())
 }
 
@@ -387,6 +390,7 @@ pub(super) async fn delete_namespace(
             "some of its objects were still busy after 30 s",
         ));
     }
+    app.objects.forget_shared_instances(&namespace, u64::MAX);
     if let Some(cluster) = &app.cluster {
         cluster
             .forget_elsewhere(&namespace)

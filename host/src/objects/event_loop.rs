@@ -21,7 +21,7 @@ enum Slot {
     Live {
         instance: Instance,
         version: u64,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     },
 }
 
@@ -41,6 +41,12 @@ pub(super) struct EventLoop {
     meter: Meter,
     /// The fuel the current event burned, for the metrics.
     burned: u64,
+    /// The shared instance (world `shared-object`) the object's last event ran on, while no
+    /// other change to its state can have happened since.
+    ran_on: Option<u64>,
+    /// A shared class's object keeps its loop (and its storage open) between events while it
+    /// holds one of these, as an object of its own keeps its instance.
+    resting: Option<OwnedSemaphorePermit>,
 }
 
 /// An event's WebSocket output and the commit it waits for.
@@ -102,6 +108,8 @@ impl EventLoop {
             background,
             meter,
             burned: 0,
+            ran_on: None,
+            resting: None,
         };
         this.serve(rx, None).await;
     }
@@ -114,7 +122,7 @@ impl EventLoop {
         mut next: Option<QueuedEvent>,
     ) {
         loop {
-            let live = matches!(self.slot, Some(Slot::Live { .. }));
+            let live = matches!(self.slot, Some(Slot::Live { .. })) || self.resting.is_some();
             let event = match (next.take(), live) {
                 (Some(event), _) => Some(event),
                 (None, true) => {
@@ -271,8 +279,41 @@ impl EventLoop {
         self.idle_ticket = Some(ticket);
     }
 
-    /// Drops the instance; storage and commits in flight stay.
+    /// Between events, an instance of its own waits on the idle list; a shared instance goes
+    /// back to its class's pool, and the object keeps its storage (and its loop, while the host
+    /// has room for resting objects).
+    fn rest(&mut self) {
+        let serial = self.instance().shared_serial();
+        if serial.is_none() {
+            self.join_idle_list();
+            return;
+        }
+        let Some(Slot::Live {
+            mut instance,
+            version,
+            permit,
+        }) = self.slot.take()
+        else {
+            unreachable!("an event ran on a live instance")
+        };
+        let storage = instance
+            .release()
+            .expect("a shared instance serves its object's storage");
+        self.slot = Some(Slot::Asleep(storage));
+        self.ran_on = serial;
+        if self.resting.is_none() {
+            self.resting = self.inner.resting.clone().try_acquire_owned().ok();
+        }
+        self.inner
+            .shared
+            .keep(&self.identity.namespace, version, instance, permit);
+    }
+
+    /// Drops the instance; storage and commits in flight stay. Whatever a shared instance holds
+    /// of the object is no longer trusted either.
     fn hibernate(&mut self) {
+        self.ran_on = None;
+        self.resting = None;
         self.leave_idle_list();
         self.slot = self.slot.take().map(|slot| match slot {
             Slot::Live { instance, .. } => Slot::Asleep(
@@ -312,6 +353,23 @@ impl EventLoop {
         {
             self.hibernate();
         }
+        let version = deployment.info.version;
+        if let Some(Slot::Asleep(_)) = self.slot
+            && deployment.pre.shares_instances()
+            && let Some((mut instance, permit)) =
+                self.inner.shared.take(&self.identity.namespace, version)
+        {
+            let Some(Slot::Asleep(storage)) = self.slot.take() else {
+                unreachable!("checked above")
+            };
+            let ran_here_last = self.ran_on.is_some() && self.ran_on == instance.shared_serial();
+            instance.serve(&self.identity, storage, ran_here_last);
+            self.slot = Some(Slot::Live {
+                instance,
+                version,
+                permit,
+            });
+        }
         if let Some(Slot::Asleep(_)) = self.slot {
             let permit = self.inner.instance_permit().await.map_err(|e| (e, None))?;
             let Some(Slot::Asleep(storage)) = self.slot.take() else {
@@ -338,7 +396,7 @@ impl EventLoop {
                     self.slot = Some(Slot::Live {
                         instance,
                         version: deployment.info.version,
-                        _permit: permit,
+                        permit,
                     })
                 }
                 Err((e, storage)) => {
@@ -373,7 +431,7 @@ impl EventLoop {
             Ok(value) => {
                 let committer = self.inner.committer.clone();
                 let gate = self.storage().finish_event(&committer);
-                self.join_idle_list();
+                self.rest();
                 if !io.outputs.is_empty() {
                     let sent = self.inner.metrics.messages.get_or_create(&MessageLabels {
                         namespace: self.identity.namespace.clone(),

@@ -1,5 +1,9 @@
 //! Object lifecycle: at most one live instance per object, its events one at a time.
 //!
+//! An object of a shared class (world `shared-object`) has no instance of its own: each event
+//! borrows an idle instance of its class (or a new one), and gives it back after. Between events
+//! it keeps only its loop and storage, while the host has room for such resting objects.
+//!
 //! Each object with work to do has an event loop (a tokio task) fed by a queue (bounded: see
 //! `queue`), so events run in arrival order and different objects run in parallel on all cores. The loop keeps
 //! the instance between events, drops it after the idle timeout or when the host needs its slot
@@ -30,7 +34,7 @@ use crate::cpu_share::{Cause, CpuShare, Meter};
 use crate::metrics::Metrics;
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
-use crate::runtime::{CallStats, Calls, Chain, Request, Runtime};
+use crate::runtime::{CallStats, Calls, Chain, IdleLimits, IdlePool, Request, Runtime};
 use crate::sockets::{SocketEvent, Sockets};
 use crate::storage::{Committer, Storage};
 use calls::ObjectCalls;
@@ -78,9 +82,14 @@ impl Objects {
                 calls: Arc::new(ObjectCalls::new(inner.clone())),
                 waits: Arc::default(),
                 instances: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
+                resting: Arc::new(Semaphore::new(config.max_live_objects.max(1))),
                 config,
                 loops: Mutex::new(HashMap::new()),
                 idle: Mutex::new(IdleList::default()),
+                shared: IdlePool::start(
+                    config.idle_timeout,
+                    IdleLimits::share_of(config.max_live_objects, memory.limit),
+                ),
                 memory,
                 metrics,
                 overloaded: AtomicU64::new(0),
@@ -415,6 +424,17 @@ impl Objects {
     /// How many objects have a live instance right now.
     pub fn live_instances(&self) -> usize {
         self.inner.config.max_live_objects.max(1) - self.inner.instances.available_permits()
+    }
+
+    /// Shared classes' instances kept between events (world `shared-object`).
+    pub fn idle_shared_instances(&self) -> usize {
+        self.inner.shared.count()
+    }
+
+    /// Drops the kept instances of the shared class deployed as `namespace` older than
+    /// `version` (all of them, with `u64::MAX`): a redeploy or a delete frees their slots at once.
+    pub fn forget_shared_instances(&self, namespace: &str, version: u64) {
+        self.inner.shared.forget_older(namespace, version);
     }
 
     /// How many objects have an event loop (a live instance, queued events or commits in

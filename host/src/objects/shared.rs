@@ -11,7 +11,7 @@ use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::Registry;
-use crate::runtime::{CallError, Called, Calls, Chain, Request, Runtime};
+use crate::runtime::{CallError, Called, Calls, Chain, IdlePool, Request, Runtime};
 use crate::sockets::Sockets;
 use crate::storage::{Committer, Storage, StorageLimits};
 use futures::future::BoxFuture;
@@ -76,8 +76,14 @@ pub(super) struct Inner {
     pub(super) loops: Mutex<HashMap<ObjectId, Queue>>,
     /// One permit per live instance.
     pub(super) instances: Arc<Semaphore>,
+    /// One permit per object of a shared class that keeps its loop between events: as many as
+    /// live instances, and a loop holds only its storage, so they cost a small part of what
+    /// instances do.
+    pub(super) resting: Arc<Semaphore>,
     /// Live instances between events, least recently used first.
     pub(super) idle: Mutex<IdleList>,
+    /// Shared classes' instances between events (world `shared-object`), by namespace.
+    pub(super) shared: Arc<IdlePool>,
     pub(super) memory: Arc<MemoryBudget>,
     pub(super) metrics: Metrics,
     /// Events refused as `overloaded` since start, and when that was last logged.

@@ -288,7 +288,7 @@ impl Registry {
             {
                 let mut components = txn.open_table(COMPONENTS)?;
                 let mut deployments = txn.open_table(DEPLOYMENTS)?;
-                for (class, bytes, sha256, _) in &compiled {
+                for (class, bytes, sha256, pre) in &compiled {
                     let version = self.get(&class.namespace).map_or(1, |d| d.info.version + 1);
                     let class_info = DeploymentInfo {
                         namespace: class.namespace.clone(),
@@ -298,6 +298,7 @@ impl Registry {
                         size: bytes.len() as u64,
                         app: Some(name.to_owned()),
                         public: class.public,
+                        shared_instances: pre.shares_instances(),
                     };
                     let meta = serde_json::to_vec(&class_info).expect("deployment info serializes");
                     components.insert(class.namespace.as_str(), bytes.as_slice())?;

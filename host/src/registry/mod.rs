@@ -44,6 +44,10 @@ pub struct DeploymentInfo {
     /// reachable only through stubs. A class deployed alone always is.
     #[serde(default = "public_by_default")]
     pub public: bool,
+    /// Whether the host serves many of the class's objects from one instance: its component
+    /// implements the world `shared-object`.
+    #[serde(default)]
+    pub shared_instances: bool,
 }
 
 fn public_by_default() -> bool {
@@ -144,12 +148,13 @@ impl Registry {
             let ns = ns.value().to_owned();
             let loaded = serde_json::from_slice::<DeploymentInfo>(info.value())
                 .map_err(|e| format!("bad metadata: {e}"))
-                .and_then(|info| {
+                .and_then(|mut info| {
                     let bytes = components
                         .get(ns.as_str())
                         .map_err(|e| e.to_string())?
                         .ok_or("its component is missing")?;
                     let pre = registry.load_cached(&info.sha256, bytes.value(), Role::Object)?;
+                    info.shared_instances = pre.shares_instances();
                     Ok(Deployment {
                         public: info.public,
                         env: registry.env_of(info.app.as_deref()),
@@ -211,6 +216,7 @@ impl Registry {
             size: bytes.len() as u64,
             app: None,
             public: true,
+            shared_instances: pre.shares_instances(),
         };
         let meta = serde_json::to_vec(&info).expect("deployment info serializes");
         self.db.write(|db| {

@@ -4,7 +4,7 @@ use super::bindings::{v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::EventError;
 use super::imports;
-use super::instance::{Bindings, Instance, call_guest, classify, count_fuel};
+use super::instance::{Bindings, Instance, Sharing, call_guest, classify, count_fuel};
 use super::limits::{LogBucket, MemoryCap};
 use super::outgoing_send::{Outbound, OutboundHooks};
 use super::pool;
@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 use wasmtime::{Config, Engine, Store, StoreContextMut, UpdateDeadline};
 
 /// What a component is deployed as.
@@ -38,6 +38,9 @@ pub enum Role {
 pub enum Pre {
     ObjectV0_2(v0_2::DurableObjectPre<HostState>),
     ObjectV0_3(v0_3::DurableObjectPre<HostState>),
+    /// A class of the world `shared-object`: the handlers of 0.3.0's `durable-object`, and the
+    /// export of `sharing`'s `switch-object`.
+    SharedObject(v0_3::DurableObjectPre<HostState>, ComponentExportIndex),
     Worker(v0_3::worker::WorkerPre<HostState>),
     HttpWorker(v0_3::http_worker::HttpWorkerPre<HostState>),
 }
@@ -46,6 +49,12 @@ impl Pre {
     /// Whether this is an http-worker, served through wasi:http with streamed bodies.
     pub fn is_http_worker(&self) -> bool {
         matches!(self, Pre::HttpWorker(_))
+    }
+
+    /// Whether the class lets the host serve many of its objects from one instance (the world
+    /// `shared-object`).
+    pub fn shares_instances(&self) -> bool {
+        matches!(self, Pre::SharedObject(..))
     }
 }
 
@@ -160,6 +169,13 @@ impl Runtime {
             Role::Object if exports(|name| name == "dohost:object/http-handler@0.2.0") => {
                 v0_2::DurableObjectPre::new(pre).map(Pre::ObjectV0_2)
             }
+            Role::Object if exports(|name| name == SHARING) => {
+                let switch = component
+                    .get_export_index(None, SHARING)
+                    .and_then(|sharing| component.get_export_index(Some(&sharing), SWITCH_OBJECT))
+                    .ok_or_else(|| format!("its `{SHARING}` has no `{SWITCH_OBJECT}`"))?;
+                v0_3::DurableObjectPre::new(pre).map(|pre| Pre::SharedObject(pre, switch))
+            }
             Role::Object => v0_3::DurableObjectPre::new(pre).map(Pre::ObjectV0_3),
             Role::Worker if exports(|name| name.starts_with(INCOMING_HANDLER)) => {
                 v0_3::http_worker::HttpWorkerPre::new(pre).map(Pre::HttpWorker)
@@ -213,9 +229,10 @@ impl Runtime {
         drop(busy);
         count_fuel(&mut store);
         match instantiated {
-            Ok(bindings) => Ok(Instance::new(
+            Ok((bindings, sharing)) => Ok(Instance::new(
                 store,
                 bindings,
+                sharing,
                 self.limits,
                 self.ticker.clone(),
                 heavy,
@@ -233,13 +250,32 @@ impl Runtime {
 }
 
 impl Pre {
-    /// Instantiates the component in `store`, with the bindings of its world.
-    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+    /// Instantiates the component in `store`, with the bindings of its world, and for a shared
+    /// class its `switch-object`.
+    async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<(Bindings, Option<Sharing>)> {
         Ok(match self {
-            Pre::ObjectV0_2(pre) => Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
-            Pre::ObjectV0_3(pre) => Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
-            Pre::Worker(pre) => Bindings::Worker(pre.instantiate_async(store).await?),
-            Pre::HttpWorker(pre) => Bindings::HttpWorker(pre.instantiate_async(store).await?),
+            Pre::ObjectV0_2(pre) => (
+                Bindings::ObjectV0_2(pre.instantiate_async(store).await?),
+                None,
+            ),
+            Pre::ObjectV0_3(pre) => (
+                Bindings::ObjectV0_3(pre.instantiate_async(store).await?),
+                None,
+            ),
+            Pre::SharedObject(pre, switch) => {
+                let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
+                let bindings = v0_3::DurableObject::new(&mut *store, &instance)?;
+                let switch = instance.get_typed_func(&mut *store, switch)?;
+                (Bindings::ObjectV0_3(bindings), Some(Sharing::new(switch)))
+            }
+            Pre::Worker(pre) => (Bindings::Worker(pre.instantiate_async(store).await?), None),
+            Pre::HttpWorker(pre) => (
+                Bindings::HttpWorker(pre.instantiate_async(store).await?),
+                None,
+            ),
         })
     }
 }
@@ -273,6 +309,10 @@ fn on_tick(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<Update
     }
     Ok(UpdateDeadline::Yield(1))
 }
+
+/// The interface a `shared-object` class exports besides the handlers, and its function.
+const SHARING: &str = "dohost:object/sharing@0.3.0";
+const SWITCH_OBJECT: &str = "switch-object";
 
 /// The export of the world `worker`.
 const HTTP_HANDLER: &str = "dohost:object/http-handler@0.3.0";

@@ -4,15 +4,19 @@ use super::bindings::{v0_2, v0_3};
 use super::calls::Chain;
 use super::epoch::{Busy, EPOCH_TICK, EpochTicker};
 use super::error::EventError;
+use super::limits::LogBucket;
 use super::metering::FuelCount;
 use super::request::{Request, Response};
 use super::state::{HostState, SocketIo};
 use crate::config::{EventLimits, FUEL_PER_MS};
+use crate::names::{ObjectId, ObjectIdentity};
 use crate::scheduling::{Heavy, run_guest, with_long_slice};
 use crate::sockets::SocketEvent;
 use crate::storage::ObjectStorage;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use wasmtime::component::TypedFunc;
 use wasmtime::{AsContextMut, PoolConcurrencyLimitError, Store, Trap};
 
 /// The exports of an instance, in the version of the contract its component speaks.
@@ -42,10 +46,36 @@ macro_rules! on_object {
     };
 }
 
-/// A live instance of one object or worker.
+/// What a shared class's instance (world `shared-object`) knows of the objects it serves.
+pub(super) struct Sharing {
+    switch: TypedFunc<(), (Result<(), String>,)>,
+    /// Names this instance among all shared instances, for an object to tell whether its last
+    /// event ran here.
+    serial: u64,
+    /// The object whose state memory may hold: that of the instance's last event (`None` before
+    /// its first).
+    holds: Option<ObjectId>,
+    /// Whether the next event must call `switch-object` first.
+    switching: bool,
+}
+
+impl Sharing {
+    pub(super) fn new(switch: TypedFunc<(), (Result<(), String>,)>) -> Self {
+        static SERIALS: AtomicU64 = AtomicU64::new(0);
+        Sharing {
+            switch,
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
+            holds: None,
+            switching: false,
+        }
+    }
+}
+
+/// A live instance of one object or worker, or of a shared class, serving one object at a time.
 pub struct Instance {
     pub(super) store: Store<HostState>,
     pub(super) bindings: Bindings,
+    sharing: Option<Sharing>,
     limits: EventLimits,
     ticker: Arc<EpochTicker>,
     /// Shared with the store's memory limiter and epoch callback, which mark it.
@@ -56,6 +86,7 @@ impl Instance {
     pub(super) fn new(
         store: Store<HostState>,
         bindings: Bindings,
+        sharing: Option<Sharing>,
         limits: EventLimits,
         ticker: Arc<EpochTicker>,
         heavy: Heavy,
@@ -63,6 +94,7 @@ impl Instance {
         Instance {
             store,
             bindings,
+            sharing,
             limits,
             ticker,
             heavy,
@@ -86,6 +118,57 @@ impl Instance {
             .map_err(|e| EventError::Trap(format!("{e:#}")))?;
         self.store.data_mut().counted = FuelCount::new(self.limits.fuel, now);
         Ok((self.ticker.busy(), deadline))
+    }
+
+    /// [`Self::start_event`], then for a shared instance whose object changed, `switch-object`,
+    /// within the event's budgets.
+    async fn begin(&mut self) -> Result<(Busy, Instant), EventError> {
+        let (busy, deadline) = self.start_event()?;
+        let Some(sharing) = &mut self.sharing else {
+            return Ok((busy, deadline));
+        };
+        // From here on memory may hold this object, whatever it held before.
+        sharing.holds = Some(self.store.data().identity.id);
+        if std::mem::take(&mut sharing.switching) {
+            let call = sharing.switch.call_async(&mut self.store, ());
+            let called = call_guest(deadline, &self.heavy, call).await;
+            self.outcome(called.map(|(r,)| r))?;
+        }
+        Ok((busy, deadline))
+    }
+
+    /// The serial of a shared instance (world `shared-object`); `None` for any other.
+    pub fn shared_serial(&self) -> Option<u64> {
+        self.sharing.as_ref().map(|s| s.serial)
+    }
+
+    /// Makes a shared instance serve `identity` with its `storage` for the next event.
+    /// `ran_here_last`: that object's previous event ran on this instance (see
+    /// [`Self::shared_serial`]); unless it did and nothing ran here since, the guest is told to
+    /// switch objects first.
+    pub fn serve(
+        &mut self,
+        identity: &ObjectIdentity,
+        storage: ObjectStorage,
+        ran_here_last: bool,
+    ) {
+        let state = self.store.data_mut();
+        if state.identity.id != identity.id {
+            state.log = LogBucket::new(identity, state.log.tail.clone());
+            state.home_chain = Chain::of(identity);
+            state.identity = identity.clone();
+        }
+        state.storage = Some(storage);
+        if let Some(sharing) = &mut self.sharing {
+            let current = sharing.holds == Some(identity.id) && ran_here_last;
+            sharing.switching = sharing.holds.is_some() && !current;
+        }
+    }
+
+    /// Takes the object's storage back from a shared instance after its event, leaving the
+    /// instance ready for another object.
+    pub fn release(&mut self) -> Option<ObjectStorage> {
+        self.store.data_mut().storage.take()
     }
 
     /// Counts the guest instructions of the event that just ended, whatever its outcome, on the
@@ -123,7 +206,7 @@ impl Instance {
         upgrade: bool,
         chain: Option<Chain>,
     ) -> Result<Response, EventError> {
-        let (_busy, deadline) = self.start_event()?;
+        let (_busy, deadline) = self.begin().await?;
         let state = self.store.data_mut();
         state.io.in_request = true;
         state.io.upgrade = upgrade;
@@ -165,7 +248,7 @@ impl Instance {
         socket: u64,
         mut event: SocketEvent,
     ) -> Result<(), EventError> {
-        let (_busy, deadline) = self.start_event()?;
+        let (_busy, deadline) = self.begin().await?;
         self.store.data_mut().reset_chain();
         let store = &mut self.store;
         if let (SocketEvent::StreamClosed, Bindings::ObjectV0_3(b)) = (&event, &self.bindings) {
@@ -217,7 +300,7 @@ impl Instance {
 
     /// Delivers the alarm; `retries` is how many deliveries failed before.
     pub async fn alarm(&mut self, retries: u32) -> Result<(), EventError> {
-        let (_busy, deadline) = self.start_event()?;
+        let (_busy, deadline) = self.begin().await?;
         self.store.data_mut().reset_chain();
         let store = &mut self.store;
         let called = on_object!(&self.bindings, |b, v| {

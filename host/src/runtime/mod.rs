@@ -1,8 +1,8 @@
 //! wasmtime: the engine, the host side of the WIT imports, and running one event of one object
 //! under its limits.
 //!
-//! A guest gets exactly the imports of its world (`durable-object` of 0.2.0 or 0.3.0, `worker`
-//! or `http-worker`) plus the WASI interfaces a Rust std guest links against; WASI grants
+//! A guest gets exactly the imports of its world (`durable-object` of 0.2.0 or 0.3.0,
+//! `shared-object`, `worker` or `http-worker`) plus the WASI interfaces a Rust std guest links against; WASI grants
 //! nothing: no files, no environment, no network, a closed stdin and discarded stdout/stderr.
 //!
 //! The files, bottom up:
@@ -19,6 +19,7 @@
 //! - `pool`: instance slots and the memory mappings they hold.
 //! - `engine`: the engine and linker; instantiation.
 //! - `instance`: a live instance; delivering one event.
+//! - `idle`: idle instances kept for reuse (workers', shared object classes').
 //! - `http_worker`: delivering a request to an http-worker through wasi:http.
 
 mod bindings;
@@ -28,6 +29,7 @@ mod engine;
 mod epoch;
 mod error;
 mod http_worker;
+mod idle;
 mod imports;
 mod instance;
 mod limits;
@@ -42,6 +44,7 @@ pub use calls::{Call, CallError, Called, Calls, Chain, MAX_CALL_DEPTH};
 pub use engine::{Pre, Role, Runtime};
 pub use error::EventError;
 pub use http_worker::Head;
+pub use idle::{IdleLimits, IdlePool};
 pub use instance::Instance;
 pub use limits::{LOG_BURST, LOG_LINES_PER_SEC, MAX_LOG_LINE};
 pub use pool::check_memories;

@@ -179,7 +179,7 @@ async fn run(
         permit,
     } = pooled;
     match &result {
-        Ok(()) => workers.keep_idle(&app, version, instance, permit),
+        Ok(()) => workers.idle.keep(&app, version, instance, permit),
         Err(e) => {
             tracing::warn!(app = %app, "worker request failed: {e}");
             drop(instance);
