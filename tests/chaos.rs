@@ -101,6 +101,8 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
     }
     let mut model = Model::default();
     let mut idle_cycles = Vec::new();
+    // In how many cycles each kind (tickets, increments, chat, alarms) acknowledged something.
+    let mut acked_cycles = [0usize; 4];
     for cycle in 0..cycles {
         let before = model.totals.clone();
         let load = Load::new(&host.url, cycle, ROOMS, ALARMS_PER_CYCLE, ALARM_DELAY_MS);
@@ -167,8 +169,14 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
         ];
         // A cycle that acknowledged next to nothing checked next to nothing: the host was not
         // serving (or not yet), and the totals would hide it.
-        if acked.contains(&0) || acked.iter().sum::<usize>() < MIN_ACKED_PER_CYCLE {
+        if acked.iter().sum::<usize>() < MIN_ACKED_PER_CYCLE {
             idle_cycles.push(cycle);
+        }
+        // A kind may get nothing in a cycle: the fair share sends a namespace whose guests run
+        // more than 5% of a CPU beside others to the background, whose threads run only on
+        // idle CPU, and these clients leave none (the chat room's did, in about a third of runs).
+        for (kind, acked) in acked_cycles.iter_mut().zip(acked) {
+            *kind += usize::from(acked > 0);
         }
         println!(
             "cycle {cycle}: load {load_ms} ms, down {down_ms} ms, restart {ready_ms} ms; \
@@ -226,8 +234,13 @@ async fn acknowledged_work_survives_kill_9_at_random_moments() {
     );
     assert!(
         idle_cycles.is_empty(),
-        "cycles {idle_cycles:?} acknowledged fewer than {MIN_ACKED_PER_CYCLE} operations, or none \
-         of some kind: the host was not serving; see above"
+        "cycles {idle_cycles:?} acknowledged fewer than {MIN_ACKED_PER_CYCLE} operations: the \
+         host was not serving; see above"
+    );
+    assert!(
+        acked_cycles.iter().all(|&n| 2 * n >= cycles),
+        "some kind (tickets, increments, chat, alarms) was acknowledged in fewer than half the \
+         cycles: {acked_cycles:?} of {cycles}; see above"
     );
     assert!(
         t.due_while_down > 0,
