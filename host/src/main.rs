@@ -1087,8 +1087,8 @@ async fn namespaces(args: NamespacesArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<32} {:>8}  {:<24}  {:>10}  CLASS",
-        "NAMESPACE", "VERSION", "DEPLOYED (UTC)", "BYTES"
+        "{:<32} {:>8}  {:<24}  {:>10}  {:<9}  CLASS",
+        "NAMESPACE", "VERSION", "DEPLOYED (UTC)", "BYTES", "INSTANCES"
     );
     for ns in list {
         let at = ns["deployed_at_ms"].as_u64().unwrap_or(0);
@@ -1102,8 +1102,14 @@ async fn namespaces(args: NamespacesArgs) -> Result<()> {
             }
             None => "foreground".to_owned(),
         };
+        // Shared: the world `shared-object`, its objects served from shared instances.
+        let instances = if ns["shared_instances"] == true {
+            "shared"
+        } else {
+            "own"
+        };
         println!(
-            "{:<32} {:>8}  {:<24}  {:>10}  {class}",
+            "{:<32} {:>8}  {:<24}  {:>10}  {instances:<9}  {class}",
             ns["namespace"].as_str().unwrap_or("?"),
             ns["version"],
             format_time(at),
