@@ -158,3 +158,45 @@ async fn a_shared_class_holds_nothing_once_idle() {
     let (status, body) = json(c.get(host.at("/probe/n7/"))).await;
     assert_eq!((status, &body["count"]), (200, &json!(1)), "{body}");
 }
+
+/// A flood of fresh names at a shared class, with room for 8 instances and 8 resting objects:
+/// every answer is a 200 or a 503 `overloaded`, an object of another class answers throughout,
+/// and the host holds no more than its caps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_names_at_a_shared_class_stays_within_the_caps() {
+    let (host, _dir) = Host::start(&["--max-live-objects", "8"]);
+    host.deploy("probe", "shared_probe").await;
+    host.deploy("counter", "counter").await;
+    let c = client();
+    let flood = (0..64u64).map(|k| {
+        let (c, url) = (c.clone(), host.at("/probe/"));
+        tokio::spawn(async move {
+            let mut served = 0;
+            for i in 0..30u64 {
+                let r = c.post(format!("{url}f{k}-{i}/")).send().await.unwrap();
+                served += usize::from(support::served_or_overloaded(r).await);
+            }
+            served
+        })
+    });
+    let flood = tokio::spawn(join_all(flood));
+    let mut bystander = 0;
+    while !flood.is_finished() {
+        let (status, body) = json(c.post(host.at("/counter/bystander/"))).await;
+        assert_eq!(status, 200, "{body}");
+        bystander += 1;
+        let stats = host.stats().await;
+        assert!(stats["live_instances"].as_u64().unwrap() <= 8, "{stats}");
+        // Resting objects (at most 8) and those whose event runs or waits (at most one each
+        // of the 64 clients), and the bystander.
+        assert!(
+            stats["awake_objects"].as_u64().unwrap() <= 8 + 64 + 1,
+            "{stats}"
+        );
+    }
+    let served: usize = flood.await.unwrap().into_iter().map(|r| r.unwrap()).sum();
+    assert!(served > 64 * 30 / 2, "{served} of {} served", 64 * 30);
+    assert!(bystander > 0);
+    let (status, body) = json(c.post(host.at("/probe/after/"))).await;
+    assert_eq!((status, &body["count"]), (200, &json!(1)), "{body}");
+}
