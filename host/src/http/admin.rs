@@ -149,8 +149,10 @@ pub(super) async fn deploy(
         body: bytes.to_vec(),
     };
     let info = registry_change(&app, change, move || registry.deploy(&namespace, &bytes)).await??;
-    app.objects
-        .forget_shared_instances(&info.namespace, info.version);
+    if let Some(deployed) = app.registry.get(&info.namespace) {
+        app.objects
+            .forget_shared_instances(&info.namespace, deployed.serial);
+    }
     Ok(axum::Json(info).into_response())
 }
 

@@ -20,7 +20,8 @@ enum Slot {
     Asleep(ObjectStorage),
     Live {
         instance: Instance,
-        version: u64,
+        /// The [`Deployment::serial`](crate::registry::Deployment) of its code.
+        code: u64,
         permit: OwnedSemaphorePermit,
     },
 }
@@ -290,7 +291,7 @@ impl EventLoop {
         }
         let Some(Slot::Live {
             mut instance,
-            version,
+            code,
             permit,
         }) = self.slot.take()
         else {
@@ -306,7 +307,7 @@ impl EventLoop {
         }
         self.inner
             .shared
-            .keep(&self.identity.namespace, version, instance, permit);
+            .keep(&self.identity.namespace, code, instance, permit);
     }
 
     /// Drops the instance; storage and commits in flight stay. Whatever a shared instance holds
@@ -349,15 +350,14 @@ impl EventLoop {
         self.trust_storage().map_err(|e| (e, None))?;
         let deployment = namespace.current();
         // A live instance of older code is replaced: the next event runs the new code.
-        if matches!(&self.slot, Some(Slot::Live { version, .. }) if *version != deployment.info.version)
-        {
+        if matches!(&self.slot, Some(Slot::Live { code, .. }) if *code != deployment.serial) {
             self.hibernate();
         }
-        let version = deployment.info.version;
+        let code = deployment.serial;
         if let Some(Slot::Asleep(_)) = self.slot
             && deployment.pre.shares_instances()
             && let Some((mut instance, permit)) =
-                self.inner.shared.take(&self.identity.namespace, version)
+                self.inner.shared.take(&self.identity.namespace, code)
         {
             let Some(Slot::Asleep(storage)) = self.slot.take() else {
                 unreachable!("checked above")
@@ -366,7 +366,7 @@ impl EventLoop {
             instance.serve(&self.identity, storage, ran_here_last);
             self.slot = Some(Slot::Live {
                 instance,
-                version,
+                code,
                 permit,
             });
         }
@@ -395,7 +395,7 @@ impl EventLoop {
                 Ok(instance) => {
                     self.slot = Some(Slot::Live {
                         instance,
-                        version: deployment.info.version,
+                        code,
                         permit,
                     })
                 }
@@ -599,6 +599,8 @@ impl EventLoop {
             Ok(Some(at)) if at == due_at => {
                 storage.delete_alarm();
                 let gate = storage.finish_event(&committer);
+                // A shared instance's memory may describe the alarm just deleted.
+                self.ran_on = None;
                 Outcome {
                     result: Ok(()),
                     gate,

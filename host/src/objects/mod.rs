@@ -31,6 +31,7 @@ pub use shared::{Durability, LifecycleConfig, Placement};
 
 use crate::clock::now_ms;
 use crate::cpu_share::{Cause, CpuShare, Meter};
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::names::{ObjectId, ObjectIdentity};
 use crate::registry::{Namespace, Registry};
@@ -86,10 +87,7 @@ impl Objects {
                 config,
                 loops: Mutex::new(HashMap::new()),
                 idle: Mutex::new(IdleList::default()),
-                shared: IdlePool::start(
-                    config.idle_timeout,
-                    IdleLimits::share_of(config.max_live_objects, memory.limit),
-                ),
+                shared: IdlePool::start(config.idle_timeout, shared_pool_limits(&config, &memory)),
                 memory,
                 metrics,
                 overloaded: AtomicU64::new(0),
@@ -431,16 +429,27 @@ impl Objects {
         self.inner.shared.count()
     }
 
-    /// Drops the kept instances of the shared class deployed as `namespace` older than
-    /// `version` (all of them, with `u64::MAX`): a redeploy or a delete frees their slots at once.
-    pub fn forget_shared_instances(&self, namespace: &str, version: u64) {
-        self.inner.shared.forget_older(namespace, version);
+    /// Drops the kept instances of the shared class deployed as `namespace` whose code is older
+    /// than the deployment `serial` (all of them, with `u64::MAX`): a redeploy or a delete frees
+    /// their slots at once.
+    pub fn forget_shared_instances(&self, namespace: &str, serial: u64) {
+        self.inner.shared.forget_older(namespace, serial);
     }
 
     /// How many objects have an event loop (a live instance, queued events or commits in
     /// flight). A hibernated object with nothing to do has none.
     pub fn awake_objects(&self) -> usize {
         self.inner.loops.lock().unwrap().len()
+    }
+}
+
+/// What shared classes' idle instances may hold: a sixteenth of the instance slots and of the
+/// memory budget, and at least one instance, so that a small host shares too.
+fn shared_pool_limits(config: &LifecycleConfig, memory: &MemoryBudget) -> IdleLimits {
+    let share = IdleLimits::share_of(config.max_live_objects, memory.limit);
+    IdleLimits {
+        instances: share.instances.max(1),
+        ..share
     }
 }
 

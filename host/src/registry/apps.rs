@@ -339,12 +339,7 @@ impl Registry {
         let mut namespaces = self.namespaces.write().unwrap();
         let mut apps = self.apps.write().unwrap();
         for ((_, _, _, pre), class_info) in compiled.into_iter().zip(infos) {
-            let deployment = Arc::new(Deployment {
-                public: class_info.public,
-                info: class_info,
-                pre,
-                env: env.clone(),
-            });
+            let deployment = Arc::new(Deployment::new(class_info, pre, env.clone()));
             install(&mut namespaces, deployment);
         }
         for namespace in &dropped {

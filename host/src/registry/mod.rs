@@ -61,6 +61,23 @@ pub struct Deployment {
     /// What its app gives its instances (empty for a class deployed alone).
     pub env: Arc<Env>,
     pub public: bool,
+    /// Unique to this deployment in this process, and larger for later ones: instances kept for
+    /// reuse are matched by it, never by the version, which starts again at 1 when a namespace is
+    /// deleted and deployed anew.
+    pub serial: u64,
+}
+
+impl Deployment {
+    pub fn new(info: DeploymentInfo, pre: Pre, env: Arc<Env>) -> Self {
+        static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Deployment {
+            public: info.public,
+            info,
+            pre,
+            env,
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// A deployed namespace: a handle that stays while its code is replaced. A request looks the
@@ -155,12 +172,8 @@ impl Registry {
                         .ok_or("its component is missing")?;
                     let pre = registry.load_cached(&info.sha256, bytes.value(), Role::Object)?;
                     info.shared_instances = pre.shares_instances();
-                    Ok(Deployment {
-                        public: info.public,
-                        env: registry.env_of(info.app.as_deref()),
-                        info,
-                        pre,
-                    })
+                    let env = registry.env_of(info.app.as_deref());
+                    Ok(Deployment::new(info, pre, env))
                 });
             match loaded {
                 Ok(d) => {
@@ -229,12 +242,7 @@ impl Registry {
             }
             Ok(txn.commit()?)
         })?;
-        let deployment = Arc::new(Deployment {
-            info: info.clone(),
-            pre,
-            env: Arc::default(),
-            public: true,
-        });
+        let deployment = Arc::new(Deployment::new(info.clone(), pre, Arc::default()));
         apps::install(&mut self.namespaces.write().unwrap(), deployment);
         tracing::info!(namespace, version, size = bytes.len(), "deployed");
         Ok(info)

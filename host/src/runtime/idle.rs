@@ -2,8 +2,8 @@
 //! `shared-object`). Reuse is what makes them cheap: a fresh instance per request made increments
 //! through a worker 4× slower (BENCHMARKS.md).
 //!
-//! An instance is kept for a later event of the same name (app or namespace) and version, and
-//! dropped once idle for the host's idle timeout. Objects' eviction reclaims memory and slots
+//! An instance is kept for a later event of the same name (app or namespace) and code (a version
+//! number that only grows), and dropped once idle for the host's idle timeout. Objects' eviction reclaims memory and slots
 //! from idle objects, never from these, so what they hold is bounded three ways: per name, in
 //! number, and in memory ([`IdleLimits`]).
 
@@ -39,10 +39,10 @@ impl IdleLimits {
     }
 }
 
-/// An idle instance, the version it runs, and its slot.
+/// An idle instance, the code it runs, and its slot.
 struct Idle {
     instance: Instance,
-    version: u64,
+    code: u64,
     since: Instant,
     /// Its linear memory when it was kept.
     memory: usize,
@@ -89,15 +89,15 @@ impl IdlePool {
         self.pools.lock().unwrap().instances
     }
 
-    /// An idle instance of `version` of `name`, with its slot; older versions' instances are
-    /// dropped as they are found.
-    pub fn take(&self, name: &str, version: u64) -> Option<(Instance, OwnedSemaphorePermit)> {
+    /// An idle instance of `code` of `name`, with its slot; other code's instances are dropped as
+    /// they are found.
+    pub fn take(&self, name: &str, code: u64) -> Option<(Instance, OwnedSemaphorePermit)> {
         let mut pools = self.pools.lock().unwrap();
         let mut stale = Vec::new();
         let mut found = None;
         if let Some(pool) = pools.by_name.get_mut(name) {
             while let Some(candidate) = pool.pop() {
-                if candidate.version == version {
+                if candidate.code == code {
                     found = Some(candidate);
                     break;
                 }
@@ -113,11 +113,12 @@ impl IdlePool {
         found.map(|idle| (idle.instance, idle.permit))
     }
 
-    /// Keeps `instance` for a later event of `version` of `name`, unless the pool is full or
-    /// the instance grew too big; then it is dropped.
-    pub fn keep(&self, name: &str, version: u64, instance: Instance, permit: OwnedSemaphorePermit) {
+    /// Keeps `instance` for a later event of `code` of `name`, unless the pool is full or the
+    /// instance grew too big; then it is dropped.
+    pub fn keep(&self, name: &str, code: u64, instance: Instance, permit: OwnedSemaphorePermit) {
         let memory = instance.memory_bytes();
         if memory > MAX_IDLE_INSTANCE_MEMORY {
+            instance.discard();
             return;
         }
         let mut pools = self.pools.lock().unwrap();
@@ -139,17 +140,17 @@ impl IdlePool {
             .or_default()
             .push(Idle {
                 instance,
-                version,
+                code,
                 since: Instant::now(),
                 memory,
                 permit,
             });
     }
 
-    /// Drops the idle instances of `name` older than `version` (every one, with `u64::MAX`): a
+    /// Drops the idle instances of `name` older than `code` (every one, with `u64::MAX`): a
     /// redeploy or a delete frees their slots at once rather than when they are next found.
-    pub fn forget_older(&self, name: &str, version: u64) {
-        self.drop_idle_where(|n, idle| n == name && idle.version < version);
+    pub fn forget_older(&self, name: &str, code: u64) {
+        self.drop_idle_where(|n, idle| n == name && idle.code < code);
     }
 
     /// Drops the idle instances `stale` picks, outside the lock.

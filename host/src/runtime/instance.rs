@@ -4,7 +4,6 @@ use super::bindings::{v0_2, v0_3};
 use super::calls::Chain;
 use super::epoch::{Busy, EPOCH_TICK, EpochTicker};
 use super::error::EventError;
-use super::limits::LogBucket;
 use super::metering::FuelCount;
 use super::request::{Request, Response};
 use super::state::{HostState, SocketIo};
@@ -154,10 +153,13 @@ impl Instance {
     ) {
         let state = self.store.data_mut();
         if state.identity.id != identity.id {
-            state.log = LogBucket::new(identity, state.log.tail.clone());
+            // The bucket's tokens stay: an object that keeps changing instances gets no new burst.
+            state.log.relabel(identity);
             state.home_chain = Chain::of(identity);
             state.identity = identity.clone();
         }
+        // `switch-object` runs before the event sets its own chain: it runs as this object.
+        state.reset_chain();
         state.storage = Some(storage);
         if let Some(sharing) = &mut self.sharing {
             let current = sharing.holds == Some(identity.id) && ran_here_last;
@@ -337,6 +339,11 @@ impl Instance {
         } else {
             self.store.into_data().storage
         }
+    }
+
+    /// Drops the instance (and storage it may hold), on the long time slice if its memory is big.
+    pub fn discard(self) {
+        drop(self.into_storage());
     }
 }
 

@@ -121,6 +121,12 @@ pub(super) struct LogBucket {
 }
 
 impl LogBucket {
+    /// Names `identity` in the warnings from now on (a shared instance serving another object).
+    pub(super) fn relabel(&mut self, identity: &ObjectIdentity) {
+        self.namespace.clone_from(&identity.namespace);
+        self.id = identity.id.to_hex()[..16].to_owned();
+    }
+
     pub(super) fn new(identity: &ObjectIdentity, tail: Tail) -> Self {
         LogBucket {
             tokens: LOG_BURST,
