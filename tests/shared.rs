@@ -200,3 +200,26 @@ async fn a_flood_of_fresh_names_at_a_shared_class_stays_within_the_caps() {
     let (status, body) = json(c.post(host.at("/probe/after/"))).await;
     assert_eq!((status, &body["count"]), (200, &json!(1)), "{body}");
 }
+
+/// `examples/shared-counter` answers as `examples/counter` does, and its objects share instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_counter_example_counts_like_the_counter() {
+    let (host, _dir) = Host::start(&[]);
+    host.deploy("counter", "shared_counter").await;
+    let c = client();
+    for name in ["alice", "bob", "carol"] {
+        for expected in 1..=3 {
+            let answer = json(c.post(host.at(&format!("/counter/{name}/")))).await;
+            assert_eq!(answer, (200, json!({"count": expected})));
+        }
+    }
+    assert_eq!(
+        json(c.get(host.at("/counter/alice/"))).await,
+        (200, json!({"count": 3}))
+    );
+    let (status, body) = json(c.delete(host.at("/counter/alice/"))).await;
+    assert_eq!(status, 405, "{body}");
+    // Three objects, one after another: one instance served them all.
+    let stats = host.stats().await;
+    assert_eq!(stats["live_instances"], 1, "{stats}");
+}

@@ -128,14 +128,16 @@ impl LogBucket {
     }
 
     pub(super) fn new(identity: &ObjectIdentity, tail: Tail) -> Self {
-        LogBucket {
+        let mut bucket = LogBucket {
             tokens: LOG_BURST,
             refilled: Instant::now(),
             dropped: 0,
-            namespace: identity.namespace.clone(),
-            id: identity.id.to_hex()[..16].to_owned(),
+            namespace: String::new(),
+            id: String::new(),
             tail,
-        }
+        };
+        bucket.relabel(identity);
+        bucket
     }
 
     /// Whether one more line may be written at `now`; if so, reports the lines dropped before it.
