@@ -59,12 +59,22 @@ impl HttpConn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<(StatusCode, Bytes)> {
-        let result = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.send_inner(method, path, headers, body),
-        )
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+        self.send_within(REQUEST_TIMEOUT, method, path, headers, body)
+            .await
+    }
+
+    /// [`Self::send`], waiting at most `wait` for the answer.
+    async fn send_within(
+        &mut self,
+        wait: Duration,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let result = tokio::time::timeout(wait, self.send_inner(method, path, headers, body))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {wait:?}")));
         if result.is_err() {
             self.sender = None;
         }
@@ -113,6 +123,20 @@ pub async fn request_once(
     body: Bytes,
 ) -> Result<(StatusCode, Bytes)> {
     HttpConn::new(addr).send(method, path, headers, body).await
+}
+
+/// [`request_once`] for a deploy, whose answer waits for the component to compile: a
+/// JavaScript component in a debug build under load took more than [`REQUEST_TIMEOUT`].
+pub async fn deploy_once(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    component: Bytes,
+) -> Result<(StatusCode, Bytes)> {
+    const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+    HttpConn::new(addr)
+        .send_within(DEPLOY_TIMEOUT, Method::PUT, path, headers, component)
+        .await
 }
 
 /// What one load run measured.

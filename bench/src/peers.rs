@@ -204,9 +204,8 @@ impl Dohost {
     /// `PUT /_admin/namespaces/{namespace}` with the component: it must answer 200.
     pub async fn deploy(&self, namespace: &str, component: Bytes) -> Result<()> {
         let auth = format!("Bearer {}", self.token);
-        let (status, body) = load::request_once(
+        let (status, body) = load::deploy_once(
             self.addr,
-            Method::PUT,
             &format!("/_admin/namespaces/{namespace}"),
             &[("authorization", &auth)],
             component,
@@ -275,9 +274,8 @@ impl Dohost {
         let body =
             serde_json::json!({ "spec": spec, "worker": b64(worker)?, "classes": components });
         let auth = format!("Bearer {}", self.token);
-        let (status, answer) = load::request_once(
+        let (status, answer) = load::deploy_once(
             self.addr,
-            Method::PUT,
             &format!("/_admin/apps/{app}"),
             &[
                 ("authorization", &auth),
